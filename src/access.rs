@@ -1,0 +1,326 @@
+//! Who is calling, what they may do, and what the call touched.
+//!
+//! The organisation comes from the client certificate (see [`crate::tls`]); its role follows from its
+//! id. The person acting is named in `x-user-id` metadata and recorded in the audit trail, but is
+//! never trusted for authorisation: the calling organisation's systems put it there.
+//!
+//! A [`Call`] lives for one RPC. Use cases record on it the resources and persons they touch, so that
+//! the audit event written at the end (in the same transaction on success, alone on refusal) says
+//! exactly what happened.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    audit::{AuditRecord, Disclosure},
+    domain::{OrganizationId, PersonalIdentityCode, Role, municipality::MunicipalityRegistry},
+    error::{Error, Reason, Result},
+};
+
+pub const USER_ID_HEADER: &str = "x-user-id";
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+pub const MAX_HEADER_CHARS: usize = 128;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub organization: OrganizationId,
+    /// Empty for an auditor that sent none.
+    pub user_id: String,
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        self.organization.role()
+    }
+
+    pub fn is(&self, org: &OrganizationId) -> bool {
+        &self.organization == org
+    }
+}
+
+/// Why a caller could not be identified. Kept as data (not an [`Error`]) because it is asked for
+/// twice: once to refuse, once to audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdentityProblem {
+    Certificate(String),
+    UnknownOrganization,
+    UserIdMissing,
+    UserIdInvalid(&'static str),
+    CorrelationIdInvalid(&'static str),
+}
+
+impl IdentityProblem {
+    fn to_error(&self) -> Error {
+        match self {
+            IdentityProblem::Certificate(message) => Error::Unauthenticated {
+                reason: Reason::CertificateWithoutOrganization,
+                message: message.clone(),
+            },
+            IdentityProblem::UnknownOrganization => Error::Unauthenticated {
+                reason: Reason::UnknownOrganization,
+                message:
+                    "the certificate names an organisation that does not take part in the exchange"
+                        .into(),
+            },
+            IdentityProblem::UserIdMissing => Error::Unauthenticated {
+                reason: Reason::UserIdMissing,
+                message: format!("metadata {USER_ID_HEADER} must name the person acting"),
+            },
+            IdentityProblem::UserIdInvalid(rule) => Error::Unauthenticated {
+                reason: Reason::UserIdInvalid,
+                message: format!("metadata {USER_ID_HEADER}: {rule}"),
+            },
+            IdentityProblem::CorrelationIdInvalid(rule) => Error::invalid_field(
+                CORRELATION_ID_HEADER,
+                "metadata",
+                format!("metadata {CORRELATION_ID_HEADER}: {rule}"),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Touched {
+    resources: Vec<String>,
+    subjects: Vec<String>,
+    disclosures: Vec<Disclosure>,
+}
+
+/// One RPC: its method, its caller (or why there is none), and what it touched.
+#[derive(Debug)]
+pub struct Call {
+    method: &'static str,
+    /// As the certificate stated it, for the audit trail even when refused.
+    organization_claim: String,
+    user_id: String,
+    correlation_id: String,
+    identity: std::result::Result<Caller, IdentityProblem>,
+    touched: Mutex<Touched>,
+    audited: AtomicBool,
+}
+
+impl Call {
+    /// Identifies the caller of `method` from what the connection and metadata say.
+    pub fn identify(
+        method: &'static str,
+        certificate_organization: std::result::Result<String, String>,
+        user_id: Option<&str>,
+        correlation_id: Option<&str>,
+        registry: &MunicipalityRegistry,
+    ) -> Call {
+        let organization_claim = certificate_organization.clone().unwrap_or_default();
+        let user_id_value = user_id.unwrap_or_default().to_owned();
+        let correlation = correlation_id.unwrap_or_default().to_owned();
+        let identity = identify(certificate_organization, user_id, correlation_id, registry);
+        Call {
+            method,
+            // Never record a value that broke the rules: it might be an identity code.
+            user_id: match &identity {
+                Err(IdentityProblem::UserIdInvalid(_)) => String::new(),
+                _ => user_id_value,
+            },
+            correlation_id: match &identity {
+                Err(IdentityProblem::CorrelationIdInvalid(_)) => String::new(),
+                _ => correlation,
+            },
+            organization_claim: match &identity {
+                Err(IdentityProblem::Certificate(_)) => String::new(),
+                _ => organization_claim,
+            },
+            identity,
+            touched: Mutex::default(),
+            audited: AtomicBool::new(false),
+        }
+    }
+
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    pub fn caller(&self) -> Result<&Caller> {
+        self.identity.as_ref().map_err(IdentityProblem::to_error)
+    }
+
+    /// The caller, if its role is one of `allowed`; PERMISSION_DENIED otherwise.
+    pub fn require(&self, allowed: &[Role]) -> Result<&Caller> {
+        let caller = self.caller()?;
+        if allowed.contains(&caller.role()) {
+            Ok(caller)
+        } else {
+            Err(Error::permission_denied(format!(
+                "organizations/{} may not call {}",
+                caller.organization, self.method
+            )))
+        }
+    }
+
+    pub fn touch_resource(&self, name: impl Into<String>) {
+        let name = name.into();
+        let mut t = self.lock();
+        if !t.resources.contains(&name) {
+            t.resources.push(name);
+        }
+    }
+
+    pub fn touch_subject(&self, pseudonym: impl Into<String>) {
+        let pseudonym = pseudonym.into();
+        let mut t = self.lock();
+        if !t.subjects.contains(&pseudonym) {
+            t.subjects.push(pseudonym);
+        }
+    }
+
+    pub fn disclose(&self, disclosure: Disclosure) {
+        self.lock().disclosures.push(disclosure);
+    }
+
+    /// The audit event of this call, ending with `status`.
+    pub fn record(&self, status: tonic::Code, time: DateTime<Utc>) -> AuditRecord {
+        let t = self.lock();
+        AuditRecord {
+            time,
+            organization: self.organization_claim.clone(),
+            user_id: self.user_id.clone(),
+            method: self.method.to_owned(),
+            resources: t.resources.clone(),
+            subject_pseudonyms: t.subjects.clone(),
+            status_code: status as i32,
+            correlation_id: self.correlation_id.clone(),
+            disclosures: t.disclosures.clone(),
+        }
+    }
+
+    pub fn mark_audited(&self) {
+        self.audited.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_audited(&self) -> bool {
+        self.audited.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Touched> {
+        self.touched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn identify(
+    certificate_organization: std::result::Result<String, String>,
+    user_id: Option<&str>,
+    correlation_id: Option<&str>,
+    registry: &MunicipalityRegistry,
+) -> std::result::Result<Caller, IdentityProblem> {
+    let claim = certificate_organization.map_err(IdentityProblem::Certificate)?;
+    let organization =
+        OrganizationId::parse(&claim).map_err(|_| IdentityProblem::UnknownOrganization)?;
+    if organization.role() == Role::Receiver && !registry.is_known_receiver(&organization) {
+        return Err(IdentityProblem::UnknownOrganization);
+    }
+    if let Some(correlation_id) = correlation_id {
+        check_header(correlation_id).map_err(IdentityProblem::CorrelationIdInvalid)?;
+    }
+    let user_id = user_id.unwrap_or_default();
+    if user_id.is_empty() {
+        if organization.role() != Role::Auditor {
+            return Err(IdentityProblem::UserIdMissing);
+        }
+    } else {
+        check_header(user_id).map_err(IdentityProblem::UserIdInvalid)?;
+    }
+    Ok(Caller {
+        organization,
+        user_id: user_id.to_owned(),
+    })
+}
+
+/// Metadata that is written to the audit trail and logs: short, printable, and never an identity
+/// code (a handler who types the client's code into the wrong box must not put it in the log).
+fn check_header(value: &str) -> std::result::Result<(), &'static str> {
+    if value.chars().count() > MAX_HEADER_CHARS {
+        return Err("at most 128 characters");
+    }
+    if !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("printable ASCII without spaces only");
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() >= 11
+        && (0..=bytes.len() - 11).any(|i| {
+            std::str::from_utf8(&bytes[i..i + 11])
+                .is_ok_and(|w| PersonalIdentityCode::parse(w).is_ok())
+        })
+    {
+        return Err("must not contain a personal identity code");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::municipality;
+
+    fn call(org: Result<&str, &str>, user: Option<&str>) -> Call {
+        Call::identify(
+            "/test/Method",
+            org.map(str::to_owned).map_err(str::to_owned),
+            user,
+            None,
+            municipality::embedded(),
+        )
+    }
+
+    #[test]
+    fn roles_follow_from_the_certificate() {
+        let role = |c: Call| c.caller().map(Caller::role).ok();
+        assert_eq!(role(call(Ok("kela"), Some("h1"))), Some(Role::Referrer));
+        assert_eq!(role(call(Ok("hva-15"), Some("w1"))), Some(Role::Receiver));
+        assert_eq!(
+            role(call(Ok("aland-478"), Some("w1"))),
+            Some(Role::Receiver)
+        );
+        assert_eq!(role(call(Ok("auditor-dpo"), None)), Some(Role::Auditor));
+    }
+
+    #[test]
+    fn unknown_organisations_and_missing_users_are_unauthenticated() {
+        for c in [
+            call(Ok("hva-22"), Some("w1")),
+            call(Ok("aland-091"), Some("w1")),
+            call(Ok("kela"), None),
+            call(Err("no organisation SAN"), Some("h1")),
+        ] {
+            assert_eq!(
+                c.caller().map_err(|e| e.code()),
+                Err(tonic::Code::Unauthenticated)
+            );
+        }
+    }
+
+    #[test]
+    fn identity_codes_in_user_ids_are_refused_and_not_recorded() {
+        let c = call(Ok("kela"), Some("user-131052-308T"));
+        assert_eq!(
+            c.caller().map_err(|e| e.reason()),
+            Err(Reason::UserIdInvalid)
+        );
+        let record = c.record(tonic::Code::Unauthenticated, Utc::now());
+        assert_eq!(record.user_id, "");
+        assert_eq!(record.organization, "kela");
+    }
+
+    #[test]
+    fn role_checks_are_permission_denied() {
+        let c = call(Ok("hva-15"), Some("w1"));
+        assert_eq!(
+            c.require(&[Role::Referrer]).map_err(|e| e.code()),
+            Err(tonic::Code::PermissionDenied)
+        );
+        assert!(c.require(&[Role::Receiver]).is_ok());
+    }
+}

@@ -1,0 +1,248 @@
+//! The one error type of the service and the one place it becomes a `tonic::Status`.
+//!
+//! Every refusal carries an `ErrorInfo` whose `reason` is one of the closed set in [`Reason`], so a
+//! client can branch on it without parsing messages (AIP-193). Bad input additionally carries a
+//! `BadRequest` with one field violation per broken rule; consent problems a `PreconditionFailure`
+//! naming the consent. Internal errors are logged with an id and reach the client as that id only.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::domain::{Violation, consent::ConsentRefusal};
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "referral-exchange";
+
+/// Why a call was refused: the closed set of `ErrorInfo.reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    InvalidArgument,
+    InvalidPageToken,
+    NotFound,
+    CertificateWithoutOrganization,
+    UnknownOrganization,
+    UserIdMissing,
+    UserIdInvalid,
+    RoleNotAllowed,
+    IllegalTransition,
+    ReferralForwardedAway,
+    ConsentNotFound,
+    ConsentAlreadyWithdrawn,
+    Consent(ConsentRefusal),
+    EtagMismatch,
+    RequestIdReused,
+    Internal,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidArgument => "INVALID_ARGUMENT",
+            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::NotFound => "NOT_FOUND",
+            Reason::CertificateWithoutOrganization => "CERTIFICATE_WITHOUT_ORGANIZATION",
+            Reason::UnknownOrganization => "UNKNOWN_ORGANIZATION",
+            Reason::UserIdMissing => "USER_ID_MISSING",
+            Reason::UserIdInvalid => "USER_ID_INVALID",
+            Reason::RoleNotAllowed => "ROLE_NOT_ALLOWED",
+            Reason::IllegalTransition => "ILLEGAL_TRANSITION",
+            Reason::ReferralForwardedAway => "REFERRAL_FORWARDED_AWAY",
+            Reason::ConsentNotFound => "CONSENT_NOT_FOUND",
+            Reason::ConsentAlreadyWithdrawn => "CONSENT_ALREADY_WITHDRAWN",
+            Reason::Consent(refusal) => refusal.reason(),
+            Reason::EtagMismatch => "ETAG_MISMATCH",
+            Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the request is invalid")]
+    InvalidArgument {
+        reason: Reason,
+        violations: Vec<Violation>,
+    },
+    /// The caller may not learn whether the resource exists, or it does not.
+    #[error("{resource} was not found")]
+    NotFound { resource: String },
+    #[error("{message}")]
+    Unauthenticated { reason: Reason, message: String },
+    #[error("{message}")]
+    PermissionDenied { reason: Reason, message: String },
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: Reason,
+        message: String,
+        subject: Option<String>,
+    },
+    #[error("{message}")]
+    Aborted { reason: Reason, message: String },
+    #[error("{message}")]
+    AlreadyExists { reason: Reason, message: String },
+    /// Anything the caller cannot fix. The source is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(violations: Vec<Violation>) -> Self {
+        Error::InvalidArgument {
+            reason: Reason::InvalidArgument,
+            violations,
+        }
+    }
+
+    pub fn invalid_field(
+        field: impl Into<String>,
+        rule: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
+        Error::invalid(vec![Violation::new(field, rule, description)])
+    }
+
+    pub fn not_found(resource: impl Into<String>) -> Self {
+        Error::NotFound {
+            resource: resource.into(),
+        }
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Error::PermissionDenied {
+            reason: Reason::RoleNotAllowed,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Internal(source.into())
+    }
+
+    pub fn consent(refusal: ConsentRefusal, consent: String) -> Self {
+        Error::FailedPrecondition {
+            reason: Reason::Consent(refusal),
+            message: refusal.to_string(),
+            subject: Some(consent),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Aborted { .. } => Code::Aborted,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::InvalidArgument { reason, .. }
+            | Error::Unauthenticated { reason, .. }
+            | Error::PermissionDenied { reason, .. }
+            | Error::FailedPrecondition { reason, .. }
+            | Error::Aborted { reason, .. }
+            | Error::AlreadyExists { reason, .. } => *reason,
+            Error::NotFound { .. } => Reason::NotFound,
+            Error::Internal(_) => Reason::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::internal(e)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let mut details =
+            ErrorDetails::with_error_info(error.reason().as_str(), ERROR_DOMAIN, HashMap::new());
+        let message = match &error {
+            Error::InvalidArgument { violations, .. } => {
+                let fields: Vec<FieldViolation> = violations
+                    .iter()
+                    .map(|v| {
+                        let mut fv = FieldViolation::new(&v.field, &v.description);
+                        fv.reason = v.rule.to_ascii_uppercase();
+                        fv
+                    })
+                    .collect();
+                details.set_bad_request(fields);
+                let summary: Vec<String> = violations
+                    .iter()
+                    .map(|v| format!("{} ({})", v.field, v.rule))
+                    .collect();
+                format!("invalid request: {}", summary.join(", "))
+            }
+            Error::FailedPrecondition {
+                reason,
+                message,
+                subject,
+            } => {
+                if let Some(subject) = subject {
+                    details.add_precondition_failure_violation(reason.as_str(), subject, message);
+                }
+                message.clone()
+            }
+            Error::Internal(source) => {
+                let id = uuid::Uuid::new_v4();
+                // The source may name tables or constraints; it goes to the log, the caller gets the id.
+                tracing::error!(error_id = %id, error = %source, "internal error");
+                format!("internal error {id}")
+            }
+            other => other.to_string(),
+        };
+        Status::with_error_details(error.code(), message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_each_field_and_rule() {
+        let status = Status::from(Error::invalid(vec![
+            Violation::new(
+                "referral.subject.personal_identity_code",
+                "check_character",
+                "wrong check",
+            ),
+            Violation::required("referral.kind"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let violations = &details.bad_request().expect("bad request").field_violations;
+        assert_eq!(violations.len(), 2);
+        assert_eq!(
+            violations[0].field,
+            "referral.subject.personal_identity_code"
+        );
+        assert_eq!(violations[0].reason, "CHECK_CHARACTER");
+        assert_eq!(violations[1].reason, "REQUIRED");
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_source() {
+        let status = Status::from(Error::internal(
+            "relation \"referrals\" violates constraint",
+        ));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("referrals"));
+        assert!(status.message().starts_with("internal error "));
+    }
+}

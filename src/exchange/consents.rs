@@ -1,0 +1,275 @@
+//! Consent use cases: record, read, list, withdraw, and the consent log.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Exchange, Outbox, RequestKey, referrals::Page};
+use crate::{
+    access::{Call, Caller},
+    domain::{
+        OrganizationId, PersonalIdentityCode, Role,
+        consent::{Consent, ConsentEvent, ConsentEventType, ConsentState, NewConsent},
+        referral::{Action, State},
+    },
+    error::{Error, Reason, Result},
+    mailbox::{MessageType, NewMessage, delivery::state_changed},
+    store::{ConsentEventFilter, ConsentFilter, StoredConsentEvent},
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsentQuery {
+    pub subject: Option<PersonalIdentityCode>,
+    pub state: Option<ConsentState>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub page_size: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsentEventQuery {
+    pub subject: Option<PersonalIdentityCode>,
+    pub consent_id: Option<Uuid>,
+    pub organization: Option<OrganizationId>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub after_id: Option<i64>,
+    pub page_size: i64,
+}
+
+impl Exchange {
+    pub async fn record_consent(
+        &self,
+        call: &Call,
+        new: NewConsent,
+        key: Option<RequestKey>,
+    ) -> Result<Consent> {
+        let caller = call.require(&[Role::Referrer])?;
+        let pseudonym = self.pseudonym(&new.subject);
+        call.touch_subject(&pseudonym);
+        let now = self.clock.now();
+        let violations = new.validate(now, |org| self.registry.is_known_receiver(org));
+        if !violations.is_empty() {
+            return Err(Error::invalid(violations));
+        }
+        let mut tx = self.store.begin().await?;
+        if let Some(done) = self
+            .replay::<Consent>(tx.as_mut(), caller, key.as_ref())
+            .await?
+        {
+            call.touch_resource(done.name());
+            self.commit(call, tx, Outbox::default()).await?;
+            return Ok(done);
+        }
+        let consent = Consent::record(Uuid::new_v4(), new, now);
+        call.touch_resource(consent.name());
+        tx.insert_consent(&consent, &pseudonym).await?;
+        tx.insert_consent_event(&event(
+            &consent,
+            ConsentEventType::Granted,
+            caller,
+            now,
+            None,
+        ))
+        .await?;
+        self.remember(tx.as_mut(), caller, key.as_ref(), &consent)
+            .await?;
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(consent)
+    }
+
+    /// Kela and auditors read any consent; a receiver one that names it.
+    pub async fn get_consent(&self, call: &Call, id: Uuid) -> Result<Consent> {
+        let caller = call.require(&[Role::Referrer, Role::Receiver, Role::Auditor])?;
+        let name = format!("consents/{id}");
+        call.touch_resource(&name);
+        let mut tx = self.store.begin().await?;
+        let consent = tx
+            .get_consent(id, false)
+            .await?
+            .filter(|c| {
+                caller.role() != Role::Receiver || c.recipients.contains(&caller.organization)
+            })
+            .ok_or_else(|| Error::not_found(&name))?;
+        call.touch_subject(self.pseudonym(&consent.subject));
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(self.as_of_now(consent))
+    }
+
+    pub async fn list_consents(&self, call: &Call, query: ConsentQuery) -> Result<Page<Consent>> {
+        call.require(&[Role::Referrer, Role::Auditor])?;
+        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
+        if let Some(p) = &subject_pseudonym {
+            call.touch_subject(p);
+        }
+        let filter = ConsentFilter {
+            subject_pseudonym,
+            state: query.state,
+            now: Some(self.clock.now()),
+            after: query.after,
+            limit: query.page_size + 1,
+        };
+        let mut tx = self.store.begin().await?;
+        let mut items = tx.list_consents(&filter).await?;
+        let more = items.len() as i64 > query.page_size;
+        items.truncate(query.page_size as usize);
+        for consent in &items {
+            call.touch_resource(consent.name());
+            call.touch_subject(self.pseudonym(&consent.subject));
+        }
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(Page {
+            items: items.into_iter().map(|c| self.as_of_now(c)).collect(),
+            more,
+        })
+    }
+
+    /// Withdrawal reaches every recipient: referrals not yet received are cancelled (their receiver
+    /// is told), and every receiver that already took delivery of one gets CONSENT_WITHDRAWN. What
+    /// was lawfully done before stays done.
+    pub async fn withdraw_consent(
+        &self,
+        call: &Call,
+        id: Uuid,
+        etag: Option<String>,
+        key: Option<RequestKey>,
+    ) -> Result<Consent> {
+        let caller = call.require(&[Role::Referrer])?;
+        let name = format!("consents/{id}");
+        call.touch_resource(&name);
+        let mut tx = self.store.begin().await?;
+        if let Some(done) = self
+            .replay::<Consent>(tx.as_mut(), caller, key.as_ref())
+            .await?
+        {
+            self.commit(call, tx, Outbox::default()).await?;
+            return Ok(done);
+        }
+        let mut consent = tx
+            .get_consent(id, true)
+            .await?
+            .ok_or_else(|| Error::not_found(&name))?;
+        call.touch_subject(self.pseudonym(&consent.subject));
+        if let Some(etag) = etag
+            && etag != consent.etag()
+        {
+            return Err(Error::Aborted {
+                reason: Reason::EtagMismatch,
+                message: format!(
+                    "{name} has changed since it was read (etag {})",
+                    consent.etag()
+                ),
+            });
+        }
+        let now = self.clock.now();
+        consent
+            .withdraw(now)
+            .map_err(|_| Error::FailedPrecondition {
+                reason: Reason::ConsentAlreadyWithdrawn,
+                message: format!("{name} is already withdrawn"),
+                subject: Some(name.clone()),
+            })?;
+        tx.update_consent(&consent).await?;
+        tx.insert_consent_event(&event(
+            &consent,
+            ConsentEventType::Withdrawn,
+            caller,
+            now,
+            None,
+        ))
+        .await?;
+
+        let mut outbox = Outbox::default();
+        for referral_id in tx.referrals_by_consent(id).await? {
+            let Some(mut referral) = tx.get_referral(referral_id, true).await? else {
+                continue;
+            };
+            call.touch_resource(referral.name());
+            if referral.state == State::Requested {
+                let recipient = referral.recipient.clone();
+                let change = referral
+                    .apply(
+                        Action::CancelForConsentWithdrawal,
+                        &caller.organization,
+                        now,
+                    )
+                    .map_err(Error::internal)?;
+                tx.update_referral(&referral).await?;
+                outbox.push(NewMessage::about_referral(
+                    recipient,
+                    MessageType::ReferralCancelled,
+                    referral.id,
+                    now,
+                ));
+                outbox.push(state_changed(&referral, change, now));
+            }
+            for receiver in referral.receivers_that_received() {
+                let mut message = NewMessage::about_referral(
+                    receiver,
+                    MessageType::ConsentWithdrawn,
+                    referral.id,
+                    now,
+                );
+                message.consent_id = Some(id);
+                outbox.push(message);
+            }
+        }
+        self.remember(tx.as_mut(), caller, key.as_ref(), &consent)
+            .await?;
+        self.commit(call, tx, outbox).await?;
+        Ok(consent)
+    }
+
+    /// The consent log. Kela and auditors.
+    pub async fn list_consent_events(
+        &self,
+        call: &Call,
+        query: ConsentEventQuery,
+    ) -> Result<Page<StoredConsentEvent>> {
+        call.require(&[Role::Referrer, Role::Auditor])?;
+        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
+        if let Some(p) = &subject_pseudonym {
+            call.touch_subject(p);
+        }
+        if let Some(id) = query.consent_id {
+            call.touch_resource(format!("consents/{id}"));
+        }
+        let filter = ConsentEventFilter {
+            subject_pseudonym,
+            consent_id: query.consent_id,
+            organization: query.organization.map(|o| o.to_string()),
+            start_time: query.start_time,
+            end_time: query.end_time,
+            after_id: query.after_id,
+            limit: query.page_size + 1,
+        };
+        let mut tx = self.store.begin().await?;
+        let mut items = tx.list_consent_events(&filter).await?;
+        let more = items.len() as i64 > query.page_size;
+        items.truncate(query.page_size as usize);
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(Page { items, more })
+    }
+
+    /// A consent with its state as of now (an expired consent reads EXPIRED before anyone records it).
+    fn as_of_now(&self, mut consent: Consent) -> Consent {
+        consent.state = consent.state_at(self.clock.now());
+        consent
+    }
+}
+
+fn event(
+    consent: &Consent,
+    event_type: ConsentEventType,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    referral_id: Option<Uuid>,
+) -> ConsentEvent {
+    ConsentEvent {
+        consent_id: consent.id,
+        event_type,
+        time: now,
+        organization: caller.organization.clone(),
+        user_id: caller.user_id.clone(),
+        referral_id,
+        consent_state: consent.state_at(now),
+    }
+}

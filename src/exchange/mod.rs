@@ -1,0 +1,188 @@
+//! The use cases of the exchange, each one transaction.
+//!
+//! Every use case has the same shape:
+//!
+//! 1. check the caller's role ([`Call::require`]);
+//! 2. begin a transaction; for a change, claim its `request_id` (a retry gets the first result);
+//! 3. read and lock what will change; let [`crate::domain`] decide;
+//! 4. write the change, queue mailbox messages in an [`Outbox`];
+//! 5. [`Exchange::commit`]: messages, then the audit event, then COMMIT, then wake long-polls.
+//!
+//! A refusal anywhere rolls the transaction back; [`Exchange::finish`] then writes the refusal's own
+//! audit event. So each call leaves exactly one audit event, and never a change without one.
+//!
+//! - [`referrals`]: create, read, list and move referrals through their states.
+//! - [`consents`]: record, read, list and withdraw consents; the consent log.
+//! - [`directory`]: organisations and routing by municipality.
+//! - [`audit_trail`]: reading the audit trail.
+//! - mailbox delivery lives in [`crate::mailbox`].
+
+pub mod audit_trail;
+pub mod consents;
+pub mod directory;
+pub mod referrals;
+
+use std::sync::Arc;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    access::{Call, Caller},
+    audit::Pseudonymizer,
+    clock::Clock,
+    domain::{PersonalIdentityCode, municipality::MunicipalityRegistry},
+    error::{Error, Reason, Result},
+    mailbox::{LeaseLimits, NewMessage},
+    store::{Claim, Store, Tx},
+};
+
+/// The service's core: storage, time, and the keys it computes pseudonyms with.
+pub struct Exchange {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) pseudonyms: Pseudonymizer,
+    pub(crate) registry: &'static MunicipalityRegistry,
+    pub(crate) leases: LeaseLimits,
+}
+
+/// A client-chosen request id with a fingerprint of the request it came with (AIP-155).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub request_id: String,
+    /// Differs when the same `request_id` comes back with another body.
+    pub fingerprint: String,
+}
+
+/// Messages a use case sends, written at commit in mailbox order so that two transactions writing to
+/// the same mailboxes always take their sequence locks in the same order and cannot deadlock.
+#[derive(Debug, Default)]
+pub struct Outbox(Vec<NewMessage>);
+
+impl Outbox {
+    pub fn push(&mut self, message: NewMessage) {
+        self.0.push(message);
+    }
+}
+
+impl Exchange {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        pseudonyms: Pseudonymizer,
+        leases: LeaseLimits,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            pseudonyms,
+            registry: crate::domain::municipality::embedded(),
+            leases,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &'static MunicipalityRegistry {
+        self.registry
+    }
+
+    pub fn pseudonym(&self, code: &PersonalIdentityCode) -> String {
+        self.pseudonyms.pseudonym(code)
+    }
+
+    /// Writes the outbox and the call's audit event, commits, and wakes whoever waits on the
+    /// mailboxes written to.
+    pub(crate) async fn commit(
+        &self,
+        call: &Call,
+        mut tx: Box<dyn Tx>,
+        outbox: Outbox,
+    ) -> Result<()> {
+        let mut messages = outbox.0;
+        messages.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+        for message in &messages {
+            tx.insert_message(message).await?;
+        }
+        tx.insert_audit_event(&call.record(tonic::Code::Ok, self.clock.now()))
+            .await?;
+        tx.commit().await?;
+        call.mark_audited();
+        let mut mailboxes: Vec<&str> = messages.iter().map(|m| m.mailbox.as_str()).collect();
+        mailboxes.dedup();
+        for mailbox in mailboxes {
+            self.store.signals().notify(mailbox);
+        }
+        Ok(())
+    }
+
+    /// Ends a call: a refusal that no transaction recorded gets its own audit event.
+    pub async fn finish<T>(&self, call: &Call, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result
+            && !call.is_audited()
+        {
+            let record = call.record(error.code(), self.clock.now());
+            let written = async {
+                let mut tx = self.store.begin().await?;
+                tx.insert_audit_event(&record).await?;
+                tx.commit().await
+            }
+            .await;
+            match written {
+                Ok(()) => call.mark_audited(),
+                // The refusal stands; losing its record is logged loudly (without personal data).
+                Err(e) => {
+                    tracing::error!(method = call.method(), error = %e, "could not audit a refused call")
+                }
+            }
+        }
+        result
+    }
+
+    /// Claims `key` in `tx`. `Some(response)` when this is a retry of a request that already
+    /// succeeded; ALREADY_EXISTS when the id was used for a different request.
+    pub(crate) async fn replay<T: DeserializeOwned>(
+        &self,
+        tx: &mut dyn Tx,
+        caller: &Caller,
+        key: Option<&RequestKey>,
+    ) -> Result<Option<T>> {
+        let Some(key) = key else { return Ok(None) };
+        match tx
+            .claim_request(
+                caller.organization.as_str(),
+                &key.request_id,
+                &key.fingerprint,
+                self.clock.now(),
+            )
+            .await?
+        {
+            Claim::New => Ok(None),
+            Claim::Existing {
+                fingerprint,
+                response,
+            } if fingerprint == key.fingerprint => serde_json::from_str(&response)
+                .map(Some)
+                .map_err(Error::internal),
+            Claim::Existing { .. } => Err(Error::AlreadyExists {
+                reason: Reason::RequestIdReused,
+                message: "request_id was already used for a different request".into(),
+            }),
+        }
+    }
+
+    /// Stores the response of a claimed request for its retries.
+    pub(crate) async fn remember<T: Serialize>(
+        &self,
+        tx: &mut dyn Tx,
+        caller: &Caller,
+        key: Option<&RequestKey>,
+        response: &T,
+    ) -> Result<()> {
+        let Some(key) = key else { return Ok(()) };
+        let json = serde_json::to_string(response).map_err(Error::internal)?;
+        tx.complete_request(caller.organization.as_str(), &key.request_id, &json)
+            .await
+    }
+}

@@ -1,0 +1,327 @@
+//! Referral use cases: create and route, read, list, and every change of state.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Exchange, Outbox, RequestKey};
+use crate::{
+    access::{Call, Caller},
+    domain::{
+        OrganizationId, Role, calendar,
+        consent::{ConsentEvent, ConsentEventType, Purpose},
+        referral::{Action, Basis, NewReferral, Referral, State},
+    },
+    error::{Error, Reason, Result},
+    mailbox::{MessageType, NewMessage, delivery::state_changed},
+    store::{ReferralFilter, Tx},
+};
+
+/// A change a party asks for, with its concurrency and idempotency guards.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    pub referral_id: Uuid,
+    pub action: Action,
+    /// AIP-154: when set, must equal the referral's current etag.
+    pub etag: Option<String>,
+    pub key: Option<RequestKey>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Whether more items follow the last one.
+    pub more: bool,
+}
+
+/// What `ListReferrals` asks for, in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct ReferralQuery {
+    pub state: Option<State>,
+    pub kind: Option<crate::domain::referral::Kind>,
+    pub recipient: Option<OrganizationId>,
+    pub subject: Option<crate::domain::PersonalIdentityCode>,
+    pub create_time_start: Option<DateTime<Utc>>,
+    pub create_time_end: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub page_size: i64,
+}
+
+const READERS: &[Role] = &[Role::Referrer, Role::Receiver, Role::Auditor];
+
+impl Exchange {
+    /// Routes a new referral to the organiser of the home municipality on today's code list and puts
+    /// it in that organiser's mailbox. An ordinary referral needs a consent that covers it; an oral
+    /// consent is used up by it. A statutory notification needs no consent and is never refused for
+    /// lack of one.
+    pub async fn create_referral(
+        &self,
+        call: &Call,
+        new: NewReferral,
+        key: Option<RequestKey>,
+    ) -> Result<Referral> {
+        let caller = call.require(&[Role::Referrer])?;
+        let pseudonym = self.pseudonym(&new.subject.personal_identity_code);
+        call.touch_subject(&pseudonym);
+        let now = self.clock.now();
+        let recipient = new
+            .validate(self.registry, calendar::helsinki_date(now))
+            .map_err(Error::invalid)?;
+
+        let mut tx = self.store.begin().await?;
+        if let Some(done) = self
+            .replay::<Referral>(tx.as_mut(), caller, key.as_ref())
+            .await?
+        {
+            call.touch_resource(done.name());
+            self.commit(call, tx, Outbox::default()).await?;
+            return Ok(done);
+        }
+        let referral = Referral::create(
+            Uuid::new_v4(),
+            new,
+            recipient.clone(),
+            caller.organization.clone(),
+            now,
+        );
+        call.touch_resource(referral.name());
+        if let Basis::Consent(consent_id) = referral.basis {
+            let consent_name = format!("consents/{consent_id}");
+            call.touch_resource(&consent_name);
+            let mut consent = tx.get_consent(consent_id, true).await?.ok_or_else(|| {
+                Error::FailedPrecondition {
+                    reason: Reason::ConsentNotFound,
+                    message: "the referral names a consent that does not exist".into(),
+                    subject: Some(consent_name.clone()),
+                }
+            })?;
+            consent
+                .covers(
+                    &referral.subject.personal_identity_code,
+                    &recipient,
+                    Purpose::SocialWelfareReferral,
+                    now,
+                )
+                .map_err(|refusal| Error::consent(refusal, consent_name))?;
+            consent.use_for(referral.id, now);
+            tx.update_consent(&consent).await?;
+            tx.insert_consent_event(&ConsentEvent {
+                consent_id,
+                event_type: ConsentEventType::Used,
+                time: now,
+                organization: caller.organization.clone(),
+                user_id: caller.user_id.clone(),
+                referral_id: Some(referral.id),
+                consent_state: consent.state_at(now),
+            })
+            .await?;
+        }
+        tx.insert_referral(&referral, &pseudonym).await?;
+        tx.insert_route(referral.id, &recipient, now).await?;
+        let mut outbox = Outbox::default();
+        outbox.push(NewMessage::about_referral(
+            recipient,
+            MessageType::ReferralRouted,
+            referral.id,
+            now,
+        ));
+        self.remember(tx.as_mut(), caller, key.as_ref(), &referral)
+            .await?;
+        self.commit(call, tx, outbox).await?;
+        Ok(referral)
+    }
+
+    /// The referral as the caller may see it; NOT_FOUND when it may not know the referral exists.
+    pub async fn get_referral(&self, call: &Call, id: Uuid) -> Result<Referral> {
+        let caller = call.require(READERS)?;
+        call.touch_resource(format!("referrals/{id}"));
+        let mut tx = self.store.begin().await?;
+        let view = tx
+            .get_referral(id, false)
+            .await?
+            .and_then(|r| r.view_for(&caller.organization))
+            .ok_or_else(|| Error::not_found(format!("referrals/{id}")))?;
+        call.touch_subject(self.pseudonym(&view.subject.personal_identity_code));
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(view)
+    }
+
+    /// Kela and auditors see every referral; a receiver those ever routed to it.
+    pub async fn list_referrals(
+        &self,
+        call: &Call,
+        query: ReferralQuery,
+    ) -> Result<Page<Referral>> {
+        let caller = call.require(READERS)?;
+        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
+        if let Some(p) = &subject_pseudonym {
+            call.touch_subject(p);
+        }
+        let filter = ReferralFilter {
+            routed_to: (caller.role() == Role::Receiver).then(|| caller.organization.clone()),
+            state: query.state,
+            kind: query.kind,
+            recipient: query.recipient,
+            subject_pseudonym,
+            create_time_start: query.create_time_start,
+            create_time_end: query.create_time_end,
+            after: query.after,
+            limit: query.page_size + 1,
+        };
+        let mut tx = self.store.begin().await?;
+        let mut found = tx.list_referrals(&filter).await?;
+        let more = found.len() as i64 > query.page_size;
+        found.truncate(query.page_size as usize);
+        let items: Vec<Referral> = found
+            .iter()
+            .filter_map(|r| r.view_for(&caller.organization))
+            .collect();
+        for referral in &items {
+            call.touch_resource(referral.name());
+            call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+        }
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(Page { items, more })
+    }
+
+    /// Accept, start, complete, reject, forward (the current recipient) or cancel (Kela).
+    pub async fn change_referral(&self, call: &Call, request: ChangeRequest) -> Result<Referral> {
+        let allowed: &[Role] = match request.action {
+            Action::Cancel { .. } => &[Role::Referrer],
+            _ => &[Role::Receiver],
+        };
+        let caller = call.require(allowed)?;
+        let name = format!("referrals/{}", request.referral_id);
+        call.touch_resource(&name);
+
+        let mut tx = self.store.begin().await?;
+        if let Some(done) = self
+            .replay::<Referral>(tx.as_mut(), caller, request.key.as_ref())
+            .await?
+        {
+            self.commit(call, tx, Outbox::default()).await?;
+            return Ok(done);
+        }
+        let mut referral = tx
+            .get_referral(request.referral_id, true)
+            .await?
+            .ok_or_else(|| Error::not_found(&name))?;
+        call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+        authorize_change(caller, &referral, &name)?;
+        if let Some(etag) = &request.etag
+            && etag != &referral.etag()
+        {
+            return Err(Error::Aborted {
+                reason: Reason::EtagMismatch,
+                message: format!(
+                    "{name} has changed since it was read (etag {})",
+                    referral.etag()
+                ),
+            });
+        }
+        let now = self.clock.now();
+        let previous_recipient = referral.recipient.clone();
+        if let Action::Forward { to } = &request.action {
+            self.check_forward(tx.as_mut(), &referral, to).await?;
+        }
+        let change = referral
+            .apply(request.action, &caller.organization, now)
+            .map_err(|e| Error::FailedPrecondition {
+                reason: Reason::IllegalTransition,
+                message: e.to_string(),
+                subject: None,
+            })?;
+        tx.update_referral(&referral).await?;
+
+        let mut outbox = Outbox::default();
+        match referral.state {
+            State::Requested => {
+                // Forwarded: the new organiser receives it like a new referral.
+                tx.insert_route(referral.id, &referral.recipient, now)
+                    .await?;
+                outbox.push(NewMessage::about_referral(
+                    referral.recipient.clone(),
+                    MessageType::ReferralRouted,
+                    referral.id,
+                    now,
+                ));
+            }
+            State::Cancelled => outbox.push(NewMessage::about_referral(
+                previous_recipient,
+                MessageType::ReferralCancelled,
+                referral.id,
+                now,
+            )),
+            _ => {}
+        }
+        outbox.push(state_changed(&referral, change, now));
+        let view = referral
+            .view_for(&caller.organization)
+            .ok_or_else(|| Error::not_found(&name))?;
+        self.remember(tx.as_mut(), caller, request.key.as_ref(), &view)
+            .await?;
+        self.commit(call, tx, outbox).await?;
+        Ok(view)
+    }
+
+    /// A forward discloses the referral to another organiser: it must be a different one, exist on
+    /// today's list, and, for a referral resting on consent, be covered by that consent.
+    async fn check_forward(
+        &self,
+        tx: &mut dyn Tx,
+        referral: &Referral,
+        to: &OrganizationId,
+    ) -> Result<()> {
+        if to == &referral.recipient {
+            return Err(Error::invalid_field(
+                "home_municipality_code",
+                "other_organiser",
+                "the municipality belongs to the organiser that already has the referral",
+            ));
+        }
+        if let Basis::Consent(consent_id) = referral.basis {
+            let consent_name = format!("consents/{consent_id}");
+            let consent = tx
+                .get_consent(consent_id, false)
+                .await?
+                .ok_or_else(|| crate::store::corrupt("consent"))?;
+            consent
+                .covers_recipient(to)
+                .map_err(|refusal| Error::consent(refusal, consent_name))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the organiser a forward goes to, as of today.
+    pub fn forward_target(&self, municipality_code: &str) -> Result<OrganizationId> {
+        let today = calendar::helsinki_date(self.clock.now());
+        self.registry
+            .lookup(municipality_code, today)
+            .map(|m| m.organizer.clone())
+            .map_err(|e| {
+                Error::invalid(vec![crate::domain::referral::municipality_violation(
+                    "home_municipality_code",
+                    &e,
+                )])
+            })
+    }
+}
+
+/// Kela may cancel any referral. Receivers act only on what is routed to them now; one that
+/// forwarded a referral keeps reading it but may no longer change it. Others get NOT_FOUND.
+fn authorize_change(caller: &Caller, referral: &Referral, name: &str) -> Result<()> {
+    match caller.role() {
+        Role::Referrer => Ok(()),
+        Role::Receiver if caller.is(&referral.recipient) => Ok(()),
+        Role::Receiver if referral.recipients_so_far().contains(&&caller.organization) => {
+            Err(Error::FailedPrecondition {
+                reason: Reason::ReferralForwardedAway,
+                message: format!(
+                    "{name} was forwarded to another organiser and can no longer be changed here"
+                ),
+                subject: None,
+            })
+        }
+        _ => Err(Error::not_found(name)),
+    }
+}

@@ -1,0 +1,154 @@
+//! Per-organisation mailboxes: how referrals reach receivers and coded state changes reach Kela.
+//!
+//! Delivery is at-least-once with leases, as in Google Pub/Sub pull. A pull leases messages to the
+//! puller until it acknowledges them or the lease runs out; then they are delivered again with the
+//! attempt count raised. An `ack_id` names one delivery (message and attempt), so an ack that arrives
+//! after its lease expired, or after the message was delivered again, acknowledges nothing, and the
+//! reply says so: a receiver's system must never believe a referral was taken when it was not.
+//!
+//! Acknowledging a `REFERRAL_ROUTED` message is the receiver's system taking delivery: the referral
+//! becomes RECEIVED in the same transaction, and its deadlines start.
+
+pub(crate) mod delivery;
+
+use std::{collections::HashMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub use self::delivery::{AckOutcome, AckResult, Delivery, LeaseLimits};
+use crate::domain::{OrganizationId, code_enum, referral::StateChange};
+
+code_enum! {
+    pub enum MessageType {
+        ReferralRouted = "REFERRAL_ROUTED",
+        ReferralCancelled = "REFERRAL_CANCELLED",
+        ConsentWithdrawn = "CONSENT_WITHDRAWN",
+        ReferralStateChanged = "REFERRAL_STATE_CHANGED",
+    }
+}
+
+/// A message on its way into a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub mailbox: OrganizationId,
+    pub message_type: MessageType,
+    pub referral_id: Option<Uuid>,
+    pub consent_id: Option<Uuid>,
+    pub state_change: Option<StateChange>,
+    pub publish_time: DateTime<Utc>,
+}
+
+impl NewMessage {
+    pub fn about_referral(
+        mailbox: OrganizationId,
+        message_type: MessageType,
+        referral_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> NewMessage {
+        NewMessage {
+            id: Uuid::new_v4(),
+            mailbox,
+            message_type,
+            referral_id: Some(referral_id),
+            consent_id: None,
+            state_change: None,
+            publish_time: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: Uuid,
+    pub mailbox: String,
+    pub sequence: i64,
+    pub message_type: MessageType,
+    pub referral_id: Option<Uuid>,
+    pub consent_id: Option<Uuid>,
+    pub state_change: Option<StateChange>,
+    pub publish_time: DateTime<Utc>,
+    /// How many times the message has been leased; 0 before the first pull.
+    pub delivery_attempt: i32,
+    pub lease_expire_time: Option<DateTime<Utc>>,
+    pub ack_time: Option<DateTime<Utc>>,
+}
+
+impl StoredMessage {
+    pub fn ack_id(&self) -> String {
+        AckId {
+            message_id: self.id,
+            attempt: self.delivery_attempt,
+        }
+        .to_string()
+    }
+}
+
+/// Names one delivery of one message: `{message uuid}.{attempt}`. Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    pub message_id: Uuid,
+    pub attempt: i32,
+}
+
+impl AckId {
+    pub fn parse(s: &str) -> Option<AckId> {
+        let (id, attempt) = s.split_once('.')?;
+        Some(AckId {
+            message_id: Uuid::parse_str(id).ok()?,
+            attempt: attempt.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for AckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.message_id.simple(), self.attempt)
+    }
+}
+
+/// Wakes long-polls in this process when a transaction that wrote to their mailbox commits.
+#[derive(Debug, Default)]
+pub struct MailboxSignals {
+    waiters: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl MailboxSignals {
+    /// The signal of `mailbox`. Create its `notified()` future *before* looking for messages, so that
+    /// a commit between the look and the wait is not missed.
+    pub fn subscribe(&self, mailbox: &str) -> Arc<Notify> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.entry(mailbox.to_owned()).or_default().clone()
+    }
+
+    pub fn notify(&self, mailbox: &str) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = waiters.get(mailbox) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_ids_round_trip_and_reject_garbage() {
+        let id = AckId {
+            message_id: Uuid::from_u128(7),
+            attempt: 3,
+        };
+        assert_eq!(AckId::parse(&id.to_string()), Some(id));
+        for bad in [
+            "",
+            "x.1",
+            "00000000000000000000000000000007",
+            "00000000000000000000000000000007.x",
+        ] {
+            assert_eq!(AckId::parse(bad), None, "{bad}");
+        }
+    }
+}

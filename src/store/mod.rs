@@ -1,0 +1,208 @@
+//! Storage: SQLite as the embedded default, PostgreSQL for production and for several replicas.
+//!
+//! A use case opens one [`Tx`], reads what it needs (locking rows it will change), lets the domain
+//! decide, writes the result together with its audit event and outgoing messages, and commits. So a
+//! change and the record of it land together or not at all.
+//!
+//! The SQL is written once, in [`queries`], with `$n` placeholders that both engines accept, and
+//! instantiated for each engine by a macro; the engine files hold only what truly differs (pool set-up,
+//! row locking, how a time is stored). Queries are built at run time: nothing needs a database to
+//! compile.
+//!
+//! Times: PostgreSQL stores `timestamptz`; SQLite stores integer microseconds since the epoch, which
+//! compare correctly as numbers ([`DbTime`]). UUIDs are `uuid` and 16-byte blobs respectively.
+
+mod postgres;
+mod queries;
+mod sqlite;
+mod time;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::{postgres::PostgresStore, sqlite::SqliteStore, time::DbTime};
+use crate::{
+    audit::{AuditQuery, AuditRecord, StoredAuditEvent},
+    domain::{
+        OrganizationId,
+        consent::{Consent, ConsentEvent, ConsentState},
+        referral::{Kind, Referral, State},
+    },
+    error::Result,
+    mailbox::{MailboxSignals, NewMessage, StoredMessage},
+};
+
+/// Which database a store talks to; reported at start-up and in health details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens a store for `url` (`sqlite:…` or `postgres://…`), creating the SQLite file if needed, and
+/// brings the schema up to date when `migrate` is set.
+pub async fn connect(
+    url: &str,
+    migrate: bool,
+    signals: Arc<MailboxSignals>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(url, migrate, signals).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, migrate, signals).await?))
+    } else {
+        anyhow::bail!("unsupported database URL scheme: expected sqlite: or postgres://")
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn engine(&self) -> Engine;
+
+    /// Begins a read-write transaction.
+    async fn begin(&self) -> Result<Box<dyn Tx>>;
+
+    /// Wakes long-polls waiting on these mailboxes (after a commit that wrote to them).
+    fn signals(&self) -> &Arc<MailboxSignals>;
+
+    async fn close(&self);
+}
+
+/// The outcome of claiming a `request_id` (AIP-155).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: go ahead, then [`Tx::complete_request`] with the result.
+    New,
+    /// Seen before (committed): the first request's fingerprint and stored response.
+    Existing {
+        fingerprint: String,
+        response: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReferralFilter {
+    /// A receiver sees only referrals ever routed to it.
+    pub routed_to: Option<OrganizationId>,
+    pub state: Option<State>,
+    pub kind: Option<Kind>,
+    /// The current recipient.
+    pub recipient: Option<OrganizationId>,
+    pub subject_pseudonym: Option<String>,
+    pub create_time_start: Option<DateTime<Utc>>,
+    pub create_time_end: Option<DateTime<Utc>>,
+    /// Keyset cursor: strictly after this `(create_time, id)`.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsentFilter {
+    pub subject_pseudonym: Option<String>,
+    pub state: Option<ConsentState>,
+    /// Needed to tell ACTIVE from EXPIRED.
+    pub now: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsentEventFilter {
+    pub subject_pseudonym: Option<String>,
+    pub consent_id: Option<Uuid>,
+    pub organization: Option<String>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Keyset cursor: events with a larger id.
+    pub after_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// A consent event with its position in the consent log (for paging).
+#[derive(Debug, Clone)]
+pub struct StoredConsentEvent {
+    pub id: i64,
+    pub event: ConsentEvent,
+}
+
+/// One transaction. Dropping it without [`Tx::commit`] rolls everything back.
+#[async_trait]
+pub trait Tx: Send {
+    // --- idempotency (AIP-155)
+    /// Claims `request_id` for `organization`. A concurrent claim of the same id waits for this one.
+    async fn claim_request(
+        &mut self,
+        organization: &str,
+        request_id: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Claim>;
+    async fn complete_request(
+        &mut self,
+        organization: &str,
+        request_id: &str,
+        response: &str,
+    ) -> Result<()>;
+
+    // --- consents
+    async fn insert_consent(&mut self, consent: &Consent, subject_pseudonym: &str) -> Result<()>;
+    /// With `lock`, other transactions that want to change the consent wait for this one.
+    async fn get_consent(&mut self, id: Uuid, lock: bool) -> Result<Option<Consent>>;
+    async fn update_consent(&mut self, consent: &Consent) -> Result<()>;
+    async fn list_consents(&mut self, filter: &ConsentFilter) -> Result<Vec<Consent>>;
+    async fn insert_consent_event(&mut self, event: &ConsentEvent) -> Result<()>;
+    async fn list_consent_events(
+        &mut self,
+        filter: &ConsentEventFilter,
+    ) -> Result<Vec<StoredConsentEvent>>;
+
+    // --- referrals
+    async fn insert_referral(&mut self, referral: &Referral, subject_pseudonym: &str)
+    -> Result<()>;
+    async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>>;
+    /// Writes every field that can change after creation.
+    async fn update_referral(&mut self, referral: &Referral) -> Result<()>;
+    /// Records that `recipient` holds the referral from now on, for access and listing.
+    async fn insert_route(
+        &mut self,
+        referral_id: Uuid,
+        recipient: &OrganizationId,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn list_referrals(&mut self, filter: &ReferralFilter) -> Result<Vec<Referral>>;
+    async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
+
+    // --- mailboxes
+    /// Appends a message to its mailbox under the next sequence number.
+    async fn insert_message(&mut self, message: &NewMessage) -> Result<i64>;
+    /// Leases up to `max` deliverable messages of `mailbox` (never acknowledged, lease free or
+    /// expired) in sequence order until `lease_until`, incrementing their delivery attempt.
+    async fn lease_messages(
+        &mut self,
+        mailbox: &str,
+        max: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<StoredMessage>>;
+    async fn get_message(&mut self, mailbox: &str, id: Uuid) -> Result<Option<StoredMessage>>;
+    async fn acknowledge_message(&mut self, id: Uuid, now: DateTime<Utc>) -> Result<()>;
+    /// Sets the lease end; a time in the past releases the message for redelivery.
+    async fn set_message_lease(&mut self, id: Uuid, lease_until: DateTime<Utc>) -> Result<()>;
+
+    // --- audit
+    async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<i64>;
+    async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Codes and JSON columns are written by this service only; a value that does not decode means the
+/// database was changed behind its back, which is an internal error, not the caller's.
+pub(crate) fn corrupt(what: &str) -> crate::error::Error {
+    crate::error::Error::internal(format!("stored {what} does not decode"))
+}

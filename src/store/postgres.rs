@@ -1,0 +1,77 @@
+//! PostgreSQL: production, and several replicas sharing one database.
+//!
+//! Transactions run at READ COMMITTED and lock exactly the rows they will change (`FOR UPDATE`), so
+//! concurrent changes to one referral or consent queue up instead of overwriting each other. Pullers
+//! of one mailbox claim messages with `FOR UPDATE SKIP LOCKED`: each takes rows no one else is
+//! taking, without waiting.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Postgres,
+    postgres::{PgPool, PgPoolOptions},
+};
+
+use super::{Engine, Store, Tx, queries::impl_tx};
+use crate::{error::Result, mailbox::MailboxSignals};
+
+pub struct PostgresStore {
+    pool: PgPool,
+    signals: Arc<MailboxSignals>,
+}
+
+pub(super) struct PostgresTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+impl PostgresStore {
+    pub async fn connect(
+        url: &str,
+        migrate: bool,
+        signals: Arc<MailboxSignals>,
+    ) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        if migrate {
+            // sqlx holds an advisory lock while migrating, so replicas starting together take turns.
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        }
+        Ok(Self { pool, signals })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        Ok(Box::new(PostgresTx {
+            tx: self.pool.begin().await?,
+        }))
+    }
+
+    fn signals(&self) -> &Arc<MailboxSignals> {
+        &self.signals
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl_tx!(
+    PostgresTx,
+    Postgres,
+    lock = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);

@@ -1,0 +1,838 @@
+//! The SQL of every [`Tx`](super::Tx) operation, written once for both engines.
+//!
+//! Both SQLite and PostgreSQL accept `$n` placeholders, `RETURNING`, `ON CONFLICT`, partial indexes
+//! and row-value comparisons, so one text serves both. What differs is spliced in by [`impl_tx!`]:
+//! PostgreSQL locks the rows a transaction will change (`FOR UPDATE`) and lets concurrent pullers skip
+//! each other's rows (`SKIP LOCKED`); SQLite has one writer at a time (`BEGIN IMMEDIATE`), so it needs
+//! neither. Rows decode through [`sqlx::FromRow`] structs that are generic over the engine.
+
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+use super::{DbTime, StoredConsentEvent, corrupt};
+use crate::{
+    audit::{AuditRecord, StoredAuditEvent},
+    domain::{
+        OrganizationId, PersonalIdentityCode,
+        consent::{Consent, ConsentEvent, ConsentEventType, ConsentState, Form, GivenBy, Purpose},
+        referral::{
+            Basis, DeadlineGroup, Kind, Outcome, Reason, Referral, RejectionReason, State,
+            StatutoryGround, Subject,
+        },
+    },
+    error::Result,
+    mailbox::{MessageType, StoredMessage},
+};
+
+fn code<T>(value: &str, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T> {
+    parse(value).ok_or_else(|| corrupt(what))
+}
+
+fn json<T: serde::de::DeserializeOwned>(value: &str, what: &str) -> Result<T> {
+    serde_json::from_str(value).map_err(|_| corrupt(what))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(crate::error::Error::internal)
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConsentRow {
+    id: Uuid,
+    subject_code: String,
+    purpose: String,
+    recipients: String,
+    form: String,
+    given_by: String,
+    valid_from: DbTime,
+    expire_time: Option<DbTime>,
+    state: String,
+    evidence_reference: String,
+    create_time: DbTime,
+    update_time: DbTime,
+    withdraw_time: Option<DbTime>,
+    used_by: Option<Uuid>,
+    version: i64,
+}
+
+impl ConsentRow {
+    pub(super) fn into_domain(self) -> Result<Consent> {
+        Ok(Consent {
+            id: self.id,
+            subject: PersonalIdentityCode::parse(&self.subject_code)
+                .map_err(|_| corrupt("identity code"))?,
+            purpose: code(&self.purpose, Purpose::from_code, "purpose")?,
+            recipients: json(&self.recipients, "recipients")?,
+            form: code(&self.form, Form::from_code, "form")?,
+            given_by: code(&self.given_by, GivenBy::from_code, "given_by")?,
+            valid_from: self.valid_from.0,
+            expire_time: self.expire_time.map(|t| t.0),
+            state: code(&self.state, ConsentState::from_code, "consent state")?,
+            evidence_reference: self.evidence_reference,
+            create_time: self.create_time.0,
+            update_time: self.update_time.0,
+            withdraw_time: self.withdraw_time.map(|t| t.0),
+            used_by: self.used_by,
+            version: self.version,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConsentEventRow {
+    id: i64,
+    consent_id: Uuid,
+    event_type: String,
+    time: DbTime,
+    organization: String,
+    user_id: String,
+    referral_id: Option<Uuid>,
+    consent_state: String,
+}
+
+impl ConsentEventRow {
+    pub(super) fn into_domain(self) -> Result<StoredConsentEvent> {
+        Ok(StoredConsentEvent {
+            id: self.id,
+            event: ConsentEvent {
+                consent_id: self.consent_id,
+                event_type: code(
+                    &self.event_type,
+                    ConsentEventType::from_code,
+                    "consent event type",
+                )?,
+                time: self.time.0,
+                organization: OrganizationId::parse(&self.organization)
+                    .map_err(|_| corrupt("organization"))?,
+                user_id: self.user_id,
+                referral_id: self.referral_id,
+                consent_state: code(
+                    &self.consent_state,
+                    ConsentState::from_code,
+                    "consent state",
+                )?,
+            },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ReferralRow {
+    id: Uuid,
+    kind: String,
+    subject_code: String,
+    subject_name: Option<String>,
+    subject_phone: Option<String>,
+    subject_language: Option<String>,
+    home_municipality_code: String,
+    current_municipality_code: Option<String>,
+    recipient: String,
+    reasons: String,
+    reason_text: String,
+    urgent: bool,
+    deadline_group: String,
+    consent_id: Option<Uuid>,
+    statutory_ground: Option<String>,
+    personal_discussion_requested: bool,
+    application_reference: Option<String>,
+    state: String,
+    state_reason: String,
+    outcome: Option<String>,
+    rejection_reason: Option<String>,
+    rejection_text: Option<String>,
+    cancellation_text: Option<String>,
+    history: String,
+    create_time: DbTime,
+    update_time: DbTime,
+    receive_time: Option<DbTime>,
+    assessment_due_date: Option<NaiveDate>,
+    version: i64,
+}
+
+impl ReferralRow {
+    pub(super) fn into_domain(self) -> Result<Referral> {
+        let basis = match (self.consent_id, self.statutory_ground) {
+            (Some(id), None) => Basis::Consent(id),
+            (None, Some(ground)) => {
+                Basis::Statutory(code(&ground, StatutoryGround::from_code, "ground")?)
+            }
+            _ => return Err(corrupt("referral basis")),
+        };
+        Ok(Referral {
+            id: self.id,
+            kind: code(&self.kind, Kind::from_code, "kind")?,
+            subject: Subject {
+                personal_identity_code: PersonalIdentityCode::parse(&self.subject_code)
+                    .map_err(|_| corrupt("identity code"))?,
+                name: self.subject_name,
+                contact_phone: self.subject_phone,
+                preferred_language: self.subject_language,
+            },
+            home_municipality_code: self.home_municipality_code,
+            current_municipality_code: self.current_municipality_code,
+            recipient: OrganizationId::parse(&self.recipient).map_err(|_| corrupt("recipient"))?,
+            reasons: json::<Vec<Reason>>(&self.reasons, "reasons")?,
+            reason_text: self.reason_text,
+            urgent: self.urgent,
+            deadline_group: code(
+                &self.deadline_group,
+                DeadlineGroup::from_code,
+                "deadline group",
+            )?,
+            basis,
+            personal_discussion_requested: self.personal_discussion_requested,
+            application_reference: self.application_reference,
+            state: code(&self.state, State::from_code, "state")?,
+            state_reason: self.state_reason,
+            outcome: self
+                .outcome
+                .map(|o| code(&o, Outcome::from_code, "outcome"))
+                .transpose()?,
+            rejection_reason: self
+                .rejection_reason
+                .map(|r| code(&r, RejectionReason::from_code, "rejection reason"))
+                .transpose()?,
+            rejection_text: self.rejection_text,
+            cancellation_text: self.cancellation_text,
+            history: json(&self.history, "history")?,
+            create_time: self.create_time.0,
+            update_time: self.update_time.0,
+            receive_time: self.receive_time.map(|t| t.0),
+            assessment_due_date: self.assessment_due_date,
+            version: self.version,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    id: Uuid,
+    mailbox: String,
+    sequence: i64,
+    message_type: String,
+    referral_id: Option<Uuid>,
+    consent_id: Option<Uuid>,
+    state_change: Option<String>,
+    publish_time: DbTime,
+    delivery_attempt: i32,
+    lease_expire_time: Option<DbTime>,
+    ack_time: Option<DbTime>,
+}
+
+impl MessageRow {
+    pub(super) fn into_domain(self) -> Result<StoredMessage> {
+        Ok(StoredMessage {
+            id: self.id,
+            mailbox: self.mailbox,
+            sequence: self.sequence,
+            message_type: code(&self.message_type, MessageType::from_code, "message type")?,
+            referral_id: self.referral_id,
+            consent_id: self.consent_id,
+            state_change: self
+                .state_change
+                .map(|s| json(&s, "state change"))
+                .transpose()?,
+            publish_time: self.publish_time.0,
+            delivery_attempt: self.delivery_attempt,
+            lease_expire_time: self.lease_expire_time.map(|t| t.0),
+            ack_time: self.ack_time.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    sequence: i64,
+    time: DbTime,
+    organization: String,
+    user_id: String,
+    method: String,
+    resources: String,
+    subject_pseudonyms: String,
+    status_code: i32,
+    correlation_id: String,
+    disclosures: String,
+}
+
+impl AuditRow {
+    pub(super) fn into_domain(self) -> Result<StoredAuditEvent> {
+        Ok(StoredAuditEvent {
+            sequence: self.sequence,
+            record: AuditRecord {
+                time: self.time.0,
+                organization: self.organization,
+                user_id: self.user_id,
+                method: self.method,
+                resources: json(&self.resources, "resources")?,
+                subject_pseudonyms: json(&self.subject_pseudonyms, "subject pseudonyms")?,
+                status_code: self.status_code,
+                correlation_id: self.correlation_id,
+                disclosures: json(&self.disclosures, "disclosures")?,
+            },
+        })
+    }
+}
+
+/// Implements [`Tx`](super::Tx) for `$tx` (a struct with a `tx: sqlx::Transaction<'static, $db>`
+/// field) on engine `$db`. `$lock` is appended to reads of rows the transaction will change;
+/// `$skip_locked` to the selection of messages to lease.
+macro_rules! impl_tx {
+    ($tx:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Tx for $tx {
+            async fn claim_request(
+                &mut self,
+                organization: &str,
+                request_id: &str,
+                fingerprint: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<$crate::store::Claim> {
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time) \
+                     VALUES ($1, $2, $3, '', $4) ON CONFLICT (organization, request_id) DO NOTHING",
+                )
+                .bind(organization)
+                .bind(request_id)
+                .bind(fingerprint)
+                .bind($crate::store::DbTime(now))
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok($crate::store::Claim::New);
+                }
+                let (fingerprint, response): (String, String) = sqlx::query_as(
+                    "SELECT fingerprint, response FROM idempotency_keys WHERE organization = $1 AND request_id = $2",
+                )
+                .bind(organization)
+                .bind(request_id)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok($crate::store::Claim::Existing { fingerprint, response })
+            }
+
+            async fn complete_request(
+                &mut self,
+                organization: &str,
+                request_id: &str,
+                response: &str,
+            ) -> $crate::error::Result<()> {
+                sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE organization = $1 AND request_id = $2")
+                    .bind(organization)
+                    .bind(request_id)
+                    .bind(response)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_consent(
+                &mut self,
+                c: &$crate::domain::consent::Consent,
+                subject_pseudonym: &str,
+            ) -> $crate::error::Result<()> {
+                use $crate::store::DbTime;
+                sqlx::query(
+                    "INSERT INTO consents (id, subject_code, subject_pseudonym, purpose, recipients, form, given_by, \
+                     valid_from, expire_time, state, evidence_reference, create_time, update_time, withdraw_time, \
+                     used_by, version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(c.id)
+                .bind(c.subject.as_str())
+                .bind(subject_pseudonym)
+                .bind(c.purpose.as_str())
+                .bind($crate::store::queries::to_json(&c.recipients)?)
+                .bind(c.form.as_str())
+                .bind(c.given_by.as_str())
+                .bind(DbTime(c.valid_from))
+                .bind(c.expire_time.map(DbTime))
+                .bind(c.state.as_str())
+                .bind(&c.evidence_reference)
+                .bind(DbTime(c.create_time))
+                .bind(DbTime(c.update_time))
+                .bind(c.withdraw_time.map(DbTime))
+                .bind(c.used_by)
+                .bind(c.version)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_consent(
+                &mut self,
+                id: uuid::Uuid,
+                lock: bool,
+            ) -> $crate::error::Result<Option<$crate::domain::consent::Consent>> {
+                let sql = if lock {
+                    concat!("SELECT * FROM consents WHERE id = $1", $lock)
+                } else {
+                    "SELECT * FROM consents WHERE id = $1"
+                };
+                sqlx::query_as::<_, $crate::store::queries::ConsentRow>(sql)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await?
+                    .map(|row| row.into_domain())
+                    .transpose()
+            }
+
+            async fn update_consent(&mut self, c: &$crate::domain::consent::Consent) -> $crate::error::Result<()> {
+                use $crate::store::DbTime;
+                sqlx::query(
+                    "UPDATE consents SET state = $2, update_time = $3, withdraw_time = $4, used_by = $5, version = $6 \
+                     WHERE id = $1",
+                )
+                .bind(c.id)
+                .bind(c.state.as_str())
+                .bind(DbTime(c.update_time))
+                .bind(c.withdraw_time.map(DbTime))
+                .bind(c.used_by)
+                .bind(c.version)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_consents(
+                &mut self,
+                filter: &$crate::store::ConsentFilter,
+            ) -> $crate::error::Result<Vec<$crate::domain::consent::Consent>> {
+                use $crate::{domain::consent::ConsentState, store::DbTime};
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE 1 = 1");
+                if let Some(p) = &filter.subject_pseudonym {
+                    q.push(" AND subject_pseudonym = ").push_bind(p.clone());
+                }
+                let now = DbTime(filter.now.unwrap_or_else(chrono::Utc::now));
+                match filter.state {
+                    None => {}
+                    Some(ConsentState::Active) => {
+                        q.push(" AND state = 'ACTIVE' AND (expire_time IS NULL OR expire_time > ")
+                            .push_bind(now)
+                            .push(")");
+                    }
+                    Some(ConsentState::Expired) => {
+                        q.push(" AND ((state = 'ACTIVE' AND expire_time <= ").push_bind(now).push(") OR state = 'EXPIRED')");
+                    }
+                    Some(state) => {
+                        q.push(" AND state = ").push_bind(state.as_str());
+                    }
+                }
+                if let Some((t, id)) = filter.after {
+                    q.push(" AND (create_time, id) > (").push_bind(DbTime(t)).push(", ").push_bind(id).push(")");
+                }
+                q.push(" ORDER BY create_time, id LIMIT ").push_bind(filter.limit);
+                q.build_query_as::<$crate::store::queries::ConsentRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_domain())
+                    .collect()
+            }
+
+            async fn insert_consent_event(
+                &mut self,
+                e: &$crate::domain::consent::ConsentEvent,
+            ) -> $crate::error::Result<()> {
+                sqlx::query(
+                    "INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, \
+                     consent_state) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(e.consent_id)
+                .bind(e.event_type.as_str())
+                .bind($crate::store::DbTime(e.time))
+                .bind(e.organization.as_str())
+                .bind(&e.user_id)
+                .bind(e.referral_id)
+                .bind(e.consent_state.as_str())
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_consent_events(
+                &mut self,
+                filter: &$crate::store::ConsentEventFilter,
+            ) -> $crate::error::Result<Vec<$crate::store::StoredConsentEvent>> {
+                use $crate::store::DbTime;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT e.* FROM consent_events e");
+                if let Some(p) = &filter.subject_pseudonym {
+                    q.push(" JOIN consents c ON c.id = e.consent_id AND c.subject_pseudonym = ").push_bind(p.clone());
+                }
+                q.push(" WHERE 1 = 1");
+                if let Some(id) = filter.consent_id {
+                    q.push(" AND e.consent_id = ").push_bind(id);
+                }
+                if let Some(org) = &filter.organization {
+                    q.push(" AND e.organization = ").push_bind(org.clone());
+                }
+                if let Some(t) = filter.start_time {
+                    q.push(" AND e.time >= ").push_bind(DbTime(t));
+                }
+                if let Some(t) = filter.end_time {
+                    q.push(" AND e.time < ").push_bind(DbTime(t));
+                }
+                if let Some(id) = filter.after_id {
+                    q.push(" AND e.id > ").push_bind(id);
+                }
+                q.push(" ORDER BY e.id LIMIT ").push_bind(filter.limit);
+                q.build_query_as::<$crate::store::queries::ConsentEventRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_domain())
+                    .collect()
+            }
+
+            async fn insert_referral(
+                &mut self,
+                r: &$crate::domain::referral::Referral,
+                subject_pseudonym: &str,
+            ) -> $crate::error::Result<()> {
+                use $crate::{domain::referral::Basis, store::{DbTime, queries::to_json}};
+                let (consent_id, ground) = match r.basis {
+                    Basis::Consent(id) => (Some(id), None),
+                    Basis::Statutory(g) => (None, Some(g.as_str())),
+                };
+                sqlx::query(
+                    "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, subject_phone, \
+                     subject_language, home_municipality_code, current_municipality_code, recipient, reasons, \
+                     reason_text, urgent, deadline_group, consent_id, statutory_ground, \
+                     personal_discussion_requested, application_reference, state, state_reason, outcome, \
+                     rejection_reason, rejection_text, cancellation_text, history, create_time, update_time, \
+                     receive_time, assessment_due_date, version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                )
+                .bind(r.id)
+                .bind(r.kind.as_str())
+                .bind(r.subject.personal_identity_code.as_str())
+                .bind(subject_pseudonym)
+                .bind(&r.subject.name)
+                .bind(&r.subject.contact_phone)
+                .bind(&r.subject.preferred_language)
+                .bind(&r.home_municipality_code)
+                .bind(&r.current_municipality_code)
+                .bind(r.recipient.as_str())
+                .bind(to_json(&r.reasons)?)
+                .bind(&r.reason_text)
+                .bind(r.urgent)
+                .bind(r.deadline_group.as_str())
+                .bind(consent_id)
+                .bind(ground)
+                .bind(r.personal_discussion_requested)
+                .bind(&r.application_reference)
+                .bind(r.state.as_str())
+                .bind(&r.state_reason)
+                .bind(r.outcome.map(|o| o.as_str()))
+                .bind(r.rejection_reason.map(|o| o.as_str()))
+                .bind(&r.rejection_text)
+                .bind(&r.cancellation_text)
+                .bind(to_json(&r.history)?)
+                .bind(DbTime(r.create_time))
+                .bind(DbTime(r.update_time))
+                .bind(r.receive_time.map(DbTime))
+                .bind(r.assessment_due_date)
+                .bind(r.version)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_referral(
+                &mut self,
+                id: uuid::Uuid,
+                lock: bool,
+            ) -> $crate::error::Result<Option<$crate::domain::referral::Referral>> {
+                let sql = if lock {
+                    concat!("SELECT * FROM referrals WHERE id = $1", $lock)
+                } else {
+                    "SELECT * FROM referrals WHERE id = $1"
+                };
+                sqlx::query_as::<_, $crate::store::queries::ReferralRow>(sql)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await?
+                    .map(|row| row.into_domain())
+                    .transpose()
+            }
+
+            async fn update_referral(&mut self, r: &$crate::domain::referral::Referral) -> $crate::error::Result<()> {
+                use $crate::store::{DbTime, queries::to_json};
+                sqlx::query(
+                    "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
+                     rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
+                     update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13 WHERE id = $1",
+                )
+                .bind(r.id)
+                .bind(r.recipient.as_str())
+                .bind(r.state.as_str())
+                .bind(&r.state_reason)
+                .bind(r.outcome.map(|o| o.as_str()))
+                .bind(r.rejection_reason.map(|o| o.as_str()))
+                .bind(&r.rejection_text)
+                .bind(&r.cancellation_text)
+                .bind(to_json(&r.history)?)
+                .bind(DbTime(r.update_time))
+                .bind(r.receive_time.map(DbTime))
+                .bind(r.assessment_due_date)
+                .bind(r.version)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_route(
+                &mut self,
+                referral_id: uuid::Uuid,
+                recipient: &$crate::domain::OrganizationId,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<()> {
+                sqlx::query(
+                    "INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (recipient, referral_id) DO NOTHING",
+                )
+                .bind(referral_id)
+                .bind(recipient.as_str())
+                .bind($crate::store::DbTime(at))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_referrals(
+                &mut self,
+                filter: &$crate::store::ReferralFilter,
+            ) -> $crate::error::Result<Vec<$crate::domain::referral::Referral>> {
+                use $crate::store::DbTime;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.* FROM referrals r");
+                if let Some(org) = &filter.routed_to {
+                    q.push(" JOIN referral_routes rr ON rr.referral_id = r.id AND rr.recipient = ")
+                        .push_bind(org.as_str().to_owned());
+                }
+                q.push(" WHERE 1 = 1");
+                if let Some(state) = filter.state {
+                    q.push(" AND r.state = ").push_bind(state.as_str());
+                }
+                if let Some(kind) = filter.kind {
+                    q.push(" AND r.kind = ").push_bind(kind.as_str());
+                }
+                if let Some(recipient) = &filter.recipient {
+                    q.push(" AND r.recipient = ").push_bind(recipient.as_str().to_owned());
+                }
+                if let Some(p) = &filter.subject_pseudonym {
+                    q.push(" AND r.subject_pseudonym = ").push_bind(p.clone());
+                }
+                if let Some(t) = filter.create_time_start {
+                    q.push(" AND r.create_time >= ").push_bind(DbTime(t));
+                }
+                if let Some(t) = filter.create_time_end {
+                    q.push(" AND r.create_time < ").push_bind(DbTime(t));
+                }
+                if let Some((t, id)) = filter.after {
+                    q.push(" AND (r.create_time, r.id) > (").push_bind(DbTime(t)).push(", ").push_bind(id).push(")");
+                }
+                q.push(" ORDER BY r.create_time, r.id LIMIT ").push_bind(filter.limit);
+                q.build_query_as::<$crate::store::queries::ReferralRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_domain())
+                    .collect()
+            }
+
+            async fn referrals_by_consent(&mut self, consent_id: uuid::Uuid) -> $crate::error::Result<Vec<uuid::Uuid>> {
+                Ok(sqlx::query_scalar("SELECT id FROM referrals WHERE consent_id = $1 ORDER BY id")
+                    .bind(consent_id)
+                    .fetch_all(&mut *self.tx)
+                    .await?)
+            }
+
+            async fn insert_message(&mut self, m: &$crate::mailbox::NewMessage) -> $crate::error::Result<i64> {
+                let sequence: i64 = sqlx::query_scalar(
+                    "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 1) \
+                     ON CONFLICT (organization) DO UPDATE SET last_sequence = mailboxes.last_sequence + 1 \
+                     RETURNING last_sequence",
+                )
+                .bind(m.mailbox.as_str())
+                .fetch_one(&mut *self.tx)
+                .await?;
+                let state_change = m.state_change.as_ref().map($crate::store::queries::to_json).transpose()?;
+                sqlx::query(
+                    "INSERT INTO messages (id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
+                     publish_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(m.id)
+                .bind(m.mailbox.as_str())
+                .bind(sequence)
+                .bind(m.message_type.as_str())
+                .bind(m.referral_id)
+                .bind(m.consent_id)
+                .bind(state_change)
+                .bind($crate::store::DbTime(m.publish_time))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(sequence)
+            }
+
+            async fn lease_messages(
+                &mut self,
+                mailbox: &str,
+                max: i64,
+                now: chrono::DateTime<chrono::Utc>,
+                lease_until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
+                use $crate::store::DbTime;
+                let rows: Vec<$crate::store::queries::MessageRow> = sqlx::query_as(concat!(
+                    "UPDATE messages SET delivery_attempt = delivery_attempt + 1, lease_expire_time = $3 \
+                     WHERE id IN (SELECT id FROM messages WHERE mailbox = $1 AND ack_time IS NULL \
+                     AND (lease_expire_time IS NULL OR lease_expire_time <= $2) ORDER BY sequence LIMIT $4",
+                    $skip_locked,
+                    ") RETURNING id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
+                     publish_time, delivery_attempt, lease_expire_time, ack_time"
+                ))
+                .bind(mailbox)
+                .bind(DbTime(now))
+                .bind(DbTime(lease_until))
+                .bind(max)
+                .fetch_all(&mut *self.tx)
+                .await?;
+                let mut messages = rows.into_iter().map(|r| r.into_domain()).collect::<$crate::error::Result<Vec<_>>>()?;
+                messages.sort_by_key(|m| m.sequence);
+                Ok(messages)
+            }
+
+            async fn get_message(
+                &mut self,
+                mailbox: &str,
+                id: uuid::Uuid,
+            ) -> $crate::error::Result<Option<$crate::mailbox::StoredMessage>> {
+                sqlx::query_as::<_, $crate::store::queries::MessageRow>(concat!(
+                    "SELECT id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
+                     publish_time, delivery_attempt, lease_expire_time, ack_time \
+                     FROM messages WHERE mailbox = $1 AND id = $2",
+                    $lock
+                ))
+                .bind(mailbox)
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .map(|row| row.into_domain())
+                .transpose()
+            }
+
+            async fn acknowledge_message(
+                &mut self,
+                id: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<()> {
+                sqlx::query("UPDATE messages SET ack_time = $2, lease_expire_time = NULL WHERE id = $1")
+                    .bind(id)
+                    .bind($crate::store::DbTime(now))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_message_lease(
+                &mut self,
+                id: uuid::Uuid,
+                lease_until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<()> {
+                sqlx::query("UPDATE messages SET lease_expire_time = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind($crate::store::DbTime(lease_until))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_audit_event(&mut self, e: &$crate::audit::AuditRecord) -> $crate::error::Result<i64> {
+                use $crate::store::queries::to_json;
+                let sequence: i64 = sqlx::query_scalar(
+                    "INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, \
+                     status_code, correlation_id, disclosures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     RETURNING sequence",
+                )
+                .bind($crate::store::DbTime(e.time))
+                .bind(&e.organization)
+                .bind(&e.user_id)
+                .bind(&e.method)
+                .bind(to_json(&e.resources)?)
+                .bind(to_json(&e.subject_pseudonyms)?)
+                .bind(e.status_code)
+                .bind(&e.correlation_id)
+                .bind(to_json(&e.disclosures)?)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                for subject in &e.subject_pseudonyms {
+                    sqlx::query("INSERT INTO audit_event_subjects (subject_pseudonym, event_sequence) VALUES ($1, $2)")
+                        .bind(subject)
+                        .bind(sequence)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                for resource in &e.resources {
+                    sqlx::query("INSERT INTO audit_event_resources (resource, event_sequence) VALUES ($1, $2)")
+                        .bind(resource)
+                        .bind(sequence)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(sequence)
+            }
+
+            async fn list_audit_events(
+                &mut self,
+                query: &$crate::audit::AuditQuery,
+            ) -> $crate::error::Result<Vec<$crate::audit::StoredAuditEvent>> {
+                use $crate::store::DbTime;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT e.* FROM audit_events e");
+                if let Some(p) = &query.subject_pseudonym {
+                    q.push(" JOIN audit_event_subjects s ON s.event_sequence = e.sequence AND s.subject_pseudonym = ")
+                        .push_bind(p.clone());
+                }
+                if let Some(r) = &query.resource {
+                    q.push(" JOIN audit_event_resources r ON r.event_sequence = e.sequence AND r.resource = ")
+                        .push_bind(r.clone());
+                }
+                q.push(" WHERE 1 = 1");
+                if let Some(org) = &query.organization {
+                    q.push(" AND e.organization = ").push_bind(org.clone());
+                }
+                if let Some(user) = &query.user_id {
+                    q.push(" AND e.user_id = ").push_bind(user.clone());
+                }
+                if let Some(method) = &query.method {
+                    if method.starts_with('/') {
+                        q.push(" AND e.method = ").push_bind(method.clone());
+                    } else {
+                        q.push(" AND e.method LIKE ").push_bind(format!("%/{method}"));
+                    }
+                }
+                if let Some(t) = query.start_time {
+                    q.push(" AND e.time >= ").push_bind(DbTime(t));
+                }
+                if let Some(t) = query.end_time {
+                    q.push(" AND e.time < ").push_bind(DbTime(t));
+                }
+                if let Some(after) = query.after_sequence {
+                    q.push(" AND e.sequence > ").push_bind(after);
+                }
+                q.push(" ORDER BY e.sequence LIMIT ").push_bind(query.limit);
+                q.build_query_as::<$crate::store::queries::AuditRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_domain())
+                    .collect()
+            }
+
+            async fn commit(self: Box<Self>) -> $crate::error::Result<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(super) use impl_tx;

@@ -1,0 +1,78 @@
+//! SQLite: the embedded default. One file, nothing to install, one process.
+//!
+//! SQLite has one writer at a time. Every transaction here writes (at least its audit event), so each
+//! begins with `BEGIN IMMEDIATE`, taking the write lock up front: a transaction that started as a
+//! reader and later tried to write could otherwise fail with SQLITE_BUSY instead of waiting.
+//! WAL journaling with `synchronous = FULL`: a committed referral survives a power cut.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Sqlite,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+
+use super::{Engine, Store, Tx, queries::impl_tx};
+use crate::{error::Result, mailbox::MailboxSignals};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    signals: Arc<MailboxSignals>,
+}
+
+pub(super) struct SqliteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+}
+
+impl SqliteStore {
+    pub async fn connect(
+        url: &str,
+        migrate: bool,
+        signals: Arc<MailboxSignals>,
+    ) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            // Writers queue in the pool rather than in SQLite's busy handler, which polls with sleeps.
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        if migrate {
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
+        Ok(Self { pool, signals })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+
+    fn signals(&self) -> &Arc<MailboxSignals> {
+        &self.signals
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl_tx!(SqliteTx, Sqlite, lock = "", skip_locked = "");
