@@ -1,1 +1,89 @@
+//! The command line: `serve`, `dev-pki`, and `client` (one subcommand per API method).
 
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{config::ServeArgs, server, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "referral-exchange",
+    version,
+    about = "Closed-loop referrals from Kela to social welfare"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Write a development PKI: a CA, a server certificate for localhost and client certificates.
+    DevPki(DevPkiArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevPkiArgs {
+    /// Directory to write to; an existing CA there is reused.
+    #[arg(long, default_value = "var/pki")]
+    dir: PathBuf,
+    /// Organisation ids to issue client certificates for (e.g. kela, hva-15, auditor-dpo).
+    #[arg(long = "org", required = true)]
+    orgs: Vec<String>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::DevPki(args) => {
+            telemetry::init(crate::config::LogFormat::Text);
+            let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
+            let report = crate::tls::write_dev_pki(&args.dir, &orgs)?;
+            let out = serde_json::json!({
+                "dir": args.dir,
+                "created_ca": report.created_ca,
+                "issued": report.issued,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format);
+    let tls = args.tls_files()?;
+    let settings =
+        server::Settings::new(args.listen, args.database_url(), tls, args.pseudonym_key()?);
+    let running = server::start(settings).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing calls in flight");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (how orchestrators stop a process) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,1 +1,178 @@
+//! Configuration of `referral-exchange serve`: flags, each with a `REFERRAL_EXCHANGE_*` environment
+//! variable, and defaults that run a complete development instance with nothing else installed.
+//!
+//! | flag | environment | default |
+//! |---|---|---|
+//! | `--listen` | `REFERRAL_EXCHANGE_LISTEN` | `127.0.0.1:50051` |
+//! | `--data-dir` | `REFERRAL_EXCHANGE_DATA_DIR` | `./var` |
+//! | `--database-url` | `REFERRAL_EXCHANGE_DATABASE_URL` | `sqlite:<data-dir>/referral-exchange.db` |
+//! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
+//! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
+//! | `--log-format` | `REFERRAL_EXCHANGE_LOG_FORMAT` | `text` |
+//!
+//! The development defaults announce themselves loudly at start-up: a production deployment names its
+//! certificates and keys explicitly (see `deploy/README.md`).
 
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::{audit::MIN_KEY_BYTES, tls};
+
+/// Organisations the development PKI issues client certificates for on first start.
+pub const DEV_ORGANIZATIONS: &[&str] = &["kela", "hva-15", "helsinki", "auditor-dpo"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC over mutual TLS.
+    #[arg(
+        long,
+        env = "REFERRAL_EXCHANGE_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database and the development PKI and key.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DATA_DIR", default_value = "var")]
+    pub data_dir: PathBuf,
+
+    /// `sqlite:PATH` or `postgres://…`. Default: an SQLite file in the data directory.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Server certificate chain (PEM). With --tls-key and --client-ca; without all three a
+    /// development PKI is used.
+    #[arg(long, env = "REFERRAL_EXCHANGE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM).
+    #[arg(long, env = "REFERRAL_EXCHANGE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate(s) (PEM) that client certificates must chain to.
+    #[arg(long, env = "REFERRAL_EXCHANGE_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+
+    /// File holding the pseudonym key as hex (at least 32 bytes). Losing it makes old audit events
+    /// unsearchable by identity code; see deploy/README.md on rotation.
+    #[arg(long, env = "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE")]
+    pub pseudonym_key_file: Option<PathBuf>,
+
+    #[arg(long, env = "REFERRAL_EXCHANGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// TLS material as files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+impl ServeArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite:{}",
+                self.data_dir.join("referral-exchange.db").display()
+            )
+        })
+    }
+
+    /// The configured TLS files, or a development PKI (created on first use).
+    pub fn tls_files(&self) -> anyhow::Result<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Ok(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            }),
+            (None, None, None) => {
+                let dir = self.data_dir.join("pki");
+                let report = tls::write_dev_pki(&dir, DEV_ORGANIZATIONS)?;
+                if report.created_ca {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        organizations = ?DEV_ORGANIZATIONS,
+                        "CREATED A DEVELOPMENT PKI: a CA, a server certificate for localhost and client \
+                         certificates. For development only; give --tls-cert, --tls-key and --client-ca in production"
+                    );
+                } else {
+                    tracing::warn!(dir = %dir.display(), "using the development PKI: not for production");
+                }
+                let layout = tls::PkiLayout::new(&dir);
+                Ok(TlsFiles {
+                    cert: layout.server_cert(),
+                    key: layout.server_key(),
+                    client_ca: layout.ca_cert(),
+                })
+            }
+            _ => anyhow::bail!(
+                "give all of --tls-cert, --tls-key and --client-ca, or none for a development PKI"
+            ),
+        }
+    }
+
+    /// The pseudonym key: from the configured file, or a development key created on first use.
+    pub fn pseudonym_key(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.pseudonym_key_file {
+            Some(path) => read_key(path),
+            None => {
+                let path = self.data_dir.join("pseudonym.key");
+                if !path.exists() {
+                    write_new_key(&path)?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "CREATED A DEVELOPMENT PSEUDONYM KEY: give --pseudonym-key-file in production"
+                    );
+                } else {
+                    tracing::warn!(path = %path.display(), "using the development pseudonym key: not for production");
+                }
+                read_key(&path)
+            }
+        }
+    }
+}
+
+fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let key = hex::decode(text.trim())
+        .with_context(|| format!("{}: the key must be hex", path.display()))?;
+    anyhow::ensure!(
+        key.len() >= MIN_KEY_BYTES,
+        "{}: the key must be at least {MIN_KEY_BYTES} bytes",
+        path.display()
+    );
+    Ok(key)
+}
+
+fn write_new_key(path: &Path) -> anyhow::Result<()> {
+    use rand::RngCore;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}

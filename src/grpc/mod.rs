@@ -1,1 +1,437 @@
+//! The gRPC edge: one file per service. Proto messages become domain values here and nowhere else.
+//!
+//! Every handler goes through [`handle`]: it identifies the caller from the client certificate and
+//! metadata, runs the use case, makes sure the call left its audit event (refusals included), and turns
+//! errors into `tonic::Status` through [`crate::error`].
 
+pub mod audit;
+pub mod consents;
+pub mod directory;
+pub mod mailbox;
+pub mod referrals;
+
+use std::{future::Future, sync::Arc};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use prost::Message;
+use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    access::{CORRELATION_ID_HEADER, Call, USER_ID_HEADER},
+    domain::{PersonalIdentityCode, Violation},
+    error::{Error, Reason, Result},
+    exchange::{Exchange, RequestKey},
+};
+
+/// Runs `handler` for one RPC of `method` (full path, e.g. `/referral_exchange.v1.ReferralService/GetReferral`).
+pub(crate) async fn handle<Req, Resp, F, Fut>(
+    exchange: &Arc<Exchange>,
+    request: Request<Req>,
+    method: &'static str,
+    handler: F,
+) -> std::result::Result<Response<Resp>, Status>
+where
+    F: FnOnce(Arc<Exchange>, Arc<Call>, Req) -> Fut,
+    Fut: Future<Output = Result<Resp>>,
+{
+    let call = Arc::new(identify(exchange, &request, method));
+    let result = match call.caller() {
+        Ok(_) => handler(exchange.clone(), call.clone(), request.into_inner()).await,
+        Err(e) => Err(e),
+    };
+    let result = exchange.finish(&call, result).await;
+    if let Err(e) = &result {
+        // Codes and reasons only: messages may quote resource names, never personal data.
+        tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+    }
+    result.map(Response::new).map_err(Status::from)
+}
+
+fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
+    let certificate = crate::tls::organization_from_request(request).map_err(|e| e.to_string());
+    // A value that is not visible ASCII is passed on as such so that it is refused, not dropped.
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    Call::identify(
+        method,
+        certificate,
+        header(USER_ID_HEADER),
+        header(CORRELATION_ID_HEADER),
+        exchange.registry(),
+    )
+}
+
+/// The full method path of `method` on `service`.
+macro_rules! method {
+    ($service:literal, $method:literal) => {
+        concat!("/referral_exchange.v1.", $service, "/", $method)
+    };
+}
+pub(crate) use method;
+
+/// AIP-155: a `request_id` is a UUID chosen by the client; a retry must send the same request again.
+/// The fingerprint covers the method and the whole request, so a reused id with another body is caught.
+pub(crate) fn request_key<M: Message>(
+    method: &str,
+    request_id: &str,
+    request: &M,
+    required: bool,
+) -> Result<Option<RequestKey>> {
+    if request_id.is_empty() {
+        return if required {
+            Err(Error::invalid(vec![Violation::required("request_id")]))
+        } else {
+            Ok(None)
+        };
+    }
+    if uuid::Uuid::parse_str(request_id).is_err() {
+        return Err(Error::invalid_field(
+            "request_id",
+            "uuid",
+            "must be a UUID chosen by the client",
+        ));
+    }
+    let mut hash = Sha256::new();
+    hash.update(method.as_bytes());
+    hash.update(request.encode_to_vec());
+    Ok(Some(RequestKey {
+        request_id: request_id.to_owned(),
+        fingerprint: hex::encode(hash.finalize()),
+    }))
+}
+
+pub(crate) const DEFAULT_PAGE_SIZE: i64 = 100;
+pub(crate) const MAX_PAGE_SIZE: i64 = 1000;
+
+/// AIP-158: 0 means the default; larger than the maximum is coerced to it; negative is an error.
+pub(crate) fn page_size(value: i32) -> Result<i64> {
+    match value {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        v if v < 0 => Err(Error::invalid_field(
+            "page_size",
+            "non_negative",
+            "must not be negative",
+        )),
+        v => Ok(i64::from(v).min(MAX_PAGE_SIZE)),
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct PageToken<C> {
+    /// Fingerprint of the query the token continues: a token only works with the same filters.
+    q: String,
+    c: C,
+}
+
+/// Fingerprint of a list request with its paging fields cleared.
+pub(crate) fn query_fingerprint<M: Message>(request: &M) -> String {
+    hex::encode(&Sha256::digest(request.encode_to_vec())[..12])
+}
+
+pub(crate) fn encode_page_token<C: Serialize>(query: &str, cursor: C) -> String {
+    let token = PageToken {
+        q: query.to_owned(),
+        c: cursor,
+    };
+    serde_json::to_vec(&token)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .unwrap_or_default()
+}
+
+pub(crate) fn decode_page_token<C: DeserializeOwned>(
+    query: &str,
+    token: &str,
+) -> Result<Option<C>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || Error::InvalidArgument {
+        reason: Reason::InvalidPageToken,
+        violations: vec![Violation::new(
+            "page_token",
+            "page_token",
+            "not a page token of this query: repeat the request with the same filters",
+        )],
+    };
+    let json = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let token: PageToken<C> = serde_json::from_slice(&json).map_err(|_| invalid())?;
+    if token.q != query {
+        return Err(invalid());
+    }
+    Ok(Some(token.c))
+}
+
+pub(crate) fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub(crate) fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Timestamp> {
+    t.map(timestamp)
+}
+
+/// A proto timestamp as a time, or a violation of `field`.
+pub(crate) fn from_timestamp(
+    t: Option<&pbjson_types::Timestamp>,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<DateTime<Utc>> {
+    let t = t?;
+    let time = u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos));
+    if time.is_none() {
+        violations.push(Violation::new(field, "timestamp", "not a valid timestamp"));
+    }
+    time.map(crate::clock::truncate_to_micros)
+}
+
+pub(crate) fn from_duration(
+    d: Option<&pbjson_types::Duration>,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<chrono::Duration> {
+    let d = d?;
+    // proto3 Duration: nanos below one second, with the sign of seconds.
+    let well_formed = d.nanos.abs() < 1_000_000_000
+        && (d.seconds == 0 || d.nanos == 0 || (d.seconds > 0) == (d.nanos > 0));
+    let duration = well_formed
+        .then(|| chrono::Duration::try_seconds(d.seconds))
+        .flatten()
+        .map(|s| s + chrono::Duration::nanoseconds(d.nanos.into()));
+    if duration.is_none() {
+        violations.push(Violation::new(field, "duration", "not a valid duration"));
+    }
+    duration
+}
+
+/// An identity code from a request field: canonical form only (refused, never repaired).
+pub(crate) fn identity_code(
+    value: &str,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<PersonalIdentityCode> {
+    match PersonalIdentityCode::parse(value) {
+        Ok(code) => Some(code),
+        Err(broken) => {
+            violations.extend(
+                broken
+                    .into_iter()
+                    .map(|rule| Violation::new(field, rule.rule(), rule.description())),
+            );
+            None
+        }
+    }
+}
+
+/// An optional identity-code filter: empty means none.
+pub(crate) fn optional_identity_code(
+    value: &str,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<PersonalIdentityCode> {
+    if value.is_empty() {
+        None
+    } else {
+        identity_code(value, field, violations)
+    }
+}
+
+/// The UUID in `collection/{uuid}`.
+pub(crate) fn resource_id(
+    name: &str,
+    collection: &str,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<uuid::Uuid> {
+    if name.is_empty() {
+        violations.push(Violation::required(field));
+        return None;
+    }
+    let id = name
+        .strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|id| uuid::Uuid::parse_str(id).ok());
+    if id.is_none() {
+        violations.push(Violation::new(
+            field,
+            "resource_name",
+            format!("must be {collection}/{{uuid}}"),
+        ));
+    }
+    id
+}
+
+/// A proto enum value (by its generated name) as a domain value; `_UNSPECIFIED` where a value is
+/// required, or a number the proto does not define, is a violation of `field`.
+pub(crate) fn required_enum<D>(
+    proto_name: Option<&'static str>,
+    from_code: impl Fn(&str) -> Option<D>,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<D> {
+    let value = proto_name.and_then(&from_code);
+    if value.is_none() {
+        violations.push(match proto_name {
+            Some(name) if name.ends_with("_UNSPECIFIED") => Violation::required(field),
+            _ => Violation::new(field, "enum_value", "not a value of this enum"),
+        });
+    }
+    value
+}
+
+/// Like [`required_enum`] but `_UNSPECIFIED` means "not given".
+pub(crate) fn optional_enum<D>(
+    proto_name: Option<&'static str>,
+    from_code: impl Fn(&str) -> Option<D>,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<D> {
+    match proto_name {
+        Some(name) if name.ends_with("_UNSPECIFIED") => None,
+        _ => required_enum(proto_name, from_code, field, violations),
+    }
+}
+
+/// Fails with every collected violation, if any.
+pub(crate) fn check(violations: Vec<Violation>) -> Result<()> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(violations))
+    }
+}
+
+/// The proto enum number of a domain value that carries the same code.
+macro_rules! proto_enum {
+    ($proto:ty, $value:expr) => {
+        <$proto>::from_str_name($value.as_str()).map_or(0, |v| v as i32)
+    };
+}
+pub(crate) use proto_enum;
+
+/// The generated name of a proto enum number, if it is defined.
+macro_rules! proto_name {
+    ($proto:ty, $value:expr) => {
+        <$proto>::try_from($value).ok().map(|v| v.as_str_name())
+    };
+}
+pub(crate) use proto_name;
+
+fn none_if_empty(s: String) -> Option<String> {
+    if s.trim().is_empty() { None } else { Some(s) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_only_continue_their_own_query() {
+        let token = encode_page_token("abc", (5_i64, "x".to_string()));
+        let back: Option<(i64, String)> = decode_page_token("abc", &token).expect("valid");
+        assert_eq!(back, Some((5, "x".into())));
+        assert!(decode_page_token::<(i64, String)>("other", &token).is_err());
+        assert!(decode_page_token::<(i64, String)>("abc", "garbage!").is_err());
+        assert_eq!(
+            decode_page_token::<(i64, String)>("abc", "").expect("empty"),
+            None
+        );
+    }
+
+    #[test]
+    fn page_size_is_defaulted_and_coerced() {
+        assert_eq!(page_size(0).ok(), Some(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(5000).ok(), Some(MAX_PAGE_SIZE));
+        assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn durations_and_timestamps_are_checked() {
+        let mut v = Vec::new();
+        let d = from_duration(
+            Some(&pbjson_types::Duration {
+                seconds: 10,
+                nanos: 5,
+            }),
+            "d",
+            &mut v,
+        );
+        assert_eq!(
+            d,
+            Some(chrono::Duration::seconds(10) + chrono::Duration::nanoseconds(5))
+        );
+        assert_eq!(
+            from_duration(
+                Some(&pbjson_types::Duration {
+                    seconds: 1,
+                    nanos: -5
+                }),
+                "d",
+                &mut v
+            ),
+            None
+        );
+        assert_eq!(
+            from_timestamp(
+                Some(&pbjson_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1
+                }),
+                "t",
+                &mut v
+            ),
+            None
+        );
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn request_ids_are_uuids_and_fingerprint_the_body() {
+        let id = "5f0c7c1e-9d5e-4c43-9a6e-0d1f3c0f2a11";
+        let a = request_key(
+            "/m",
+            id,
+            &pbjson_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            },
+            true,
+        )
+        .expect("ok");
+        let b = request_key(
+            "/m",
+            id,
+            &pbjson_types::Timestamp {
+                seconds: 2,
+                nanos: 0,
+            },
+            true,
+        )
+        .expect("ok");
+        assert_ne!(a.map(|k| k.fingerprint), b.map(|k| k.fingerprint));
+        assert!(
+            request_key(
+                "/m",
+                "not-a-uuid",
+                &pbjson_types::Timestamp::default(),
+                false
+            )
+            .is_err()
+        );
+        assert!(request_key("/m", "", &pbjson_types::Timestamp::default(), true).is_err());
+        assert_eq!(
+            request_key("/m", "", &pbjson_types::Timestamp::default(), false).ok(),
+            Some(None)
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! `ConsentService`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{
+    check, decode_page_token, encode_page_token, from_timestamp, handle, identity_code, method,
+    opt_timestamp, optional_enum, optional_identity_code, page_size, proto_enum, proto_name,
+    query_fingerprint, request_key, required_enum, resource_id, timestamp,
+};
+use crate::{
+    domain::{
+        OrganizationId, Violation,
+        consent::{Consent, ConsentState, Form, GivenBy, NewConsent, Purpose},
+    },
+    error::{Error, Result},
+    exchange::{
+        Exchange,
+        consents::{ConsentEventQuery, ConsentQuery},
+    },
+    proto::v1 as pb,
+    store::StoredConsentEvent,
+};
+
+pub struct ConsentApi {
+    exchange: Arc<Exchange>,
+}
+
+impl ConsentApi {
+    pub fn new(exchange: Arc<Exchange>) -> pb::consent_service_server::ConsentServiceServer<Self> {
+        pb::consent_service_server::ConsentServiceServer::new(Self { exchange })
+    }
+}
+
+pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
+    pb::Consent {
+        name: c.name(),
+        subject: Some(pb::Subject {
+            personal_identity_code: c.subject.as_str().to_owned(),
+            ..Default::default()
+        }),
+        purpose: proto_enum!(pb::consent::Purpose, c.purpose),
+        recipients: c
+            .recipients
+            .iter()
+            .map(OrganizationId::resource_name)
+            .collect(),
+        form: proto_enum!(pb::consent::Form, c.form),
+        given_by: proto_enum!(pb::consent::GivenBy, c.given_by),
+        valid_from: Some(timestamp(c.valid_from)),
+        expire_time: opt_timestamp(c.expire_time),
+        state: proto_enum!(pb::consent::State, c.state),
+        evidence_reference: c.evidence_reference.clone(),
+        create_time: Some(timestamp(c.create_time)),
+        update_time: Some(timestamp(c.update_time)),
+        withdraw_time: opt_timestamp(c.withdraw_time),
+        used_by: c
+            .used_by
+            .map(|id| format!("referrals/{id}"))
+            .unwrap_or_default(),
+        etag: c.etag(),
+    }
+}
+
+fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
+    let e = &e.event;
+    pb::ConsentEvent {
+        consent: format!("consents/{}", e.consent_id),
+        r#type: proto_enum!(pb::consent_event::Type, e.event_type),
+        time: Some(timestamp(e.time)),
+        organization: e.organization.resource_name(),
+        user_id: e.user_id.clone(),
+        referral: e
+            .referral_id
+            .map(|id| format!("referrals/{id}"))
+            .unwrap_or_default(),
+        consent_state: proto_enum!(pb::consent::State, e.consent_state),
+    }
+}
+
+fn new_consent(consent: Option<pb::Consent>) -> Result<NewConsent> {
+    let Some(c) = consent else {
+        return Err(Error::invalid(vec![Violation::required("consent")]));
+    };
+    let mut v = Vec::new();
+    let subject = match &c.subject {
+        Some(s) if !s.personal_identity_code.is_empty() => identity_code(
+            &s.personal_identity_code,
+            "consent.subject.personal_identity_code",
+            &mut v,
+        ),
+        _ => {
+            v.push(Violation::required(
+                "consent.subject.personal_identity_code",
+            ));
+            None
+        }
+    };
+    let purpose = required_enum(
+        proto_name!(pb::consent::Purpose, c.purpose),
+        Purpose::from_code,
+        "consent.purpose",
+        &mut v,
+    );
+    let form = required_enum(
+        proto_name!(pb::consent::Form, c.form),
+        Form::from_code,
+        "consent.form",
+        &mut v,
+    );
+    let given_by = required_enum(
+        proto_name!(pb::consent::GivenBy, c.given_by),
+        GivenBy::from_code,
+        "consent.given_by",
+        &mut v,
+    );
+    let mut recipients = Vec::new();
+    for (i, name) in c.recipients.iter().enumerate() {
+        match OrganizationId::from_resource_name(name) {
+            Ok(org) => recipients.push(org),
+            Err(_) => v.push(Violation::new(
+                format!("consent.recipients[{i}]"),
+                "resource_name",
+                "must be organizations/{id}",
+            )),
+        }
+    }
+    let valid_from = from_timestamp(c.valid_from.as_ref(), "consent.valid_from", &mut v);
+    let expire_time = from_timestamp(c.expire_time.as_ref(), "consent.expire_time", &mut v);
+    check(v)?;
+    let (Some(subject), Some(purpose), Some(form), Some(given_by)) =
+        (subject, purpose, form, given_by)
+    else {
+        return Err(Error::internal("a checked consent field is missing"));
+    };
+    Ok(NewConsent {
+        subject,
+        purpose,
+        recipients,
+        form,
+        given_by,
+        valid_from,
+        expire_time,
+        evidence_reference: c.evidence_reference,
+    })
+}
+
+fn consent_id(name: &str) -> Result<Uuid> {
+    let mut v = Vec::new();
+    let id = resource_id(name, "consents", "name", &mut v);
+    check(v)?;
+    id.ok_or_else(|| Error::internal("checked name missing"))
+}
+
+#[tonic::async_trait]
+impl pb::consent_service_server::ConsentService for ConsentApi {
+    async fn record_consent(
+        &self,
+        request: Request<pb::RecordConsentRequest>,
+    ) -> std::result::Result<Response<pb::Consent>, Status> {
+        const METHOD: &str = method!("ConsentService", "RecordConsent");
+        handle(
+            &self.exchange,
+            request,
+            METHOD,
+            |exchange, call, req| async move {
+                let key = request_key(METHOD, &req.request_id, &req, true);
+                let new = new_consent(req.consent)?;
+                exchange
+                    .record_consent(&call, new, key?)
+                    .await
+                    .map(|c| to_proto(&c))
+            },
+        )
+        .await
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<pb::GetConsentRequest>,
+    ) -> std::result::Result<Response<pb::Consent>, Status> {
+        handle(
+            &self.exchange,
+            request,
+            method!("ConsentService", "GetConsent"),
+            |exchange, call, req| async move {
+                let id = consent_id(&req.name)?;
+                exchange.get_consent(&call, id).await.map(|c| to_proto(&c))
+            },
+        )
+        .await
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<pb::ListConsentsRequest>,
+    ) -> std::result::Result<Response<pb::ListConsentsResponse>, Status> {
+        handle(
+            &self.exchange,
+            request,
+            method!("ConsentService", "ListConsents"),
+            |exchange, call, req| async move {
+                let mut v = Vec::new();
+                let size = page_size(req.page_size)?;
+                let query_id = query_fingerprint(&pb::ListConsentsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..req.clone()
+                });
+                let after: Option<(DateTime<Utc>, Uuid)> =
+                    decode_page_token(&query_id, &req.page_token)?;
+                let query = ConsentQuery {
+                    subject: optional_identity_code(
+                        &req.personal_identity_code,
+                        "personal_identity_code",
+                        &mut v,
+                    ),
+                    state: optional_enum(
+                        proto_name!(pb::consent::State, req.state),
+                        ConsentState::from_code,
+                        "state",
+                        &mut v,
+                    ),
+                    after,
+                    page_size: size,
+                };
+                check(v)?;
+                let page = exchange.list_consents(&call, query).await?;
+                let next_page_token = match (page.more, page.items.last()) {
+                    (true, Some(last)) => encode_page_token(&query_id, (last.create_time, last.id)),
+                    _ => String::new(),
+                };
+                Ok(pb::ListConsentsResponse {
+                    consents: page.items.iter().map(to_proto).collect(),
+                    next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn withdraw_consent(
+        &self,
+        request: Request<pb::WithdrawConsentRequest>,
+    ) -> std::result::Result<Response<pb::Consent>, Status> {
+        const METHOD: &str = method!("ConsentService", "WithdrawConsent");
+        handle(
+            &self.exchange,
+            request,
+            METHOD,
+            |exchange, call, req| async move {
+                let id = consent_id(&req.name)?;
+                let key = request_key(METHOD, &req.request_id, &req, false)?;
+                let etag = (!req.etag.is_empty()).then(|| req.etag.clone());
+                exchange
+                    .withdraw_consent(&call, id, etag, key)
+                    .await
+                    .map(|c| to_proto(&c))
+            },
+        )
+        .await
+    }
+
+    async fn list_consent_events(
+        &self,
+        request: Request<pb::ListConsentEventsRequest>,
+    ) -> std::result::Result<Response<pb::ListConsentEventsResponse>, Status> {
+        const METHOD: &str = method!("ConsentService", "ListConsentEvents");
+        handle(
+            &self.exchange,
+            request,
+            METHOD,
+            |exchange, call, req| async move {
+                let mut v = Vec::new();
+                let size = page_size(req.page_size)?;
+                let query_id = query_fingerprint(&pb::ListConsentEventsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..req.clone()
+                });
+                let after_id: Option<i64> = decode_page_token(&query_id, &req.page_token)?;
+                let consent_id = if req.consent.is_empty() {
+                    None
+                } else {
+                    resource_id(&req.consent, "consents", "consent", &mut v)
+                };
+                let organization = if req.organization.is_empty() {
+                    None
+                } else {
+                    let org = OrganizationId::from_resource_name(&req.organization).ok();
+                    if org.is_none() {
+                        v.push(Violation::new(
+                            "organization",
+                            "resource_name",
+                            "must be organizations/{id}",
+                        ));
+                    }
+                    org
+                };
+                let query = ConsentEventQuery {
+                    subject: optional_identity_code(
+                        &req.personal_identity_code,
+                        "personal_identity_code",
+                        &mut v,
+                    ),
+                    consent_id,
+                    organization,
+                    start_time: from_timestamp(req.start_time.as_ref(), "start_time", &mut v),
+                    end_time: from_timestamp(req.end_time.as_ref(), "end_time", &mut v),
+                    after_id,
+                    page_size: size,
+                };
+                check(v)?;
+                let page = exchange.list_consent_events(&call, query).await?;
+                let next_page_token = match (page.more, page.items.last()) {
+                    (true, Some(last)) => encode_page_token(&query_id, last.id),
+                    _ => String::new(),
+                };
+                Ok(pb::ListConsentEventsResponse {
+                    consent_events: page.items.iter().map(event_to_proto).collect(),
+                    next_page_token,
+                })
+            },
+        )
+        .await
+    }
+}

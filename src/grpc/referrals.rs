@@ -1,0 +1,496 @@
+//! `ReferralService`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    check, decode_page_token, encode_page_token, from_timestamp, handle, identity_code, method,
+    none_if_empty, opt_timestamp, optional_enum, optional_identity_code, page_size, proto_enum,
+    proto_name, query_fingerprint, request_key, required_enum, resource_id, timestamp,
+};
+use crate::{
+    domain::{
+        OrganizationId, Violation,
+        referral::{
+            Action, Basis, DeadlineGroup, Kind, MAX_REASON_TEXT_CHARS, NewReferral, Outcome,
+            Reason, Referral, RejectionReason, State, StateChange, StatutoryGround, Subject,
+            check_length,
+        },
+    },
+    error::{Error, Result},
+    exchange::{
+        Exchange,
+        referrals::{ChangeRequest, ReferralQuery},
+    },
+    proto::v1 as pb,
+};
+
+pub struct ReferralApi {
+    exchange: Arc<Exchange>,
+}
+
+impl ReferralApi {
+    pub fn new(
+        exchange: Arc<Exchange>,
+    ) -> pb::referral_service_server::ReferralServiceServer<Self> {
+        pb::referral_service_server::ReferralServiceServer::new(Self { exchange })
+    }
+}
+
+pub(crate) fn to_proto(r: &Referral) -> pb::Referral {
+    pb::Referral {
+        name: r.name(),
+        kind: proto_enum!(pb::referral::Kind, r.kind),
+        subject: Some(pb::Subject {
+            personal_identity_code: r.subject.personal_identity_code.as_str().to_owned(),
+            name: r.subject.name.clone().unwrap_or_default(),
+            contact_phone: r.subject.contact_phone.clone().unwrap_or_default(),
+            preferred_language: r.subject.preferred_language.clone().unwrap_or_default(),
+        }),
+        home_municipality_code: r.home_municipality_code.clone(),
+        current_municipality_code: r.current_municipality_code.clone().unwrap_or_default(),
+        recipient: r.recipient.resource_name(),
+        reasons: r
+            .reasons
+            .iter()
+            .map(|reason| proto_enum!(pb::referral::Reason, reason))
+            .collect(),
+        reason_text: r.reason_text.clone(),
+        urgent: r.urgent,
+        deadline_group: proto_enum!(pb::referral::DeadlineGroup, r.deadline_group),
+        basis: Some(match r.basis {
+            Basis::Consent(id) => pb::referral::Basis::Consent(format!("consents/{id}")),
+            Basis::Statutory(ground) => pb::referral::Basis::StatutoryGround(proto_enum!(
+                pb::referral::StatutoryGround,
+                ground
+            )),
+        }),
+        personal_discussion_requested: r.personal_discussion_requested,
+        application_reference: r.application_reference.clone().unwrap_or_default(),
+        state: proto_enum!(pb::referral::State, r.state),
+        state_reason: r.state_reason.clone(),
+        outcome: r
+            .outcome
+            .map_or(0, |o| proto_enum!(pb::referral::Outcome, o)),
+        rejection_reason: r
+            .rejection_reason
+            .map_or(0, |o| proto_enum!(pb::referral::RejectionReason, o)),
+        rejection_text: r.rejection_text.clone().unwrap_or_default(),
+        cancellation_text: r.cancellation_text.clone().unwrap_or_default(),
+        history: r.history.iter().map(state_change_to_proto).collect(),
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        receive_time: opt_timestamp(r.receive_time),
+        assessment_due_date: r
+            .assessment_due_date
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn state_change_to_proto(c: &StateChange) -> pb::StateChange {
+    pb::StateChange {
+        state: proto_enum!(pb::referral::State, c.state),
+        time: Some(timestamp(c.time)),
+        organization: c.organization.resource_name(),
+        reason: c.reason.clone(),
+        recipient: c
+            .recipient
+            .as_ref()
+            .map(OrganizationId::resource_name)
+            .unwrap_or_default(),
+    }
+}
+
+/// What Kela sent, as a domain request; every broken field rule at once.
+fn new_referral(referral: Option<pb::Referral>) -> Result<NewReferral> {
+    let Some(r) = referral else {
+        return Err(Error::invalid(vec![Violation::required("referral")]));
+    };
+    let mut v = Vec::new();
+    let kind = required_enum(
+        proto_name!(pb::referral::Kind, r.kind),
+        Kind::from_code,
+        "referral.kind",
+        &mut v,
+    );
+    let code = match &r.subject {
+        Some(s) if !s.personal_identity_code.is_empty() => identity_code(
+            &s.personal_identity_code,
+            "referral.subject.personal_identity_code",
+            &mut v,
+        ),
+        _ => {
+            v.push(Violation::required(
+                "referral.subject.personal_identity_code",
+            ));
+            None
+        }
+    };
+    if r.home_municipality_code.is_empty() {
+        v.push(Violation::required("referral.home_municipality_code"));
+    }
+    let reasons: Vec<Option<Reason>> = r
+        .reasons
+        .iter()
+        .enumerate()
+        .map(|(i, &reason)| {
+            required_enum(
+                proto_name!(pb::referral::Reason, reason),
+                Reason::from_code,
+                &format!("referral.reasons[{i}]"),
+                &mut v,
+            )
+        })
+        .collect();
+    let deadline_group = required_enum(
+        proto_name!(pb::referral::DeadlineGroup, r.deadline_group),
+        DeadlineGroup::from_code,
+        "referral.deadline_group",
+        &mut v,
+    );
+    let basis = match &r.basis {
+        Some(pb::referral::Basis::Consent(name)) => {
+            resource_id(name, "consents", "referral.consent", &mut v).map(Basis::Consent)
+        }
+        Some(pb::referral::Basis::StatutoryGround(ground)) => required_enum(
+            proto_name!(pb::referral::StatutoryGround, *ground),
+            StatutoryGround::from_code,
+            "referral.statutory_ground",
+            &mut v,
+        )
+        .map(Basis::Statutory),
+        None => {
+            v.push(Violation::new(
+                "referral.consent",
+                "required",
+                "set exactly one of consent or statutory_ground",
+            ));
+            None
+        }
+    };
+    check(v)?;
+    let (Some(kind), Some(code), Some(deadline_group), Some(basis)) =
+        (kind, code, deadline_group, basis)
+    else {
+        return Err(Error::internal("a checked referral field is missing"));
+    };
+    let subject = r.subject.unwrap_or_default();
+    Ok(NewReferral {
+        kind,
+        subject: Subject {
+            personal_identity_code: code,
+            name: none_if_empty(subject.name),
+            contact_phone: none_if_empty(subject.contact_phone),
+            preferred_language: none_if_empty(subject.preferred_language),
+        },
+        home_municipality_code: r.home_municipality_code,
+        current_municipality_code: none_if_empty(r.current_municipality_code),
+        reasons: reasons.into_iter().flatten().collect(),
+        reason_text: r.reason_text,
+        urgent: r.urgent,
+        deadline_group,
+        basis,
+        personal_discussion_requested: r.personal_discussion_requested,
+        application_reference: none_if_empty(r.application_reference),
+    })
+}
+
+/// The parts every change request has.
+fn change(
+    method: &str,
+    name: &str,
+    etag: &str,
+    request_id: &str,
+    request: &impl prost::Message,
+    action: impl FnOnce(&mut Vec<Violation>) -> Option<Action>,
+) -> Result<ChangeRequest> {
+    let mut v = Vec::new();
+    let id = resource_id(name, "referrals", "name", &mut v);
+    let action = action(&mut v);
+    check(v)?;
+    let key = request_key(method, request_id, request, false)?;
+    match (id, action) {
+        (Some(referral_id), Some(action)) => Ok(ChangeRequest {
+            referral_id,
+            action,
+            etag: none_if_empty(etag.to_owned()),
+            key,
+        }),
+        _ => Err(Error::internal("a checked change field is missing")),
+    }
+}
+
+impl ReferralApi {
+    /// Runs a change method: `fields` picks the name, etag and request id every change request has;
+    /// `action` turns the rest into an [`Action`], reporting broken rules.
+    async fn change<R, F>(
+        &self,
+        request: Request<R>,
+        method: &'static str,
+        fields: fn(&R) -> (&str, &str, &str),
+        action: F,
+    ) -> std::result::Result<Response<pb::Referral>, Status>
+    where
+        R: prost::Message + Send + 'static,
+        F: FnOnce(&R, &Exchange, &mut Vec<Violation>) -> Option<Action> + Send,
+    {
+        handle(
+            &self.exchange,
+            request,
+            method,
+            |exchange, call, req| async move {
+                let (name, etag, request_id) = fields(&req);
+                let change_request = change(method, name, etag, request_id, &req, |v| {
+                    action(&req, &exchange, v)
+                })?;
+                exchange
+                    .change_referral(&call, change_request)
+                    .await
+                    .map(|r| to_proto(&r))
+            },
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::referral_service_server::ReferralService for ReferralApi {
+    async fn create_referral(
+        &self,
+        request: Request<pb::CreateReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        const METHOD: &str = method!("ReferralService", "CreateReferral");
+        handle(
+            &self.exchange,
+            request,
+            METHOD,
+            |exchange, call, req| async move {
+                let key = request_key(METHOD, &req.request_id, &req, true);
+                let new = new_referral(req.referral)?;
+                exchange
+                    .create_referral(&call, new, key?)
+                    .await
+                    .map(|r| to_proto(&r))
+            },
+        )
+        .await
+    }
+
+    async fn get_referral(
+        &self,
+        request: Request<pb::GetReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        handle(
+            &self.exchange,
+            request,
+            method!("ReferralService", "GetReferral"),
+            |exchange, call, req| async move {
+                let mut v = Vec::new();
+                let id = resource_id(&req.name, "referrals", "name", &mut v);
+                check(v)?;
+                let id = id.ok_or_else(|| Error::internal("checked name missing"))?;
+                exchange.get_referral(&call, id).await.map(|r| to_proto(&r))
+            },
+        )
+        .await
+    }
+
+    async fn list_referrals(
+        &self,
+        request: Request<pb::ListReferralsRequest>,
+    ) -> std::result::Result<Response<pb::ListReferralsResponse>, Status> {
+        handle(
+            &self.exchange,
+            request,
+            method!("ReferralService", "ListReferrals"),
+            |exchange, call, req| async move {
+                let mut v = Vec::new();
+                let size = page_size(req.page_size)?;
+                let query_id = query_fingerprint(&pb::ListReferralsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..req.clone()
+                });
+                let after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> =
+                    decode_page_token(&query_id, &req.page_token)?;
+                let query = ReferralQuery {
+                    state: optional_enum(
+                        proto_name!(pb::referral::State, req.state),
+                        State::from_code,
+                        "state",
+                        &mut v,
+                    ),
+                    kind: optional_enum(
+                        proto_name!(pb::referral::Kind, req.kind),
+                        Kind::from_code,
+                        "kind",
+                        &mut v,
+                    ),
+                    recipient: if req.recipient.is_empty() {
+                        None
+                    } else {
+                        let org = OrganizationId::from_resource_name(&req.recipient).ok();
+                        if org.is_none() {
+                            v.push(Violation::new(
+                                "recipient",
+                                "resource_name",
+                                "must be organizations/{id}",
+                            ));
+                        }
+                        org
+                    },
+                    subject: optional_identity_code(
+                        &req.personal_identity_code,
+                        "personal_identity_code",
+                        &mut v,
+                    ),
+                    create_time_start: from_timestamp(
+                        req.create_time_start.as_ref(),
+                        "create_time_start",
+                        &mut v,
+                    ),
+                    create_time_end: from_timestamp(
+                        req.create_time_end.as_ref(),
+                        "create_time_end",
+                        &mut v,
+                    ),
+                    after,
+                    page_size: size,
+                };
+                check(v)?;
+                let page = exchange.list_referrals(&call, query).await?;
+                let next_page_token = match (page.more, page.items.last()) {
+                    (true, Some(last)) => encode_page_token(&query_id, (last.create_time, last.id)),
+                    _ => String::new(),
+                };
+                Ok(pb::ListReferralsResponse {
+                    referrals: page.items.iter().map(to_proto).collect(),
+                    next_page_token,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn cancel_referral(
+        &self,
+        request: Request<pb::CancelReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "CancelReferral");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |req, _, v| {
+                check_length(v, "reason_text", &req.reason_text, MAX_REASON_TEXT_CHARS);
+                Some(Action::Cancel {
+                    text: none_if_empty(req.reason_text.clone()),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn accept_referral(
+        &self,
+        request: Request<pb::AcceptReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "AcceptReferral");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |_, _, _| Some(Action::Accept),
+        )
+        .await
+    }
+
+    async fn start_assessment(
+        &self,
+        request: Request<pb::StartAssessmentRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "StartAssessment");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |_, _, _| Some(Action::StartAssessment),
+        )
+        .await
+    }
+
+    async fn complete_referral(
+        &self,
+        request: Request<pb::CompleteReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "CompleteReferral");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |req, _, v| {
+                required_enum(
+                    proto_name!(pb::referral::Outcome, req.outcome),
+                    Outcome::from_code,
+                    "outcome",
+                    v,
+                )
+                .map(Action::Complete)
+            },
+        )
+        .await
+    }
+
+    async fn reject_referral(
+        &self,
+        request: Request<pb::RejectReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "RejectReferral");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |req, _, v| {
+                check_length(v, "reason_text", &req.reason_text, MAX_REASON_TEXT_CHARS);
+                let reason = proto_name!(pb::referral::RejectionReason, req.reason);
+                required_enum(reason, RejectionReason::from_code, "reason", v).map(|reason| {
+                    Action::Reject {
+                        reason,
+                        text: none_if_empty(req.reason_text.clone()),
+                    }
+                })
+            },
+        )
+        .await
+    }
+
+    async fn forward_referral(
+        &self,
+        request: Request<pb::ForwardReferralRequest>,
+    ) -> std::result::Result<Response<pb::Referral>, Status> {
+        let method = method!("ReferralService", "ForwardReferral");
+        self.change(
+            request,
+            method,
+            |r| (&r.name, &r.etag, &r.request_id),
+            |req, exchange, v| {
+                if req.home_municipality_code.is_empty() {
+                    v.push(Violation::required("home_municipality_code"));
+                    return None;
+                }
+                match exchange.forward_target(&req.home_municipality_code) {
+                    Ok(to) => Some(Action::Forward { to }),
+                    Err(Error::InvalidArgument { violations, .. }) => {
+                        v.extend(violations);
+                        None
+                    }
+                    Err(_) => None,
+                }
+            },
+        )
+        .await
+    }
+}
