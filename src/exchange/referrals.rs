@@ -60,9 +60,10 @@ impl Exchange {
         new: NewReferral,
         key: Option<RequestKey>,
     ) -> Result<Referral> {
-        let caller = call.require(&[Role::Referrer])?;
+        // Recorded before the role check: an attempt to refer someone belongs in that person's log.
         let pseudonym = self.pseudonym(&new.subject.personal_identity_code);
         call.touch_subject(&pseudonym);
+        let caller = call.require(&[Role::Referrer])?;
         let now = self.clock.now();
         let recipient = new
             .validate(self.registry, calendar::helsinki_date(now))

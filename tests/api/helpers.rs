@@ -1,0 +1,650 @@
+//! The test harness: a real server on 127.0.0.1:0 with a freshly generated PKI, over a real SQLite file
+//! or a PostgreSQL database of its own, and clients that speak mutual TLS to it.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use referral_exchange::{
+    access::{CORRELATION_ID_HEADER, USER_ID_HEADER},
+    clock::ManualClock,
+    config::TlsFiles,
+    mailbox::LeaseLimits,
+    proto::v1::{
+        self as pb, audit_service_client::AuditServiceClient,
+        consent_service_client::ConsentServiceClient,
+        directory_service_client::DirectoryServiceClient,
+        mailbox_service_client::MailboxServiceClient,
+        referral_service_client::ReferralServiceClient,
+    },
+    server::{self, RunningServer},
+    tls,
+};
+use tempfile::TempDir;
+use tonic::{
+    Code, Request, Status,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Organisations the test PKI issues certificates for.
+pub const ORGS: &[&str] = &[
+    "kela",
+    "hva-15",
+    "hva-12",
+    "helsinki",
+    "aland-478",
+    "auditor-dpo",
+    "hva-22",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once on SQLite and once on PostgreSQL: `name::sqlite` and `name::postgres`.
+macro_rules! both_engines {
+    ($($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block)*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run($db: $crate::helpers::Db) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::helpers::Db::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run($crate::helpers::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both_engines;
+
+/// A monday in 2025 at 10:00 Helsinki time: the default start of the test clock.
+pub fn default_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 3, 8, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// A database that exists for one test and is removed after it.
+pub enum TestDb {
+    Sqlite {
+        _dir: TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub async fn create(db: Db) -> TestDb {
+        match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite:{}", dir.path().join("test.db").display());
+                TestDb::Sqlite { _dir: dir, url }
+            }
+            Db::Postgres => {
+                let admin_url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+                let mut admin = admin_connection(&admin_url).await;
+                sweep_stale_databases(&mut admin).await;
+                let name = format!(
+                    "rx_test_{}_{}",
+                    Utc::now().timestamp(),
+                    uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .get(..12)
+                        .unwrap_or("x")
+                );
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create database");
+                let url = with_database(&admin_url, &name);
+                TestDb::Postgres {
+                    admin_url,
+                    name,
+                    url,
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop cannot await; a short-lived runtime on its own thread can.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        let mut admin = admin_connection(&admin_url).await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+async fn admin_connection(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for the tests and was not reachable at {url}: {e}. Start it or set REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+    })
+}
+
+/// Databases left behind by a test run that was killed: older than an hour.
+async fn sweep_stale_databases(admin: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'rx_test_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = Utc::now().timestamp() - 3600;
+    for name in names {
+        let created = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok());
+        if created.is_some_and(|t| t < cutoff) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut *admin)
+            .await;
+        }
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => format!("{url}/{name}"),
+    }
+}
+
+pub struct TestApp {
+    pub server: Option<RunningServer>,
+    pub clock: ManualClock,
+    pub pki: TempDir,
+    pub db: TestDb,
+    pub engine: Db,
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> TestApp {
+        Self::spawn_at(db, default_start()).await
+    }
+
+    pub async fn spawn_at(engine: Db, start: DateTime<Utc>) -> TestApp {
+        let pki = tempfile::tempdir().expect("temp dir");
+        tls::write_dev_pki(pki.path(), ORGS).expect("dev pki");
+        let layout = tls::PkiLayout::new(pki.path());
+        let db = TestDb::create(engine).await;
+        let clock = ManualClock::new(start);
+        let mut settings = server::Settings::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            db.url().to_owned(),
+            TlsFiles {
+                cert: layout.server_cert(),
+                key: layout.server_key(),
+                client_ca: layout.ca_cert(),
+            },
+            vec![7; 32],
+        );
+        settings.clock = Arc::new(clock.clone());
+        // Waiting pulls look again often: lease expiry in tests comes from the manual clock.
+        settings.leases = LeaseLimits {
+            poll_interval: Duration::from_millis(50),
+            ..LeaseLimits::default()
+        };
+        let server = server::start(settings).await.expect("server starts");
+        TestApp {
+            server: Some(server),
+            clock,
+            pki,
+            db,
+            engine,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("running").addr
+    }
+
+    pub fn profile(&self, org: &str) -> PathBuf {
+        tls::PkiLayout::new(self.pki.path()).client_dir(org)
+    }
+
+    /// A channel authenticated as `org`.
+    pub async fn channel(&self, org: &str) -> Channel {
+        let dir = self.profile(org);
+        let tls = tls::client_tls_config(
+            &dir.join("ca.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            "localhost",
+        )
+        .expect("client tls");
+        Endpoint::from_shared(format!("https://127.0.0.1:{}", self.addr().port()))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Clients for every service, as `user` of `org`.
+    pub async fn as_user(&self, org: &str, user: &str) -> Clients {
+        Clients::new(
+            self.channel(org).await,
+            Metadata {
+                user: Some(user.to_owned()),
+                correlation: None,
+            },
+        )
+    }
+
+    pub async fn kela(&self) -> Clients {
+        self.as_user("kela", "handler-1").await
+    }
+
+    pub async fn receiver(&self, org: &str) -> Clients {
+        self.as_user(org, "worker-1").await
+    }
+
+    pub async fn auditor(&self) -> Clients {
+        Clients::new(
+            self.channel("auditor-dpo").await,
+            Metadata {
+                user: Some("dpo-1".into()),
+                correlation: None,
+            },
+        )
+    }
+
+    /// A raw connection to the test database, as an attacker with database access would have.
+    pub async fn execute_sql(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self.engine {
+            Db::Sqlite => {
+                use sqlx::Connection;
+                let mut conn = sqlx::SqliteConnection::connect(self.db.url()).await?;
+                Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await?
+                    .rows_affected())
+            }
+            Db::Postgres => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(self.db.url()).await?;
+                Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await?
+                    .rows_affected())
+            }
+        }
+    }
+
+    /// Every stored audit event's columns as text, for searching what the log holds.
+    pub async fn audit_table_text(&self) -> String {
+        let sql = "SELECT organization || '|' || user_id || '|' || method || '|' || resources || '|' || \
+                   subject_pseudonyms || '|' || correlation_id || '|' || disclosures FROM audit_events";
+        let rows: Vec<String> = match self.engine {
+            Db::Sqlite => {
+                use sqlx::Connection;
+                let mut conn = sqlx::SqliteConnection::connect(self.db.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("query")
+            }
+            Db::Postgres => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(self.db.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("query")
+            }
+        };
+        rows.join("\n")
+    }
+
+    pub async fn audit_event_count(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM audit_events";
+        match self.engine {
+            Db::Sqlite => {
+                use sqlx::Connection;
+                let mut conn = sqlx::SqliteConnection::connect(self.db.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("query")
+            }
+            Db::Postgres => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(self.db.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("query")
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Adds `x-user-id` and `x-correlation-id` to every request.
+#[derive(Clone)]
+pub struct Metadata {
+    pub user: Option<String>,
+    pub correlation: Option<String>,
+}
+
+impl Interceptor for Metadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(user) = &self.user {
+            request.metadata_mut().insert(
+                USER_ID_HEADER,
+                user.parse().map_err(|_| Status::internal("bad header"))?,
+            );
+        }
+        if let Some(c) = &self.correlation {
+            request.metadata_mut().insert(
+                CORRELATION_ID_HEADER,
+                c.parse().map_err(|_| Status::internal("bad header"))?,
+            );
+        }
+        Ok(request)
+    }
+}
+
+type Svc = InterceptedService<Channel, Metadata>;
+
+pub struct Clients {
+    pub referrals: ReferralServiceClient<Svc>,
+    pub consents: ConsentServiceClient<Svc>,
+    pub mailbox: MailboxServiceClient<Svc>,
+    pub audit: AuditServiceClient<Svc>,
+    pub directory: DirectoryServiceClient<Svc>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel, metadata: Metadata) -> Self {
+        Self {
+            referrals: ReferralServiceClient::with_interceptor(channel.clone(), metadata.clone()),
+            consents: ConsentServiceClient::with_interceptor(channel.clone(), metadata.clone()),
+            mailbox: MailboxServiceClient::with_interceptor(channel.clone(), metadata.clone()),
+            audit: AuditServiceClient::with_interceptor(channel.clone(), metadata.clone()),
+            directory: DirectoryServiceClient::with_interceptor(channel, metadata),
+        }
+    }
+}
+
+// --- request builders
+
+pub const PIC: &str = "131052-308T";
+/// Jyväskylä: organised by the Central Finland wellbeing services county, hva-15.
+pub const JYVASKYLA: &str = "179";
+pub const HELSINKI: &str = "091";
+
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn subject(code: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        personal_identity_code: code.into(),
+        ..Default::default()
+    })
+}
+
+pub fn oral_consent(code: &str, recipients: &[&str]) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        consent: Some(pb::Consent {
+            subject: subject(code),
+            purpose: pb::consent::Purpose::SocialWelfareReferral as i32,
+            recipients: recipients
+                .iter()
+                .map(|r| format!("organizations/{r}"))
+                .collect(),
+            form: pb::consent::Form::Oral as i32,
+            given_by: pb::consent::GivenBy::Subject as i32,
+            ..Default::default()
+        }),
+        request_id: new_request_id(),
+    }
+}
+
+pub fn written_consent(
+    code: &str,
+    recipients: &[&str],
+    expire: DateTime<Utc>,
+) -> pb::RecordConsentRequest {
+    let mut request = oral_consent(code, recipients);
+    if let Some(c) = request.consent.as_mut() {
+        c.form = pb::consent::Form::Written as i32;
+        c.expire_time = Some(pbjson_types::Timestamp {
+            seconds: expire.timestamp(),
+            nanos: 0,
+        });
+        c.evidence_reference = "Y100-2025-0001".into();
+    }
+    request
+}
+
+pub fn referral(code: &str, municipality: &str, consent: &str) -> pb::CreateReferralRequest {
+    pb::CreateReferralRequest {
+        referral: Some(pb::Referral {
+            kind: pb::referral::Kind::NeedForSocialWork as i32,
+            subject: subject(code),
+            home_municipality_code: municipality.into(),
+            reasons: vec![
+                pb::referral::Reason::Housing as i32,
+                pb::referral::Reason::Debt as i32,
+            ],
+            reason_text: "Rent arrears; asked for help with housing.".into(),
+            deadline_group: pb::referral::DeadlineGroup::NoStatutoryGroup as i32,
+            basis: Some(pb::referral::Basis::Consent(consent.into())),
+            ..Default::default()
+        }),
+        request_id: new_request_id(),
+    }
+}
+
+pub fn notification(code: &str, municipality: &str) -> pb::CreateReferralRequest {
+    pb::CreateReferralRequest {
+        referral: Some(pb::Referral {
+            kind: pb::referral::Kind::NeedNotificationWithoutConsent as i32,
+            subject: subject(code),
+            home_municipality_code: municipality.into(),
+            reasons: vec![pb::referral::Reason::Health as i32],
+            reason_text: "Client appears unable to look after own safety.".into(),
+            urgent: true,
+            deadline_group: pb::referral::DeadlineGroup::NoStatutoryGroup as i32,
+            basis: Some(pb::referral::Basis::StatutoryGround(
+                pb::referral::StatutoryGround::UnableToCareForSelf as i32,
+            )),
+            ..Default::default()
+        }),
+        request_id: new_request_id(),
+    }
+}
+
+/// Records an oral consent for `recipients` and refers `code` to the organiser of `municipality`.
+pub async fn consent_and_refer(
+    kela: &mut Clients,
+    code: &str,
+    municipality: &str,
+    recipients: &[&str],
+) -> pb::Referral {
+    let consent = kela
+        .consents
+        .record_consent(oral_consent(code, recipients))
+        .await
+        .expect("consent")
+        .into_inner();
+    kela.referrals
+        .create_referral(referral(code, municipality, &consent.name))
+        .await
+        .expect("referral")
+        .into_inner()
+}
+
+/// The test clock's time plus `s` seconds, as a proto timestamp.
+pub fn timestamp_after(clock: &ManualClock, s: i64) -> pbjson_types::Timestamp {
+    use referral_exchange::clock::Clock;
+    let t = clock.now() + chrono::Duration::seconds(s);
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+pub fn seconds(s: i64) -> Option<pbjson_types::Duration> {
+    Some(pbjson_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+pub async fn pull(clients: &mut Clients, max: i32) -> Vec<pb::Message> {
+    clients
+        .mailbox
+        .pull_messages(pb::PullMessagesRequest {
+            max_messages: max,
+            lease_duration: seconds(60),
+            wait_duration: None,
+        })
+        .await
+        .expect("pull")
+        .into_inner()
+        .messages
+}
+
+pub async fn ack(clients: &mut Clients, ack_ids: Vec<String>) -> Vec<pb::AckResult> {
+    clients
+        .mailbox
+        .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
+        .await
+        .expect("ack")
+        .into_inner()
+        .results
+}
+
+/// Pulls and acknowledges every message of the mailbox.
+pub async fn drain(clients: &mut Clients) -> Vec<pb::Message> {
+    let messages = pull(clients, 100).await;
+    if !messages.is_empty() {
+        let results = ack(clients, messages.iter().map(|m| m.ack_id.clone()).collect()).await;
+        assert!(
+            results.iter().all(|r| r.applied),
+            "every fresh ack applies: {results:?}"
+        );
+    }
+    messages
+}
+
+/// The receiver takes delivery of `name`: pulls its mailbox and acknowledges everything.
+pub async fn receive(receiver: &mut Clients, name: &str) -> pb::Referral {
+    let messages = drain(receiver).await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.referral.as_ref().is_some_and(|r| r.name == name)),
+        "the routed referral is in the mailbox"
+    );
+    receiver
+        .referrals
+        .get_referral(pb::GetReferralRequest { name: name.into() })
+        .await
+        .expect("get")
+        .into_inner()
+}
+
+pub fn change_fields(r: &pb::Referral) -> (String, String, String) {
+    (r.name.clone(), r.etag.clone(), new_request_id())
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// `(field, reason)` of each field violation of a status.
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.reason.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got OK: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}

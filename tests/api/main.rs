@@ -1,0 +1,7 @@
+//! The one integration test binary: a real server over mutual TLS on 127.0.0.1, on SQLite and on
+//! PostgreSQL, exercised the way Kela, receivers and auditors use it.
+
+mod helpers;
+
+mod exchange;
+mod refusals;
