@@ -3,5 +3,9 @@
 
 mod helpers;
 
+mod consents;
 mod exchange;
+mod logs;
+mod mailbox;
 mod refusals;
+mod server;

@@ -1,0 +1,229 @@
+//! The server as operators and tools see it: health, reflection for grpcurl, a graceful stop on
+//! SIGTERM, and logs that never carry an identity code.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use referral_exchange::proto::v1 as pb;
+use tokio_stream::StreamExt;
+
+use crate::helpers::*;
+
+async fn list_services_v1(app: &TestApp) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(app.channel("kela").await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    match stream
+        .next()
+        .await
+        .and_then(Result::ok)
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(app: &TestApp) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(app.channel("kela").await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    match stream
+        .next()
+        .await
+        .and_then(Result::ok)
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+both_engines! {
+    async fn health_and_both_reflection_versions_are_served(db) {
+        let app = TestApp::spawn(db).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel("hva-15").await);
+        for service in ["", "referral_exchange.v1.ReferralService", "referral_exchange.v1.MailboxService"] {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+                .await
+                .expect("health")
+                .into_inner()
+                .status;
+            assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+        }
+        for services in [list_services_v1(&app).await, list_services_v1alpha(&app).await] {
+            for expected in [
+                "referral_exchange.v1.ReferralService",
+                "referral_exchange.v1.ConsentService",
+                "referral_exchange.v1.MailboxService",
+                "referral_exchange.v1.AuditService",
+                "referral_exchange.v1.DirectoryService",
+                "grpc.health.v1.Health",
+            ] {
+                assert!(services.iter().any(|s| s == expected), "{expected} in {services:?}");
+            }
+        }
+        app.stop().await;
+    }
+}
+
+/// Starts the real binary on port 0 in `dir` and returns it with the address it logged.
+fn start_binary(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_referral-exchange"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let mut child = command.spawn().expect("start the binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not report its address"
+        );
+        let line = lines
+            .next()
+            .expect("server exited before serving")
+            .expect("read stderr");
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+            && json["fields"]["message"] == "serving"
+        {
+            break json["fields"]["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("socket addr");
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+async fn binary_client(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    org: &str,
+    user: &str,
+) -> Clients {
+    let profile = referral_exchange::tls::PkiLayout::new(dir.join("pki")).client_dir(org);
+    let tls = referral_exchange::tls::client_tls_config(
+        &profile.join("ca.pem"),
+        &profile.join("cert.pem"),
+        &profile.join("key.pem"),
+        "localhost",
+    )
+    .expect("tls");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    Clients::new(
+        channel,
+        Metadata {
+            user: Some(user.into()),
+            correlation: None,
+        },
+    )
+}
+
+both_engines! {
+    async fn sigterm_lets_calls_in_flight_finish_then_exits_zero(db) {
+        let dir = tempfile::tempdir().expect("dir");
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
+        };
+        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+        assert!(dir.path().join("pki/clients/kela/cert.pem").exists(), "created a development PKI");
+        assert!(dir.path().join("pseudonym.key").exists(), "created a development pseudonym key");
+        let mut hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
+
+        let in_flight = tokio::spawn(async move {
+            hva15
+                .mailbox
+                .pull_messages(pb::PullMessagesRequest { max_messages: 1, lease_duration: seconds(30), wait_duration: seconds(2) })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(killed.success());
+        let answer = in_flight.await.expect("task");
+        assert!(answer.is_ok(), "the call in flight finished: {answer:?}");
+        let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+        assert_eq!(status.code(), Some(0));
+    }
+
+    async fn a_restarted_server_reuses_its_development_pki_and_answers_retries_the_same(db) {
+        let dir = tempfile::tempdir().expect("dir");
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
+        };
+        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+        let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("ca");
+        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+        let request = notification(PIC, JYVASKYLA);
+        let first = kela.referrals.create_referral(request.clone()).await.expect("create").into_inner();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+
+        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+        assert_eq!(std::fs::read(dir.path().join("pki/ca.pem")).expect("ca"), ca, "the same CA after a restart");
+        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+        let retry = kela.referrals.create_referral(request).await.expect("retry").into_inner();
+        assert_eq!(retry, first, "a retry after a restart returns the first result");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+}
