@@ -40,6 +40,7 @@ fn to_proto(e: &StoredAuditEvent) -> pb::AuditEvent {
         resources: r.resources.clone(),
         subject_pseudonym: r.subject_pseudonyms.first().cloned().unwrap_or_default(),
         status_code: r.status_code,
+        status: status_name(r.status_code),
         correlation_id: r.correlation_id.clone(),
         subject_pseudonyms: r.subject_pseudonyms.clone(),
         disclosures: r
@@ -54,6 +55,20 @@ fn to_proto(e: &StoredAuditEvent) -> pb::AuditEvent {
             })
             .collect(),
     }
+}
+
+/// The canonical name of a gRPC status code (`OK`, `INVALID_ARGUMENT`, …).
+fn status_name(code: i32) -> String {
+    let name = format!("{:?}", tonic::Code::from_i32(code));
+    // `InvalidArgument` -> `INVALID_ARGUMENT`
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// Method filters are method names or full paths: letters, digits, `.`, `/` and `_`.
@@ -141,5 +156,16 @@ impl pb::audit_service_server::AuditService for AuditApi {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_names_are_the_canonical_ones() {
+        assert_eq!(super::status_name(0), "OK");
+        assert_eq!(super::status_name(3), "INVALID_ARGUMENT");
+        assert_eq!(super::status_name(9), "FAILED_PRECONDITION");
+        assert_eq!(super::status_name(16), "UNAUTHENTICATED");
     }
 }

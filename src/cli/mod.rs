@@ -1,5 +1,7 @@
 //! The command line: `serve`, `dev-pki`, and `client` (one subcommand per API method).
 
+pub mod client;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Write a development PKI: a CA, a server certificate for localhost and client certificates.
     DevPki(DevPkiArgs),
+    /// Call the API as Kela, a receiver or an auditor; prints JSON.
+    Client(Box<client::ClientArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -38,6 +42,7 @@ struct DevPkiArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Client(args) => client::run(*args).await,
         Command::DevPki(args) => {
             telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
