@@ -4,10 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{
-    check, decode_page_token, encode_page_token, from_timestamp, handle, method,
-    optional_identity_code, page_size, query_fingerprint, timestamp,
-};
+use super::{Paging, check, from_timestamp, handle, method, optional_identity_code, timestamp};
 use crate::{
     audit::{AuditQuery, StoredAuditEvent},
     domain::{OrganizationId, Violation},
@@ -102,13 +99,15 @@ impl pb::audit_service_server::AuditService for AuditApi {
             method!("AuditService", "ListAuditEvents"),
             |exchange, call, req| async move {
                 let mut v = Vec::new();
-                let limit = page_size(req.page_size)?;
-                let query_id = query_fingerprint(&pb::ListAuditEventsRequest {
-                    page_size: 0,
-                    page_token: String::new(),
-                    ..req.clone()
-                });
-                let after_sequence: Option<i64> = decode_page_token(&query_id, &req.page_token)?;
+                let paging: Paging<i64> = Paging::of(
+                    &pb::ListAuditEventsRequest {
+                        page_size: 0,
+                        page_token: String::new(),
+                        ..req.clone()
+                    },
+                    req.page_size,
+                    &req.page_token,
+                )?;
                 let subject = optional_identity_code(
                     &req.personal_identity_code,
                     "personal_identity_code",
@@ -140,15 +139,12 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     resource: (!req.resource.is_empty()).then(|| req.resource.clone()),
                     start_time: from_timestamp(req.start_time.as_ref(), "start_time", &mut v),
                     end_time: from_timestamp(req.end_time.as_ref(), "end_time", &mut v),
-                    after_sequence,
-                    limit,
+                    after_sequence: paging.after,
+                    limit: paging.size,
                 };
                 check(v)?;
                 let page = exchange.list_audit_events(&call, subject, query).await?;
-                let next_page_token = match (page.more, page.items.last()) {
-                    (true, Some(last)) => encode_page_token(&query_id, last.sequence),
-                    _ => String::new(),
-                };
+                let next_page_token = paging.next_token(&page, |e| e.sequence);
                 Ok(pb::ListAuditEventsResponse {
                     audit_events: page.items.iter().map(to_proto).collect(),
                     next_page_token,

@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    check, decode_page_token, encode_page_token, from_timestamp, handle, identity_code, method,
-    opt_timestamp, optional_enum, optional_identity_code, page_size, proto_enum, proto_name,
-    query_fingerprint, request_key, required_enum, resource_id, timestamp,
+    Paging, check, from_timestamp, handle, identity_code, method, opt_timestamp, optional_enum,
+    optional_identity_code, optional_organization, proto_enum, proto_name, request_key,
+    required_enum, resource_id, timestamp,
 };
 use crate::{
     domain::{
@@ -204,14 +204,15 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             method!("ConsentService", "ListConsents"),
             |exchange, call, req| async move {
                 let mut v = Vec::new();
-                let size = page_size(req.page_size)?;
-                let query_id = query_fingerprint(&pb::ListConsentsRequest {
-                    page_size: 0,
-                    page_token: String::new(),
-                    ..req.clone()
-                });
-                let after: Option<(DateTime<Utc>, Uuid)> =
-                    decode_page_token(&query_id, &req.page_token)?;
+                let paging: Paging<(DateTime<Utc>, Uuid)> = Paging::of(
+                    &pb::ListConsentsRequest {
+                        page_size: 0,
+                        page_token: String::new(),
+                        ..req.clone()
+                    },
+                    req.page_size,
+                    &req.page_token,
+                )?;
                 let query = ConsentQuery {
                     subject: optional_identity_code(
                         &req.personal_identity_code,
@@ -224,15 +225,12 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                         "state",
                         &mut v,
                     ),
-                    after,
-                    page_size: size,
+                    after: paging.after,
+                    page_size: paging.size,
                 };
                 check(v)?;
                 let page = exchange.list_consents(&call, query).await?;
-                let next_page_token = match (page.more, page.items.last()) {
-                    (true, Some(last)) => encode_page_token(&query_id, (last.create_time, last.id)),
-                    _ => String::new(),
-                };
+                let next_page_token = paging.next_token(&page, |c| (c.create_time, c.id));
                 Ok(pb::ListConsentsResponse {
                     consents: page.items.iter().map(to_proto).collect(),
                     next_page_token,
@@ -275,31 +273,21 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             METHOD,
             |exchange, call, req| async move {
                 let mut v = Vec::new();
-                let size = page_size(req.page_size)?;
-                let query_id = query_fingerprint(&pb::ListConsentEventsRequest {
-                    page_size: 0,
-                    page_token: String::new(),
-                    ..req.clone()
-                });
-                let after_id: Option<i64> = decode_page_token(&query_id, &req.page_token)?;
+                let paging: Paging<i64> = Paging::of(
+                    &pb::ListConsentEventsRequest {
+                        page_size: 0,
+                        page_token: String::new(),
+                        ..req.clone()
+                    },
+                    req.page_size,
+                    &req.page_token,
+                )?;
                 let consent_id = if req.consent.is_empty() {
                     None
                 } else {
                     resource_id(&req.consent, "consents", "consent", &mut v)
                 };
-                let organization = if req.organization.is_empty() {
-                    None
-                } else {
-                    let org = OrganizationId::from_resource_name(&req.organization).ok();
-                    if org.is_none() {
-                        v.push(Violation::new(
-                            "organization",
-                            "resource_name",
-                            "must be organizations/{id}",
-                        ));
-                    }
-                    org
-                };
+                let organization = optional_organization(&req.organization, "organization", &mut v);
                 let query = ConsentEventQuery {
                     subject: optional_identity_code(
                         &req.personal_identity_code,
@@ -310,15 +298,12 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                     organization,
                     start_time: from_timestamp(req.start_time.as_ref(), "start_time", &mut v),
                     end_time: from_timestamp(req.end_time.as_ref(), "end_time", &mut v),
-                    after_id,
-                    page_size: size,
+                    after_id: paging.after,
+                    page_size: paging.size,
                 };
                 check(v)?;
                 let page = exchange.list_consent_events(&call, query).await?;
-                let next_page_token = match (page.more, page.items.last()) {
-                    (true, Some(last)) => encode_page_token(&query_id, last.id),
-                    _ => String::new(),
-                };
+                let next_page_token = paging.next_token(&page, |e| e.id);
                 Ok(pb::ListConsentEventsResponse {
                     consent_events: page.items.iter().map(event_to_proto).collect(),
                     next_page_token,

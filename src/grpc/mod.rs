@@ -130,12 +130,40 @@ struct PageToken<C> {
     c: C,
 }
 
-/// Fingerprint of a list request with its paging fields cleared.
-pub(crate) fn query_fingerprint<M: Message>(request: &M) -> String {
-    hex::encode(&Sha256::digest(request.encode_to_vec())[..12])
+/// AIP-158 paging of one list request: the page size, where the page starts, and the token of the next.
+pub(crate) struct Paging<C> {
+    /// Fingerprint of the request with its paging fields cleared: a token continues only its own query.
+    query: String,
+    pub size: i64,
+    pub after: Option<C>,
 }
 
-pub(crate) fn encode_page_token<C: Serialize>(query: &str, cursor: C) -> String {
+impl<C: Serialize + DeserializeOwned> Paging<C> {
+    /// `cleared` is the request with `page_size` and `page_token` cleared.
+    pub fn of<M: Message>(cleared: &M, page_size_value: i32, page_token: &str) -> Result<Self> {
+        let query = hex::encode(&Sha256::digest(cleared.encode_to_vec())[..12]);
+        let after = decode_page_token(&query, page_token)?;
+        Ok(Self {
+            query,
+            size: page_size(page_size_value)?,
+            after,
+        })
+    }
+
+    /// The token of the page after `page`, or empty on the last page.
+    pub fn next_token<T>(
+        &self,
+        page: &crate::exchange::referrals::Page<T>,
+        cursor: impl Fn(&T) -> C,
+    ) -> String {
+        match (page.more, page.items.last()) {
+            (true, Some(last)) => encode_page_token(&self.query, cursor(last)),
+            _ => String::new(),
+        }
+    }
+}
+
+fn encode_page_token<C: Serialize>(query: &str, cursor: C) -> String {
     let token = PageToken {
         q: query.to_owned(),
         c: cursor,
@@ -145,10 +173,7 @@ pub(crate) fn encode_page_token<C: Serialize>(query: &str, cursor: C) -> String 
         .unwrap_or_default()
 }
 
-pub(crate) fn decode_page_token<C: DeserializeOwned>(
-    query: &str,
-    token: &str,
-) -> Result<Option<C>> {
+fn decode_page_token<C: DeserializeOwned>(query: &str, token: &str) -> Result<Option<C>> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -244,6 +269,26 @@ pub(crate) fn optional_identity_code(
     } else {
         identity_code(value, field, violations)
     }
+}
+
+/// An optional `organizations/{id}` filter: empty means none.
+pub(crate) fn optional_organization(
+    value: &str,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<crate::domain::OrganizationId> {
+    if value.is_empty() {
+        return None;
+    }
+    let org = crate::domain::OrganizationId::from_resource_name(value).ok();
+    if org.is_none() {
+        violations.push(Violation::new(
+            field,
+            "resource_name",
+            "must be organizations/{id}",
+        ));
+    }
+    org
 }
 
 /// The UUID in `collection/{uuid}`.

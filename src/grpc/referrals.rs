@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    check, decode_page_token, encode_page_token, from_timestamp, handle, identity_code, method,
-    none_if_empty, opt_timestamp, optional_enum, optional_identity_code, page_size, proto_enum,
-    proto_name, query_fingerprint, request_key, required_enum, resource_id, timestamp,
+    Paging, check, from_timestamp, handle, identity_code, method, none_if_empty, opt_timestamp,
+    optional_enum, optional_identity_code, optional_organization, proto_enum, proto_name,
+    request_key, required_enum, resource_id, timestamp,
 };
 use crate::{
     domain::{
@@ -308,14 +308,15 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
             method!("ReferralService", "ListReferrals"),
             |exchange, call, req| async move {
                 let mut v = Vec::new();
-                let size = page_size(req.page_size)?;
-                let query_id = query_fingerprint(&pb::ListReferralsRequest {
-                    page_size: 0,
-                    page_token: String::new(),
-                    ..req.clone()
-                });
-                let after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> =
-                    decode_page_token(&query_id, &req.page_token)?;
+                let paging: Paging<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> = Paging::of(
+                    &pb::ListReferralsRequest {
+                        page_size: 0,
+                        page_token: String::new(),
+                        ..req.clone()
+                    },
+                    req.page_size,
+                    &req.page_token,
+                )?;
                 let query = ReferralQuery {
                     state: optional_enum(
                         proto_name!(pb::referral::State, req.state),
@@ -329,19 +330,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                         "kind",
                         &mut v,
                     ),
-                    recipient: if req.recipient.is_empty() {
-                        None
-                    } else {
-                        let org = OrganizationId::from_resource_name(&req.recipient).ok();
-                        if org.is_none() {
-                            v.push(Violation::new(
-                                "recipient",
-                                "resource_name",
-                                "must be organizations/{id}",
-                            ));
-                        }
-                        org
-                    },
+                    recipient: optional_organization(&req.recipient, "recipient", &mut v),
                     subject: optional_identity_code(
                         &req.personal_identity_code,
                         "personal_identity_code",
@@ -357,15 +346,12 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                         "create_time_end",
                         &mut v,
                     ),
-                    after,
-                    page_size: size,
+                    after: paging.after,
+                    page_size: paging.size,
                 };
                 check(v)?;
                 let page = exchange.list_referrals(&call, query).await?;
-                let next_page_token = match (page.more, page.items.last()) {
-                    (true, Some(last)) => encode_page_token(&query_id, (last.create_time, last.id)),
-                    _ => String::new(),
-                };
+                let next_page_token = paging.next_token(&page, |r| (r.create_time, r.id));
                 Ok(pb::ListReferralsResponse {
                     referrals: page.items.iter().map(to_proto).collect(),
                     next_page_token,

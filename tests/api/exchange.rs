@@ -475,4 +475,24 @@ both_engines! {
         assert_eq!(receivers.len(), 38);
         app.stop().await;
     }
+
+    async fn the_correlation_id_and_the_acting_person_are_recorded(db) {
+        let app = TestApp::spawn(db).await;
+        let metadata = Metadata { user: Some("handler-9".into()), correlation: Some("kela-case-4711".into()) };
+        let mut kela = Clients::new(app.channel("kela").await, metadata);
+        let created = kela.referrals.create_referral(notification(PIC, HELSINKI)).await.expect("create").into_inner();
+        let mut auditor = app.auditor().await;
+        let events = auditor
+            .audit
+            .list_audit_events(pb::ListAuditEventsRequest { resource: created.name.clone(), ..Default::default() })
+            .await
+            .expect("audit")
+            .into_inner()
+            .audit_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].correlation_id, "kela-case-4711");
+        assert_eq!(events[0].user_id, "handler-9");
+        assert_eq!(events[0].status, "OK");
+        app.stop().await;
+    }
 }

@@ -298,81 +298,42 @@ impl TestApp {
         )
     }
 
-    /// A raw connection to the test database, as an attacker with database access would have.
-    pub async fn execute_sql(&self, sql: &str) -> Result<u64, sqlx::Error> {
+    /// Runs `sql` on a raw connection to the test database, as an attacker with database access
+    /// would, and returns the first column of each row as text.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+        use sqlx::{Connection, Row};
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self.engine {
             Db::Sqlite => {
-                use sqlx::Connection;
                 let mut conn = sqlx::SqliteConnection::connect(self.db.url()).await?;
-                Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut conn)
-                    .await?
-                    .rows_affected())
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
             }
             Db::Postgres => {
-                use sqlx::Connection;
                 let mut conn = sqlx::PgConnection::connect(self.db.url()).await?;
-                Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut conn)
-                    .await?
-                    .rows_affected())
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
             }
         }
     }
 
     /// Every stored audit event's columns as text, for searching what the log holds.
     pub async fn audit_table_text(&self) -> String {
-        let sql = "SELECT organization || '|' || user_id || '|' || method || '|' || resources || '|' || \
-                   subject_pseudonyms || '|' || correlation_id || '|' || disclosures FROM audit_events";
-        let rows: Vec<String> = match self.engine {
-            Db::Sqlite => {
-                use sqlx::Connection;
-                let mut conn = sqlx::SqliteConnection::connect(self.db.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("query")
-            }
-            Db::Postgres => {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(self.db.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("query")
-            }
-        };
-        rows.join("\n")
+        self.sql(
+            "SELECT organization || '|' || user_id || '|' || method || '|' || resources || '|' || \
+             subject_pseudonyms || '|' || correlation_id || '|' || disclosures FROM audit_events",
+        )
+        .await
+        .expect("read the audit table")
+        .join("\n")
     }
 
     pub async fn audit_event_count(&self) -> i64 {
-        let sql = "SELECT COUNT(*) FROM audit_events";
-        match self.engine {
-            Db::Sqlite => {
-                use sqlx::Connection;
-                let mut conn = sqlx::SqliteConnection::connect(self.db.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("query")
-            }
-            Db::Postgres => {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(self.db.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("query")
-            }
-        }
+        let count = self
+            .sql("SELECT CAST(COUNT(*) AS TEXT) FROM audit_events")
+            .await
+            .expect("count");
+        count.first().and_then(|c| c.parse().ok()).expect("a count")
     }
 
     pub async fn stop(mut self) {

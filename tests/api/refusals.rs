@@ -417,15 +417,15 @@ both_engines! {
         kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("create");
         let before = app.audit_event_count().await;
         assert!(before >= 1);
-        let update = app.execute_sql("UPDATE audit_events SET user_id = 'someone-else'").await;
+        let update = app.sql("UPDATE audit_events SET user_id = 'someone-else'").await;
         assert!(update.is_err(), "UPDATE refused: {update:?}");
-        let delete = app.execute_sql("DELETE FROM audit_events").await;
+        let delete = app.sql("DELETE FROM audit_events").await;
         assert!(delete.is_err(), "DELETE refused: {delete:?}");
-        let delete_index = app.execute_sql("DELETE FROM audit_event_subjects").await;
+        let delete_index = app.sql("DELETE FROM audit_event_subjects").await;
         assert!(delete_index.is_err(), "the subject index is append-only too");
         assert_eq!(app.audit_event_count().await, before);
         if db == Db::Postgres {
-            assert!(app.execute_sql("TRUNCATE audit_events CASCADE").await.is_err(), "TRUNCATE refused");
+            assert!(app.sql("TRUNCATE audit_events CASCADE").await.is_err(), "TRUNCATE refused");
         }
         let untouched = app.audit_table_text().await;
         assert!(!untouched.contains("someone-else"));

@@ -12,60 +12,37 @@ use tokio_stream::StreamExt;
 
 use crate::helpers::*;
 
-async fn list_services_v1(app: &TestApp) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(app.channel("kela").await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    match stream
-        .next()
-        .await
-        .and_then(Result::ok)
-        .and_then(|r| r.message_response)
-    {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// The services a reflection client of version `$version` (`v1` or `v1alpha`) lists.
+macro_rules! list_services {
+    ($app:expr, $version:ident) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new($app.channel("kela").await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        match stream
+            .next()
+            .await
+            .and_then(Result::ok)
+            .and_then(|r| r.message_response)
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("unexpected reflection response {other:?}"),
         }
-        other => panic!("unexpected reflection response {other:?}"),
-    }
-}
-
-async fn list_services_v1alpha(app: &TestApp) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(app.channel("kela").await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    match stream
-        .next()
-        .await
-        .and_then(Result::ok)
-        .and_then(|r| r.message_response)
-    {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection response {other:?}"),
-    }
+    }};
 }
 
 both_engines! {
@@ -81,7 +58,7 @@ both_engines! {
                 .status;
             assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
         }
-        for services in [list_services_v1(&app).await, list_services_v1alpha(&app).await] {
+        for services in [list_services!(app, v1), list_services!(app, v1alpha)] {
             for expected in [
                 "referral_exchange.v1.ReferralService",
                 "referral_exchange.v1.ConsentService",
