@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -3,12 +3,17 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::{
     audit::Pseudonymizer,
+    background::{self, Job, Schedule},
     clock::{Clock, SystemClock},
     config::TlsFiles,
     exchange::Exchange,
@@ -29,6 +34,8 @@ pub struct Settings {
     pub pseudonym_key: Vec<u8>,
     pub clock: Arc<dyn Clock>,
     pub leases: LeaseLimits,
+    /// How often deployment-wide background tasks run, and how fast a replica takes one over.
+    pub background: Schedule,
 }
 
 impl Settings {
@@ -45,6 +52,10 @@ impl Settings {
             pseudonym_key,
             clock: Arc::new(SystemClock),
             leases: LeaseLimits::default(),
+            background: Schedule {
+                interval: Duration::from_secs(5),
+                takeover: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -56,6 +67,8 @@ pub struct RunningServer {
     health: tonic_health::server::HealthReporter,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_background: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
 }
 
 /// Opens the database (migrating it), binds `settings.listen` and starts serving.
@@ -127,13 +140,33 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         },
     ));
     tracing::info!(%addr, engine = ?exchange.store().engine(), "serving");
+
+    let (stop_background, stopped) = watch::channel(false);
+    let background = background_jobs(&exchange)
+        .into_iter()
+        .map(|job| {
+            background::spawn(
+                exchange.store().clone(),
+                job,
+                settings.background,
+                stopped.clone(),
+            )
+        })
+        .collect();
     Ok(RunningServer {
         addr,
         exchange,
         health,
         shutdown: Some(shutdown),
         task,
+        stop_background,
+        background,
     })
+}
+
+/// The deployment-wide tasks (see [`background`]); each runs on one replica at a time.
+fn background_jobs(_exchange: &Arc<Exchange>) -> Vec<Arc<dyn Job>> {
+    Vec::new()
 }
 
 impl RunningServer {
@@ -146,6 +179,10 @@ impl RunningServer {
             let _ = shutdown.send(());
         }
         (&mut self.task).await.context("server task")??;
+        let _ = self.stop_background.send(true);
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
         self.exchange.store().close().await;
         Ok(())
     }

@@ -70,7 +70,18 @@ pub trait Store: Send + Sync + 'static {
     /// Wakes long-polls waiting on these mailboxes (after a commit that wrote to them).
     fn signals(&self) -> &Arc<MailboxSignals>;
 
+    /// Tries to become the one holder of `lock` in the deployment, for a background task that must
+    /// run once however many replicas there are. `None`: someone else holds it.
+    async fn try_lead(&self, lock: &str) -> Result<Option<Box<dyn Leadership>>>;
+
     async fn close(&self);
+}
+
+/// Held while this process is the one running a deployment-wide task. Dropping it gives it up.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether the lock is still held: false once the database session that holds it is gone.
+    async fn still_leading(&mut self) -> bool;
 }
 
 /// The outcome of claiming a `request_id` (AIP-155).

@@ -13,7 +13,7 @@ use sqlx::{
     postgres::{PgPool, PgPoolOptions},
 };
 
-use super::{Engine, Store, Tx, queries::impl_tx};
+use super::{Engine, Leadership, Store, Tx, queries::impl_tx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct PostgresStore {
@@ -64,8 +64,35 @@ impl Store for PostgresStore {
         &self.signals
     }
 
+    /// A session-level advisory lock on a connection of its own, taken out of the pool: PostgreSQL
+    /// releases it the moment that session ends, including when the process holding it is killed,
+    /// so another replica can take over.
+    async fn try_lead(&self, lock: &str) -> Result<Option<Box<dyn Leadership>>> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let acquired: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(lock)
+                .fetch_one(&mut conn)
+                .await?;
+        Ok(acquired.then(|| Box::new(AdvisoryLock { conn }) as Box<dyn Leadership>))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+struct AdvisoryLock {
+    conn: sqlx::PgConnection,
+}
+
+#[async_trait]
+impl Leadership for AdvisoryLock {
+    async fn still_leading(&mut self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok()
     }
 }
 

@@ -15,7 +15,7 @@ use sqlx::{
     },
 };
 
-use super::{Engine, Store, Tx, queries::impl_tx};
+use super::{Engine, Leadership, Store, Tx, queries::impl_tx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct SqliteStore {
@@ -70,8 +70,22 @@ impl Store for SqliteStore {
         &self.signals
     }
 
+    /// SQLite is one process: it always leads.
+    async fn try_lead(&self, _lock: &str) -> Result<Option<Box<dyn Leadership>>> {
+        Ok(Some(Box::new(SoleProcess)))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+struct SoleProcess;
+
+#[async_trait]
+impl Leadership for SoleProcess {
+    async fn still_leading(&mut self) -> bool {
+        true
     }
 }
 

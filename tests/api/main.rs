@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod background;
 mod consents;
 mod exchange;
 mod logs;
