@@ -138,6 +138,34 @@ impl Call {
         }
     }
 
+    /// Work the service does on its own (background tasks), recorded in the audit trail like a call:
+    /// no organisation, `method` naming the task, e.g. `background/deadline-watch`.
+    pub fn system(method: &'static str) -> Call {
+        Call {
+            method,
+            organization_claim: String::new(),
+            user_id: String::new(),
+            correlation_id: String::new(),
+            identity: Err(IdentityProblem::Certificate("the service itself".into())),
+            touched: Mutex::default(),
+            audited: AtomicBool::new(false),
+        }
+    }
+
+    /// A new call by the same caller and method, with nothing touched yet: a stream audits each batch
+    /// it delivers as a call of its own.
+    pub fn sibling(&self) -> Call {
+        Call {
+            method: self.method,
+            organization_claim: self.organization_claim.clone(),
+            user_id: self.user_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            identity: self.identity.clone(),
+            touched: Mutex::default(),
+            audited: AtomicBool::new(false),
+        }
+    }
+
     pub fn method(&self) -> &'static str {
         self.method
     }

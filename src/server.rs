@@ -16,12 +16,15 @@ use crate::{
     background::{self, Job, Schedule},
     clock::{Clock, SystemClock},
     config::TlsFiles,
+    domain::referral::DeadlinePolicy,
     exchange::Exchange,
+    exchange::deadlines::DeadlineWatch,
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
         referrals::ReferralApi,
     },
-    mailbox::{LeaseLimits, MailboxSignals},
+    mailbox::sweeper::MailboxSweeper,
+    mailbox::{DeliveryPolicy, MailboxSignals},
     proto::v1 as pb,
     store,
 };
@@ -33,7 +36,8 @@ pub struct Settings {
     pub tls: TlsFiles,
     pub pseudonym_key: Vec<u8>,
     pub clock: Arc<dyn Clock>,
-    pub leases: LeaseLimits,
+    pub delivery: DeliveryPolicy,
+    pub deadlines: DeadlinePolicy,
     /// How often deployment-wide background tasks run, and how fast a replica takes one over.
     pub background: Schedule,
 }
@@ -51,7 +55,8 @@ impl Settings {
             tls,
             pseudonym_key,
             clock: Arc::new(SystemClock),
-            leases: LeaseLimits::default(),
+            delivery: DeliveryPolicy::default(),
+            deadlines: DeadlinePolicy::default(),
             background: Schedule {
                 interval: Duration::from_secs(5),
                 takeover: Duration::from_secs(10),
@@ -87,7 +92,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         store,
         settings.clock,
         Pseudonymizer::new(settings.pseudonym_key)?,
-        settings.leases,
+        settings.delivery,
+        settings.deadlines,
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -165,13 +171,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
 }
 
 /// The deployment-wide tasks (see [`background`]); each runs on one replica at a time.
-fn background_jobs(_exchange: &Arc<Exchange>) -> Vec<Arc<dyn Job>> {
-    Vec::new()
+fn background_jobs(exchange: &Arc<Exchange>) -> Vec<Arc<dyn Job>> {
+    vec![
+        Arc::new(DeadlineWatch(exchange.clone())),
+        Arc::new(MailboxSweeper(exchange.clone())),
+    ]
 }
 
 impl RunningServer {
     /// Stops accepting calls, lets calls in flight finish, then closes the database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        // Long-polls answer (empty) and streams end, so that calls in flight can finish promptly.
+        self.exchange.begin_shutdown();
         self.health
             .set_not_serving::<pb::referral_service_server::ReferralServiceServer<ReferralApi>>()
             .await;

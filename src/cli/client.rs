@@ -57,11 +57,12 @@ use crate::domain::PersonalIdentityCode;
 use crate::proto::v1::{
     AcceptReferralRequest, AcknowledgeMessagesRequest, CancelReferralRequest,
     CompleteReferralRequest, Consent, CreateReferralRequest, ForwardReferralRequest,
-    GetConsentRequest, GetReferralRequest, ListAuditEventsRequest, ListConsentEventsRequest,
-    ListConsentsRequest, ListOrganizationsRequest, ListReferralsRequest, ModifyLeasesRequest,
-    PullMessagesRequest, RecordConsentRequest, Referral, RejectReferralRequest,
-    ResolveRecipientRequest, StartAssessmentRequest, Subject, WithdrawConsentRequest,
-    audit_service_client::AuditServiceClient, consent,
+    GetConsentRequest, GetMailboxStatsRequest, GetReferralRequest, ListAuditEventsRequest,
+    ListConsentEventsRequest, ListConsentsRequest, ListDeadLettersRequest,
+    ListMailboxHistoryRequest, ListOrganizationsRequest, ListReferralsRequest, ModifyLeasesRequest,
+    PullMessagesRequest, RecordConsentRequest, RedriveDeadLettersRequest, Referral,
+    RejectReferralRequest, ResolveRecipientRequest, StartAssessmentRequest, StreamMessagesRequest,
+    Subject, WithdrawConsentRequest, audit_service_client::AuditServiceClient, consent,
     consent_service_client::ConsentServiceClient, directory_service_client::DirectoryServiceClient,
     mailbox_service_client::MailboxServiceClient, organization, referral,
     referral_service_client::ReferralServiceClient,
@@ -264,6 +265,9 @@ pub enum Command {
         /// Only referrals created before this time (RFC 3339).
         #[arg(long, value_parser = parse_time, value_name = "RFC3339")]
         created_before: Option<DateTime<Utc>>,
+        /// Only referrals with a deadline passed without the state it requires.
+        #[arg(long)]
+        overdue: bool,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -351,6 +355,50 @@ pub enum Command {
         #[arg(long)]
         lease_seconds: u32,
     },
+
+    /// Receive messages as a stream, one JSON object per line as they arrive, with at most
+    /// `--max-outstanding` delivered and not yet acknowledged.
+    StreamMessages {
+        /// Lease each message for this long (10–600 s).
+        #[arg(long, default_value_t = 60)]
+        lease_seconds: u32,
+        /// Messages delivered and not yet acknowledged, at most (1–1000).
+        #[arg(long, default_value_t = 10)]
+        max_outstanding: i32,
+        /// Stop after this many messages (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Acknowledge each message once printed.
+        #[arg(long)]
+        ack: bool,
+    },
+
+    /// Messages given up after `max_delivery_attempts` deliveries without acknowledgement.
+    ListDeadLetters {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+
+    /// Put dead letters back for delivery (all of them, or those named).
+    RedriveDeadLetters {
+        /// `message_id`s; none means every dead letter of the mailbox.
+        #[arg(value_name = "MESSAGE_ID")]
+        message_ids: Vec<String>,
+        #[command(flatten)]
+        request: RequestIdArgs,
+    },
+
+    /// Every message of the mailbox after a sequence number, acknowledged ones included.
+    ListMailboxHistory {
+        /// Messages with a larger sequence number; 0 for the beginning.
+        #[arg(long, default_value_t = 0)]
+        since_sequence: i64,
+        #[arg(long)]
+        page_size: Option<i32>,
+    },
+
+    /// Pending, leased and dead-lettered counts and the age of the oldest pending message.
+    GetMailboxStats,
 
     // ---- AuditService ----
     /// List access and disclosure log events. Auditors only.
@@ -837,9 +885,11 @@ async fn execute(command: Command, session: &Session) -> Result<Output, CallErro
             identity_code,
             created_after,
             created_before,
+            overdue,
             page,
         } => {
             let request = ListReferralsRequest {
+                overdue,
                 page_size: page.page_size.unwrap_or_default(),
                 page_token: page.page_token.unwrap_or_default(),
                 state: enum_or_zero(state),
@@ -940,6 +990,75 @@ async fn execute(command: Command, session: &Session) -> Result<Output, CallErro
             };
             json(s.mailbox().modify_leases(s.request(request)).await?)
         }
+        Command::StreamMessages {
+            lease_seconds,
+            max_outstanding,
+            count,
+            ack,
+        } => {
+            let request = StreamMessagesRequest {
+                lease_duration: Some(seconds(lease_seconds)),
+                max_outstanding_messages: max_outstanding,
+            };
+            let mut stream = s
+                .mailbox()
+                .stream_messages(s.request(request))
+                .await?
+                .into_inner();
+            let mut received: u64 = 0;
+            while count.is_none_or(|n| received < n) {
+                let Some(message) = stream.message().await? else {
+                    break;
+                };
+                let line = serde_json::to_string(&message).map_err(CallError::Output)?;
+                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                    break;
+                }
+                if ack {
+                    let request = AcknowledgeMessagesRequest {
+                        ack_ids: vec![message.ack_id],
+                    };
+                    s.mailbox().acknowledge_messages(s.request(request)).await?;
+                }
+                received += 1;
+            }
+            Ok(Output {
+                json: serde_json::json!({ "received": received }),
+                healthy: true,
+            })
+        }
+        Command::ListDeadLetters { page } => {
+            let request = ListDeadLettersRequest {
+                page_size: page.page_size.unwrap_or_default(),
+                page_token: page.page_token.unwrap_or_default(),
+            };
+            json(s.mailbox().list_dead_letters(s.request(request)).await?)
+        }
+        Command::RedriveDeadLetters {
+            message_ids,
+            request,
+        } => {
+            let request = RedriveDeadLettersRequest {
+                message_ids,
+                request_id: request_id(&request),
+            };
+            json(s.mailbox().redrive_dead_letters(s.request(request)).await?)
+        }
+        Command::ListMailboxHistory {
+            since_sequence,
+            page_size,
+        } => {
+            let request = ListMailboxHistoryRequest {
+                since_sequence,
+                page_size: page_size.unwrap_or_default(),
+            };
+            json(s.mailbox().list_mailbox_history(s.request(request)).await?)
+        }
+        Command::GetMailboxStats => json(
+            s.mailbox()
+                .get_mailbox_stats(s.request(GetMailboxStatsRequest {}))
+                .await?,
+        ),
         Command::ListAuditEvents {
             identity_code,
             organization,

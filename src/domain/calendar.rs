@@ -148,11 +148,56 @@ pub fn add_working_days(from: NaiveDate, n: u32) -> NaiveDate {
         .unwrap_or_else(|| panic!("calendar: {n} working days after {from} is out of range"))
 }
 
+/// The end of a period of `months` months from `from`: the same day number `months` later (the month's
+/// last day when it has no such day), moved to the next working day when it is not one, as the Act on
+/// the Calculation of Statutory Time Limits (150/1930) prescribes. `None` past the representable calendar.
+pub fn months_later_on_working_day(from: NaiveDate, months: u32) -> Option<NaiveDate> {
+    let mut day = from.checked_add_months(chrono::Months::new(months))?;
+    while !is_working_day(day) {
+        day = day.succ_opt()?;
+    }
+    Some(day)
+}
+
 /// The calendar date in Finland at instant `t`: deadlines are counted in Finnish dates, and a referral
 /// received at 00:30 Helsinki time is received on that day even though it is still the previous day
 /// in UTC.
 pub fn helsinki_date(t: DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&Helsinki).date_naive()
+}
+
+#[cfg(test)]
+mod month_tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+    }
+
+    #[test]
+    fn three_months_land_on_a_working_day() {
+        // 3 Mar 2025 + 3 months = Tue 3 Jun 2025, a working day.
+        assert_eq!(
+            months_later_on_working_day(date(2025, 3, 3), 3),
+            Some(date(2025, 6, 3))
+        );
+        // 30 Nov 2026 + 3 months = 28 Feb 2027 (no 30 Feb), a Sunday: Monday 1 Mar.
+        assert_eq!(
+            months_later_on_working_day(date(2026, 11, 30), 3),
+            Some(date(2027, 3, 1))
+        );
+        // 3 Mar 2026 + 3 months = Wed 3 Jun 2026; 6 Mar 2026 + 3 months = Sat 6 Jun: Mon 8 Jun.
+        assert_eq!(
+            months_later_on_working_day(date(2026, 3, 6), 3),
+            Some(date(2026, 6, 8))
+        );
+        // 24 Sep 2026 + 3 months = Christmas Eve (Thu): Christmas Day, St Stephen's (Sat), Sunday,
+        // then Monday 28 Dec.
+        assert_eq!(
+            months_later_on_working_day(date(2026, 9, 24), 3),
+            Some(date(2026, 12, 28))
+        );
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,18 @@ code_enum! {
 }
 
 code_enum! {
+    /// The deadlines a referral can miss. Each is told to Kela (and the receiver) once when it passes.
+    pub enum DeadlineKind {
+        /// The recipient's system should have taken delivery (acknowledged the routed message).
+        Receipt = "RECEIPT",
+        /// The assessment should have started (a transferred application: been decided).
+        AssessmentStart = "ASSESSMENT_START",
+        /// A child's assessment should have been completed.
+        Completion = "COMPLETION",
+    }
+}
+
+code_enum! {
     pub enum Outcome {
         ServicesStarted = "SERVICES_STARTED",
         NoNeedForServices = "NO_NEED_FOR_SERVICES",
@@ -387,6 +399,10 @@ pub struct Referral {
     pub update_time: DateTime<Utc>,
     pub receive_time: Option<DateTime<Utc>>,
     pub assessment_due_date: Option<NaiveDate>,
+    /// A child's assessment must be completed within three months of receipt.
+    pub completion_due_date: Option<NaiveDate>,
+    /// By when the recipient's system should take delivery; see [`receive_due_date`].
+    pub receive_due_date: Option<NaiveDate>,
     /// Increments with every change; the etag is derived from it.
     pub version: i64,
 }
@@ -460,7 +476,13 @@ impl Referral {
         recipient: OrganizationId,
         creator: OrganizationId,
         now: DateTime<Utc>,
+        policy: DeadlinePolicy,
     ) -> Referral {
+        let receive_due = receive_due_date(
+            new.urgent,
+            calendar::helsinki_date(now),
+            policy.receipt_working_days,
+        );
         let routed = StateChange {
             state: State::Requested,
             time: now,
@@ -494,6 +516,8 @@ impl Referral {
             update_time: now,
             receive_time: None,
             assessment_due_date: None,
+            completion_due_date: None,
+            receive_due_date: Some(receive_due),
             version: 1,
         }
     }
@@ -513,6 +537,7 @@ impl Referral {
         action: Action,
         actor: &OrganizationId,
         now: DateTime<Utc>,
+        policy: DeadlinePolicy,
     ) -> Result<StateChange, IllegalTransition> {
         let target = action.target(self.state).ok_or(IllegalTransition {
             action: action.name(),
@@ -521,13 +546,12 @@ impl Referral {
         let mut recipient = None;
         let reason = match action {
             Action::Receive => {
+                let received_on = calendar::helsinki_date(now);
                 self.receive_time = Some(now);
-                self.assessment_due_date = assessment_due_date(
-                    self.kind,
-                    self.urgent,
-                    self.deadline_group,
-                    calendar::helsinki_date(now),
-                );
+                self.assessment_due_date =
+                    assessment_due_date(self.kind, self.urgent, self.deadline_group, received_on);
+                self.completion_due_date =
+                    completion_due_date(self.kind, self.deadline_group, received_on);
                 state_reason::RECEIVED_BY_RECIPIENT.to_owned()
             }
             Action::Accept => state_reason::ACCEPTED.to_owned(),
@@ -547,6 +571,12 @@ impl Referral {
                 // Deadlines run from receipt by the responsible organiser, which is now another.
                 self.receive_time = None;
                 self.assessment_due_date = None;
+                self.completion_due_date = None;
+                self.receive_due_date = Some(receive_due_date(
+                    self.urgent,
+                    calendar::helsinki_date(now),
+                    policy.receipt_working_days,
+                ));
                 state_reason::FORWARDED.to_owned()
             }
             Action::Cancel { text } => {
@@ -626,9 +656,84 @@ impl Referral {
                 view.cancellation_text = None;
                 view.receive_time = None;
                 view.assessment_due_date = None;
+                view.completion_due_date = None;
+                view.receive_due_date = None;
                 Some(view)
             }
         }
+    }
+}
+
+/// Deadline rules the law leaves to the exchange, set by configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlinePolicy {
+    /// Working days a recipient's system has to take delivery; see [`receive_due_date`].
+    pub receipt_working_days: u32,
+}
+
+impl Default for DeadlinePolicy {
+    fn default() -> Self {
+        Self {
+            receipt_working_days: 3,
+        }
+    }
+}
+
+/// By when the recipient's system should take delivery: `working_days` working days after the day
+/// the referral was routed; an urgent one the same day. No statute sets this; it is the exchange's
+/// promise that a referral nobody picks up does not go unnoticed, as on the old one-way channel.
+pub fn receive_due_date(urgent: bool, routed_on: NaiveDate, working_days: u32) -> NaiveDate {
+    if urgent {
+        routed_on
+    } else {
+        calendar::add_working_days(routed_on, working_days)
+    }
+}
+
+/// A child's assessment must be completed within three months (SHL §36; a child welfare notification
+/// starts a child welfare investigation with the same limit, LSL §27).
+pub fn completion_due_date(
+    kind: Kind,
+    group: DeadlineGroup,
+    received_on: NaiveDate,
+) -> Option<NaiveDate> {
+    let child = group == DeadlineGroup::ChildNeedingSpecialSupport
+        || kind == Kind::ChildWelfareNotification;
+    if child {
+        calendar::months_later_on_working_day(received_on, 3)
+    } else {
+        None
+    }
+}
+
+impl Referral {
+    /// The deadlines that have passed by `today` (Helsinki) without the state they require. A deadline
+    /// passes at the end of its day.
+    ///
+    /// The SQL of the `overdue` list filter states the same rule; a test holds them together.
+    pub fn overdue(&self, today: NaiveDate) -> Vec<(DeadlineKind, NaiveDate)> {
+        use State::*;
+        let passed = |due: Option<NaiveDate>| due.filter(|d| *d < today);
+        let mut out = Vec::new();
+        if let (Requested, Some(due)) = (self.state, passed(self.receive_due_date)) {
+            out.push((DeadlineKind::Receipt, due));
+        }
+        // A transferred application is due decided; anything else due started.
+        let assessment_open = match self.kind {
+            Kind::SupplementaryOrPreventiveAssistance => {
+                matches!(self.state, Received | Accepted | InProgress)
+            }
+            _ => matches!(self.state, Received | Accepted),
+        };
+        if let (true, Some(due)) = (assessment_open, passed(self.assessment_due_date)) {
+            out.push((DeadlineKind::AssessmentStart, due));
+        }
+        if let (Received | Accepted | InProgress, Some(due)) =
+            (self.state, passed(self.completion_due_date))
+        {
+            out.push((DeadlineKind::Completion, due));
+        }
+        out
     }
 }
 
@@ -707,6 +812,7 @@ mod tests {
             org("helsinki"),
             kela(),
             at(2025, 3, 3, 9),
+            DeadlinePolicy::default(),
         )
     }
 
@@ -807,18 +913,34 @@ mod tests {
     fn happy_path_through_every_state() {
         let mut r = referral();
         let helsinki = org("helsinki");
-        r.apply(Action::Receive, &helsinki, at(2025, 3, 3, 10))
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &helsinki,
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         assert_eq!(r.state, State::Received);
-        r.apply(Action::Accept, &helsinki, at(2025, 3, 3, 11))
-            .expect("accept");
-        r.apply(Action::StartAssessment, &helsinki, at(2025, 3, 4, 9))
-            .expect("start");
+        r.apply(
+            Action::Accept,
+            &helsinki,
+            at(2025, 3, 3, 11),
+            DeadlinePolicy::default(),
+        )
+        .expect("accept");
+        r.apply(
+            Action::StartAssessment,
+            &helsinki,
+            at(2025, 3, 4, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("start");
         let change = r
             .apply(
                 Action::Complete(Outcome::ServicesStarted),
                 &helsinki,
                 at(2025, 3, 5, 9),
+                DeadlinePolicy::default(),
             )
             .expect("complete");
         assert_eq!(r.state, State::Completed);
@@ -844,17 +966,37 @@ mod tests {
             Action::Forward { to: org("hva-15") },
         ] {
             let err = r
-                .apply(action, &helsinki, at(2025, 3, 3, 10))
+                .apply(
+                    action,
+                    &helsinki,
+                    at(2025, 3, 3, 10),
+                    DeadlinePolicy::default(),
+                )
                 .expect_err("illegal");
             assert_eq!(err.from, State::Requested);
         }
         assert_eq!(r, before);
-        r.apply(Action::Receive, &helsinki, at(2025, 3, 3, 10))
-            .expect("receive");
-        r.apply(Action::Accept, &helsinki, at(2025, 3, 3, 10))
-            .expect("accept");
-        r.apply(Action::StartAssessment, &helsinki, at(2025, 3, 3, 10))
-            .expect("start");
+        r.apply(
+            Action::Receive,
+            &helsinki,
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
+        r.apply(
+            Action::Accept,
+            &helsinki,
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("accept");
+        r.apply(
+            Action::StartAssessment,
+            &helsinki,
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("start");
         assert!(
             r.apply(
                 Action::Reject {
@@ -862,16 +1004,27 @@ mod tests {
                     text: None
                 },
                 &helsinki,
-                at(2025, 3, 3, 10)
+                at(2025, 3, 3, 10),
+                DeadlinePolicy::default()
             )
             .is_err(),
             "no rejection once the assessment has started"
         );
-        r.apply(Action::Cancel { text: None }, &kela(), at(2025, 3, 3, 12))
-            .expect("cancel");
+        r.apply(
+            Action::Cancel { text: None },
+            &kela(),
+            at(2025, 3, 3, 12),
+            DeadlinePolicy::default(),
+        )
+        .expect("cancel");
         assert!(
-            r.apply(Action::Cancel { text: None }, &kela(), at(2025, 3, 3, 12))
-                .is_err()
+            r.apply(
+                Action::Cancel { text: None },
+                &kela(),
+                at(2025, 3, 3, 12),
+                DeadlinePolicy::default()
+            )
+            .is_err()
         );
     }
 
@@ -882,13 +1035,19 @@ mod tests {
             Action::CancelForConsentWithdrawal.target(State::Requested),
             Some(State::Cancelled)
         );
-        r.apply(Action::Receive, &org("helsinki"), at(2025, 3, 3, 10))
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &org("helsinki"),
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         assert!(
             r.apply(
                 Action::CancelForConsentWithdrawal,
                 &kela(),
-                at(2025, 3, 3, 11)
+                at(2025, 3, 3, 11),
+                DeadlinePolicy::default()
             )
             .is_err()
         );
@@ -899,19 +1058,30 @@ mod tests {
         let mut r = referral();
         let helsinki = org("helsinki");
         let hva15 = org("hva-15");
-        r.apply(Action::Receive, &helsinki, at(2025, 3, 3, 10))
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &helsinki,
+            at(2025, 3, 3, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         r.apply(
             Action::Forward { to: hva15.clone() },
             &helsinki,
             at(2025, 3, 3, 11),
+            DeadlinePolicy::default(),
         )
         .expect("forward");
         assert_eq!(r.state, State::Requested);
         assert_eq!(r.recipient, hva15);
         assert_eq!(r.receive_time, None);
-        r.apply(Action::Receive, &hva15, at(2025, 3, 4, 10))
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &hva15,
+            at(2025, 3, 4, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         r.apply(
             Action::Reject {
                 reason: RejectionReason::Duplicate,
@@ -919,6 +1089,7 @@ mod tests {
             },
             &hva15,
             at(2025, 3, 4, 11),
+            DeadlinePolicy::default(),
         )
         .expect("reject");
 
@@ -953,8 +1124,13 @@ mod tests {
         r.deadline_group = DeadlineGroup::Over75;
         // Thursday 17 April 2025, the day before Good Friday: the receipt day is not counted,
         // Good Friday and Easter Monday are not working days.
-        r.apply(Action::Receive, &org("helsinki"), at(2025, 4, 17, 8))
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &org("helsinki"),
+            at(2025, 4, 17, 8),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         assert_eq!(r.assessment_due_date, Some(date(2025, 4, 30)));
     }
 
@@ -967,8 +1143,13 @@ mod tests {
             .with_ymd_and_hms(2025, 3, 2, 22, 30, 0)
             .single()
             .expect("valid");
-        r.apply(Action::Receive, &org("helsinki"), t)
-            .expect("receive");
+        r.apply(
+            Action::Receive,
+            &org("helsinki"),
+            t,
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
         assert_eq!(r.assessment_due_date, Some(date(2025, 3, 3)));
     }
 
@@ -1011,6 +1192,105 @@ mod tests {
                 friday
             ),
             Some(date(2026, 12, 31))
+        );
+    }
+
+    #[test]
+    fn overdue_deadlines_follow_the_state_they_require() {
+        let helsinki = org("helsinki");
+        let mut r = referral();
+        // Routed 3 March, due received by Thursday 6 March.
+        assert!(
+            r.overdue(date(2025, 3, 6)).is_empty(),
+            "the due day itself is not late"
+        );
+        assert_eq!(
+            r.overdue(date(2025, 3, 7)),
+            vec![(DeadlineKind::Receipt, date(2025, 3, 6))]
+        );
+
+        r.deadline_group = DeadlineGroup::ChildNeedingSpecialSupport;
+        r.apply(
+            Action::Receive,
+            &helsinki,
+            at(2025, 3, 7, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
+        // 7 working days after Fri 7 March: Tue 18 March. Three months: Mon 9 June (7 June is a Saturday).
+        assert_eq!(r.assessment_due_date, Some(date(2025, 3, 18)));
+        assert_eq!(r.completion_due_date, Some(date(2025, 6, 9)));
+        assert!(
+            r.overdue(date(2025, 3, 18)).is_empty(),
+            "received: the receipt deadline is met"
+        );
+        assert_eq!(
+            r.overdue(date(2025, 3, 19)),
+            vec![(DeadlineKind::AssessmentStart, date(2025, 3, 18))]
+        );
+        r.apply(
+            Action::Accept,
+            &helsinki,
+            at(2025, 3, 19, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("accept");
+        r.apply(
+            Action::StartAssessment,
+            &helsinki,
+            at(2025, 3, 19, 10),
+            DeadlinePolicy::default(),
+        )
+        .expect("start");
+        assert!(
+            r.overdue(date(2025, 3, 19)).is_empty(),
+            "started late, but started"
+        );
+        assert_eq!(
+            r.overdue(date(2025, 6, 10)),
+            vec![(DeadlineKind::Completion, date(2025, 6, 9))]
+        );
+        r.apply(
+            Action::Complete(Outcome::ServicesStarted),
+            &helsinki,
+            at(2025, 6, 10, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("done");
+        assert!(r.overdue(date(2025, 12, 31)).is_empty());
+    }
+
+    #[test]
+    fn a_transferred_application_is_due_decided_not_just_started() {
+        let helsinki = org("helsinki");
+        let mut r = referral();
+        r.kind = Kind::SupplementaryOrPreventiveAssistance;
+        r.apply(
+            Action::Receive,
+            &helsinki,
+            at(2025, 3, 3, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
+        r.apply(
+            Action::Accept,
+            &helsinki,
+            at(2025, 3, 3, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("accept");
+        r.apply(
+            Action::StartAssessment,
+            &helsinki,
+            at(2025, 3, 3, 9),
+            DeadlinePolicy::default(),
+        )
+        .expect("start");
+        let due = r.assessment_due_date.expect("a decision deadline");
+        assert_eq!(due, date(2025, 3, 12));
+        assert_eq!(
+            r.overdue(date(2025, 3, 13)),
+            vec![(DeadlineKind::AssessmentStart, due)]
         );
     }
 }

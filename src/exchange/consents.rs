@@ -190,6 +190,7 @@ impl Exchange {
                         Action::CancelForConsentWithdrawal,
                         &caller.organization,
                         now,
+                        self.deadlines,
                     )
                     .map_err(Error::internal)?;
                 tx.update_referral(&referral).await?;

@@ -15,24 +15,31 @@
 //! - [`consents`]: record, read, list and withdraw consents; the consent log.
 //! - [`directory`]: organisations and routing by municipality.
 //! - [`audit_trail`]: reading the audit trail.
+//! - [`deadlines`]: the background watch that tells Kela and receivers when a deadline passes.
 //! - mailbox delivery lives in [`crate::mailbox`].
 
 pub mod audit_trail;
 pub mod consents;
+pub mod deadlines;
 pub mod directory;
 pub mod referrals;
 
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
 
 use crate::{
     access::{Call, Caller},
     audit::Pseudonymizer,
     clock::Clock,
-    domain::{PersonalIdentityCode, municipality::MunicipalityRegistry},
+    domain::{
+        PersonalIdentityCode, calendar, municipality::MunicipalityRegistry,
+        referral::DeadlinePolicy,
+    },
     error::{Error, Reason, Result},
-    mailbox::{LeaseLimits, NewMessage},
+    mailbox::{DeliveryPolicy, NewMessage},
     store::{Claim, Store, Tx},
 };
 
@@ -42,7 +49,10 @@ pub struct Exchange {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) pseudonyms: Pseudonymizer,
     pub(crate) registry: &'static MunicipalityRegistry,
-    pub(crate) leases: LeaseLimits,
+    pub(crate) delivery: DeliveryPolicy,
+    pub(crate) deadlines: DeadlinePolicy,
+    /// Turns true when the server begins to shut down: long-polls and streams end.
+    closing: watch::Sender<bool>,
 }
 
 /// A client-chosen request id with a fingerprint of the request it came with (AIP-155).
@@ -69,15 +79,32 @@ impl Exchange {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         pseudonyms: Pseudonymizer,
-        leases: LeaseLimits,
+        delivery: DeliveryPolicy,
+        deadlines: DeadlinePolicy,
     ) -> Self {
         Self {
             store,
             clock,
             pseudonyms,
             registry: crate::domain::municipality::embedded(),
-            leases,
+            delivery,
+            deadlines,
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Today in Helsinki, the day deadlines are counted in.
+    pub fn today(&self) -> NaiveDate {
+        calendar::helsinki_date(self.clock.now())
+    }
+
+    /// Ends long-polls and streams: the first step of a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

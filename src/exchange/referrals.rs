@@ -43,6 +43,8 @@ pub struct ReferralQuery {
     pub subject: Option<crate::domain::PersonalIdentityCode>,
     pub create_time_start: Option<DateTime<Utc>>,
     pub create_time_end: Option<DateTime<Utc>>,
+    /// Only referrals with a deadline passed without the state it requires.
+    pub overdue: bool,
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub page_size: i64,
 }
@@ -84,6 +86,7 @@ impl Exchange {
             recipient.clone(),
             caller.organization.clone(),
             now,
+            self.deadlines,
         );
         call.touch_resource(referral.name());
         if let Basis::Consent(consent_id) = referral.basis {
@@ -166,6 +169,7 @@ impl Exchange {
             subject_pseudonym,
             create_time_start: query.create_time_start,
             create_time_end: query.create_time_end,
+            overdue_on: query.overdue.then(|| self.today()),
             after: query.after,
             limit: query.page_size + 1,
         };
@@ -226,7 +230,7 @@ impl Exchange {
             self.check_forward(tx.as_mut(), &referral, to).await?;
         }
         let change = referral
-            .apply(request.action, &caller.organization, now)
+            .apply(request.action, &caller.organization, now, self.deadlines)
             .map_err(|e| Error::FailedPrecondition {
                 reason: Reason::IllegalTransition,
                 message: e.to_string(),

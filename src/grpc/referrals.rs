@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -13,9 +14,9 @@ use crate::{
     domain::{
         OrganizationId, Violation,
         referral::{
-            Action, Basis, DeadlineGroup, Kind, MAX_REASON_TEXT_CHARS, NewReferral, Outcome,
-            Reason, Referral, RejectionReason, State, StateChange, StatutoryGround, Subject,
-            check_length,
+            Action, Basis, DeadlineGroup, DeadlineKind, Kind, MAX_REASON_TEXT_CHARS, NewReferral,
+            Outcome, Reason, Referral, RejectionReason, State, StateChange, StatutoryGround,
+            Subject, check_length,
         },
     },
     error::{Error, Result},
@@ -38,7 +39,8 @@ impl ReferralApi {
     }
 }
 
-pub(crate) fn to_proto(r: &Referral) -> pb::Referral {
+/// The referral as sent; `today` (Helsinki) decides which deadlines show as overdue.
+pub(crate) fn to_proto(r: &Referral, today: NaiveDate) -> pb::Referral {
     pb::Referral {
         name: r.name(),
         kind: proto_enum!(pb::referral::Kind, r.kind),
@@ -82,11 +84,27 @@ pub(crate) fn to_proto(r: &Referral) -> pb::Referral {
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
         receive_time: opt_timestamp(r.receive_time),
-        assessment_due_date: r
-            .assessment_due_date
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .unwrap_or_default(),
+        assessment_due_date: iso_date(r.assessment_due_date),
         etag: r.etag(),
+        completion_due_date: iso_date(r.completion_due_date),
+        receive_due_date: iso_date(r.receive_due_date),
+        overdue: r
+            .overdue(today)
+            .into_iter()
+            .map(|(kind, due)| deadline_to_proto(kind, due))
+            .collect(),
+    }
+}
+
+fn iso_date(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn deadline_to_proto(kind: DeadlineKind, due: NaiveDate) -> pb::Deadline {
+    pb::Deadline {
+        kind: proto_enum!(pb::deadline::Kind, kind),
+        due_date: iso_date(Some(due)),
     }
 }
 
@@ -249,7 +267,7 @@ impl ReferralApi {
                 exchange
                     .change_referral(&call, change_request)
                     .await
-                    .map(|r| to_proto(&r))
+                    .map(|r| to_proto(&r, exchange.today()))
             },
         )
         .await
@@ -273,7 +291,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 exchange
                     .create_referral(&call, new, key?)
                     .await
-                    .map(|r| to_proto(&r))
+                    .map(|r| to_proto(&r, exchange.today()))
             },
         )
         .await
@@ -292,7 +310,10 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 let id = resource_id(&req.name, "referrals", "name", &mut v);
                 check(v)?;
                 let id = id.ok_or_else(|| Error::internal("checked name missing"))?;
-                exchange.get_referral(&call, id).await.map(|r| to_proto(&r))
+                exchange
+                    .get_referral(&call, id)
+                    .await
+                    .map(|r| to_proto(&r, exchange.today()))
             },
         )
         .await
@@ -341,6 +362,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                         "create_time_start",
                         &mut v,
                     ),
+                    overdue: req.overdue,
                     create_time_end: from_timestamp(
                         req.create_time_end.as_ref(),
                         "create_time_end",
@@ -353,7 +375,11 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 let page = exchange.list_referrals(&call, query).await?;
                 let next_page_token = paging.next_token(&page, |r| (r.create_time, r.id));
                 Ok(pb::ListReferralsResponse {
-                    referrals: page.items.iter().map(to_proto).collect(),
+                    referrals: page
+                        .items
+                        .iter()
+                        .map(|r| to_proto(r, exchange.today()))
+                        .collect(),
                     next_page_token,
                 })
             },

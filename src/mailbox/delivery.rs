@@ -1,4 +1,4 @@
-//! Pull, acknowledge, modify leases: the delivery use cases.
+//! Pull, acknowledge, modify leases, dead letters, history and stats: the delivery use cases.
 
 use std::time::Duration as StdDuration;
 
@@ -11,26 +11,30 @@ use crate::{
     audit::Disclosure,
     domain::{
         OrganizationId, Role,
-        referral::{Action, Referral, State},
+        referral::{Action, Basis, Referral, State},
     },
     error::{Error, Result},
-    exchange::{Exchange, Outbox},
-    store::Tx,
+    exchange::{Exchange, Outbox, RequestKey, referrals::Page},
+    store::{MailboxCounts, Tx},
 };
 
-/// Bounds of pull requests, in the spirit of Pub/Sub's.
+/// How delivery behaves; the bounds are Pub/Sub's.
 #[derive(Debug, Clone, Copy)]
-pub struct LeaseLimits {
+pub struct DeliveryPolicy {
     pub min_lease: Duration,
     pub max_lease: Duration,
     pub max_wait: Duration,
     pub max_messages: i64,
-    /// How often a waiting pull looks again even without a signal: leases of other pullers expire
+    /// How often a waiting pull looks again without a signal: another puller's lease can expire
     /// without anyone committing anything.
     pub poll_interval: StdDuration,
+    /// Deliveries without an acknowledgement after which a message goes to the dead letters.
+    pub max_delivery_attempts: i32,
+    /// How long acknowledged messages stay in the mailbox history.
+    pub history_retention: Duration,
 }
 
-impl Default for LeaseLimits {
+impl Default for DeliveryPolicy {
     fn default() -> Self {
         Self {
             min_lease: Duration::seconds(10),
@@ -38,6 +42,8 @@ impl Default for LeaseLimits {
             max_wait: Duration::seconds(20),
             max_messages: 100,
             poll_interval: StdDuration::from_millis(500),
+            max_delivery_attempts: 10,
+            history_retention: Duration::days(90),
         }
     }
 }
@@ -47,6 +53,9 @@ impl Default for LeaseLimits {
 pub struct Delivery {
     pub message: StoredMessage,
     pub referral: Option<Referral>,
+    /// Whether this delivery holds a lease (a pull or stream) or merely shows the message (history,
+    /// dead letters): only a lease has an ack id.
+    pub leased: bool,
 }
 
 /// Why an ack id did not take effect.
@@ -65,6 +74,12 @@ pub struct AckResult {
     pub outcome: AckOutcome,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxStats {
+    pub counts: MailboxCounts,
+    pub oldest_pending_age: Duration,
+}
+
 /// Whether `ack` still names the live lease of `message` at `now`.
 fn check_lease(message: Option<&StoredMessage>, ack: AckId, now: DateTime<Utc>) -> AckOutcome {
     let Some(message) = message else {
@@ -76,17 +91,20 @@ fn check_lease(message: Option<&StoredMessage>, ack: AckId, now: DateTime<Utc>) 
         AckOutcome::UnknownAckId
     } else if ack.attempt < message.delivery_attempt {
         AckOutcome::LeaseSuperseded
-    } else if message.lease_expire_time.is_none_or(|until| until <= now) {
+    } else if message.dead_letter_time.is_some()
+        || message.lease_expire_time.is_none_or(|until| until <= now)
+    {
         AckOutcome::LeaseExpired
     } else {
         AckOutcome::Applied
     }
 }
 
-const MAILBOX_ROLES: &[Role] = &[Role::Referrer, Role::Receiver];
+pub(crate) const MAILBOX_ROLES: &[Role] = &[Role::Referrer, Role::Receiver];
 
 impl Exchange {
     /// Leases up to `max_messages` messages, waiting up to `wait` for the first if none is ready.
+    /// Returns early, empty, when the server begins to shut down.
     pub async fn pull_messages(
         &self,
         call: &Call,
@@ -95,34 +113,65 @@ impl Exchange {
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
         let caller = call.require(MAILBOX_ROLES)?;
-        let mailbox = caller.organization.as_str();
         let deadline = tokio::time::Instant::now() + wait.to_std().unwrap_or_default();
-        let signal = self.store.signals().subscribe(mailbox);
+        let signal = self.store.signals().subscribe(caller.organization.as_str());
+        let mut closing = self.closing();
         loop {
             let notified = signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let mut tx = self.store.begin().await?;
-            let now = self.clock.now();
-            let leased = tx
-                .lease_messages(mailbox, max_messages, now, now + lease)
-                .await?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if !leased.is_empty() || remaining.is_zero() {
-                let mut deliveries = Vec::with_capacity(leased.len());
-                for message in leased {
-                    deliveries.push(self.render(tx.as_mut(), call, caller, message).await?);
-                }
-                self.commit(call, tx, Outbox::default()).await?;
+            let last_look = remaining.is_zero() || *closing.borrow();
+            if let Some(deliveries) = self
+                .lease_batch(call, caller, max_messages, lease, last_look)
+                .await?
+            {
                 return Ok(deliveries);
             }
-            drop(tx);
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(remaining.min(self.leases.poll_interval)) => {}
+                _ = closing.changed() => {}
+                _ = tokio::time::sleep(remaining.min(self.delivery.poll_interval)) => {}
             }
         }
+    }
+
+    /// Leases and renders up to `max` messages in one transaction with `call`'s audit event. With
+    /// nothing to lease, commits (an empty answer, audited) only if `even_if_empty`; otherwise rolls
+    /// back and returns `None`, so that waiting writes nothing.
+    pub(crate) async fn lease_batch(
+        &self,
+        call: &Call,
+        caller: &Caller,
+        max: i64,
+        lease: Duration,
+        even_if_empty: bool,
+    ) -> Result<Option<Vec<Delivery>>> {
+        let mut tx = self.store.begin().await?;
+        let now = self.clock.now();
+        let mailbox = caller.organization.as_str();
+        let leased = tx
+            .lease_messages(
+                mailbox,
+                max,
+                self.delivery.max_delivery_attempts,
+                now,
+                now + lease,
+            )
+            .await?;
+        if leased.is_empty() && !even_if_empty {
+            return Ok(None);
+        }
+        let mut deliveries = Vec::with_capacity(leased.len());
+        for message in leased {
+            deliveries.push(
+                self.render(tx.as_mut(), call, caller, message, true)
+                    .await?,
+            );
+        }
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(Some(deliveries))
     }
 
     /// Attaches the referral as the mailbox owner may see it, and logs the disclosure.
@@ -132,12 +181,14 @@ impl Exchange {
         call: &Call,
         caller: &Caller,
         message: StoredMessage,
+        leased: bool,
     ) -> Result<Delivery> {
         call.touch_resource(format!("messages/{}", message.id));
         let Some(referral_id) = message.referral_id else {
             return Ok(Delivery {
                 message,
                 referral: None,
+                leased,
             });
         };
         let stored = tx
@@ -150,11 +201,11 @@ impl Exchange {
             call.touch_resource(view.name());
             call.touch_subject(&pseudonym);
             let consent_state = match view.basis {
-                crate::domain::referral::Basis::Consent(id) => tx
+                Basis::Consent(id) => tx
                     .get_consent(id, false)
                     .await?
                     .map(|c| c.state_at(self.clock.now()).as_str().to_owned()),
-                crate::domain::referral::Basis::Statutory(_) => None,
+                Basis::Statutory(_) => None,
             };
             call.disclose(Disclosure {
                 recipient: caller.organization.resource_name(),
@@ -164,7 +215,11 @@ impl Exchange {
                 consent_state,
             });
         }
-        Ok(Delivery { message, referral })
+        Ok(Delivery {
+            message,
+            referral,
+            leased,
+        })
     }
 
     /// Acknowledges deliveries. Acknowledging a routed referral is taking delivery of it.
@@ -195,6 +250,8 @@ impl Exchange {
             }
         }
         self.commit(call, tx, outbox).await?;
+        // A stream bounded by its unacknowledged messages may now deliver more.
+        self.store.signals().notify(caller.organization.as_str());
         Ok(results(ack_ids, outcomes))
     }
 
@@ -216,7 +273,7 @@ impl Exchange {
             return Ok(());
         }
         let change = referral
-            .apply(Action::Receive, &caller.organization, now)
+            .apply(Action::Receive, &caller.organization, now, self.deadlines)
             .map_err(Error::internal)?;
         tx.update_referral(&referral).await?;
         call.touch_resource(referral.name());
@@ -233,24 +290,120 @@ impl Exchange {
         lease: Duration,
     ) -> Result<Vec<AckResult>> {
         let caller = call.require(MAILBOX_ROLES)?;
+        let mailbox = caller.organization.as_str();
         let mut tx = self.store.begin().await?;
         let now = self.clock.now();
         let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
         for (i, ack) in in_lock_order(&ack_ids) {
-            let message = tx
-                .get_message(caller.organization.as_str(), ack.message_id)
-                .await?;
+            let message = tx.get_message(mailbox, ack.message_id).await?;
             outcomes[i] = check_lease(message.as_ref(), ack, now);
             if let (AckOutcome::Applied, Some(message)) = (outcomes[i], message) {
                 call.touch_resource(format!("messages/{}", message.id));
                 tx.set_message_lease(message.id, now + lease).await?;
             }
         }
+        if lease.is_zero() && outcomes.contains(&AckOutcome::Applied) {
+            tx.signal_mailbox(mailbox).await?;
+        }
         self.commit(call, tx, Outbox::default()).await?;
         if lease.is_zero() {
-            self.store.signals().notify(caller.organization.as_str());
+            self.store.signals().notify(mailbox);
         }
         Ok(results(ack_ids, outcomes))
+    }
+
+    /// The mailbox's dead letters, oldest first, after `after_sequence`.
+    pub async fn list_dead_letters(
+        &self,
+        call: &Call,
+        after_sequence: i64,
+        page_size: i64,
+    ) -> Result<Page<Delivery>> {
+        let caller = call.require(MAILBOX_ROLES)?;
+        let mut tx = self.store.begin().await?;
+        let mut found = tx
+            .list_dead_letters(caller.organization.as_str(), after_sequence, page_size + 1)
+            .await?;
+        let more = found.len() as i64 > page_size;
+        found.truncate(page_size as usize);
+        let mut items = Vec::with_capacity(found.len());
+        for message in found {
+            items.push(
+                self.render(tx.as_mut(), call, caller, message, false)
+                    .await?,
+            );
+        }
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok(Page { items, more })
+    }
+
+    /// Puts dead letters (all, or those named) back for delivery; they get `max_delivery_attempts`
+    /// new tries.
+    pub async fn redrive_dead_letters(
+        &self,
+        call: &Call,
+        ids: Option<Vec<Uuid>>,
+        key: Option<RequestKey>,
+    ) -> Result<u64> {
+        let caller = call.require(MAILBOX_ROLES)?;
+        let mailbox = caller.organization.as_str();
+        let mut tx = self.store.begin().await?;
+        if let Some(done) = self
+            .replay::<u64>(tx.as_mut(), caller, key.as_ref())
+            .await?
+        {
+            self.commit(call, tx, Outbox::default()).await?;
+            return Ok(done);
+        }
+        for id in ids.iter().flatten() {
+            call.touch_resource(format!("messages/{id}"));
+        }
+        let redriven = tx.redrive_dead_letters(mailbox, ids.as_deref()).await?;
+        self.remember(tx.as_mut(), caller, key.as_ref(), &redriven)
+            .await?;
+        self.commit(call, tx, Outbox::default()).await?;
+        self.store.signals().notify(mailbox);
+        Ok(redriven)
+    }
+
+    /// The mailbox's messages after `since` in sequence order, acknowledged ones included, and the
+    /// sequence to continue from.
+    pub async fn mailbox_history(
+        &self,
+        call: &Call,
+        since: i64,
+        page_size: i64,
+    ) -> Result<(Vec<Delivery>, i64)> {
+        let caller = call.require(MAILBOX_ROLES)?;
+        let mut tx = self.store.begin().await?;
+        let found = tx
+            .mailbox_history(caller.organization.as_str(), since, page_size)
+            .await?;
+        let next = found.last().map_or(since, |m| m.sequence);
+        let mut items = Vec::with_capacity(found.len());
+        for message in found {
+            items.push(
+                self.render(tx.as_mut(), call, caller, message, false)
+                    .await?,
+            );
+        }
+        self.commit(call, tx, Outbox::default()).await?;
+        Ok((items, next))
+    }
+
+    pub async fn mailbox_stats(&self, call: &Call) -> Result<MailboxStats> {
+        let caller = call.require(MAILBOX_ROLES)?;
+        let mut tx = self.store.begin().await?;
+        let now = self.clock.now();
+        let counts = tx.mailbox_stats(caller.organization.as_str(), now).await?;
+        self.commit(call, tx, Outbox::default()).await?;
+        let oldest_pending_age = counts
+            .oldest_pending_publish_time
+            .map_or(Duration::zero(), |t| (now - t).max(Duration::zero()));
+        Ok(MailboxStats {
+            counts,
+            oldest_pending_age,
+        })
     }
 }
 
@@ -308,10 +461,15 @@ mod tests {
             referral_id: None,
             consent_id: None,
             state_change: None,
+            deadline: None,
+            failed: None,
             publish_time: t,
             delivery_attempt: attempt,
+            redrive_base: 0,
             lease_expire_time: lease_until,
             ack_time: acked.then_some(t),
+            dead_letter_time: None,
+            dead_letter_reason: None,
         }
     }
 
@@ -352,5 +510,11 @@ mod tests {
             AckOutcome::UnknownAckId
         );
         assert_eq!(check_lease(None, ack(1), now), AckOutcome::UnknownAckId);
+        let mut dead = message(2, later, false);
+        dead.dead_letter_time = Some(now);
+        assert_eq!(
+            check_lease(Some(&dead), ack(2), now),
+            AckOutcome::LeaseExpired
+        );
     }
 }

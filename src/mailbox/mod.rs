@@ -8,8 +8,21 @@
 //!
 //! Acknowledging a `REFERRAL_ROUTED` message is the receiver's system taking delivery: the referral
 //! becomes RECEIVED in the same transaction, and its deadlines start.
+//!
+//! A message delivered `max_delivery_attempts` times without an acknowledgement goes to the mailbox's
+//! dead letters, and Kela is told when a message about one of its referrals does: a receiver whose
+//! system cannot process a referral must not make it vanish. Every message has a per-mailbox
+//! `sequence` handed out under a row lock, so sequence order is commit order and a reader paging the
+//! history by sequence never misses a message.
+//!
+//! - [`delivery`]: pull, acknowledge, modify leases, dead letters, history, stats.
+//! - [`stream`]: the same deliveries as a server stream with a bound on messages in flight.
+//! - [`sweeper`]: the background job that dead-letters exhausted messages nobody pulls and forgets
+//!   acknowledged messages past the retention.
 
 pub(crate) mod delivery;
+pub(crate) mod stream;
+pub(crate) mod sweeper;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,8 +30,16 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use self::delivery::{AckOutcome, AckResult, Delivery, LeaseLimits};
-use crate::domain::{OrganizationId, code_enum, referral::StateChange};
+pub use self::delivery::{AckOutcome, AckResult, Delivery, DeliveryPolicy, MailboxStats};
+use chrono::NaiveDate;
+
+use crate::domain::{
+    OrganizationId, code_enum,
+    referral::{DeadlineKind, StateChange},
+};
+
+/// Why a message went to the dead letters.
+pub const MAX_DELIVERY_ATTEMPTS_EXCEEDED: &str = "MAX_DELIVERY_ATTEMPTS_EXCEEDED";
 
 code_enum! {
     pub enum MessageType {
@@ -26,6 +47,8 @@ code_enum! {
         ReferralCancelled = "REFERRAL_CANCELLED",
         ConsentWithdrawn = "CONSENT_WITHDRAWN",
         ReferralStateChanged = "REFERRAL_STATE_CHANGED",
+        ReferralOverdue = "REFERRAL_OVERDUE",
+        ReferralDeliveryFailed = "REFERRAL_DELIVERY_FAILED",
     }
 }
 
@@ -38,6 +61,10 @@ pub struct NewMessage {
     pub referral_id: Option<Uuid>,
     pub consent_id: Option<Uuid>,
     pub state_change: Option<StateChange>,
+    /// For REFERRAL_OVERDUE.
+    pub deadline: Option<(DeadlineKind, NaiveDate)>,
+    /// For REFERRAL_DELIVERY_FAILED: the message given up and its mailbox.
+    pub failed: Option<(Uuid, String)>,
     pub publish_time: DateTime<Utc>,
 }
 
@@ -55,6 +82,8 @@ impl NewMessage {
             referral_id: Some(referral_id),
             consent_id: None,
             state_change: None,
+            deadline: None,
+            failed: None,
             publish_time: now,
         }
     }
@@ -69,11 +98,18 @@ pub struct StoredMessage {
     pub referral_id: Option<Uuid>,
     pub consent_id: Option<Uuid>,
     pub state_change: Option<StateChange>,
+    pub deadline: Option<(DeadlineKind, NaiveDate)>,
+    pub failed: Option<(Uuid, String)>,
     pub publish_time: DateTime<Utc>,
-    /// How many times the message has been leased; 0 before the first pull.
+    /// How many times the message has been leased; 0 before the first pull. Never decreases, so an
+    /// ack id of an old delivery can never match a new one.
     pub delivery_attempt: i32,
+    /// `delivery_attempt` when the message was last redriven: attempts since then count toward the limit.
+    pub redrive_base: i32,
     pub lease_expire_time: Option<DateTime<Utc>>,
     pub ack_time: Option<DateTime<Utc>>,
+    pub dead_letter_time: Option<DateTime<Utc>>,
+    pub dead_letter_reason: Option<String>,
 }
 
 impl StoredMessage {
@@ -126,6 +162,15 @@ impl MailboxSignals {
     pub fn notify(&self, mailbox: &str) {
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(notify) = waiters.get(mailbox) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter, e.g. after the connection that carries cross-process signals was lost and
+    /// signals may have been missed: each looks again.
+    pub fn notify_all(&self) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in waiters.values() {
             notify.notify_waiters();
         }
     }

@@ -20,7 +20,7 @@ mod time;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 pub use self::{postgres::PostgresStore, sqlite::SqliteStore, time::DbTime};
@@ -29,7 +29,7 @@ use crate::{
     domain::{
         OrganizationId,
         consent::{Consent, ConsentEvent, ConsentState},
-        referral::{Kind, Referral, State},
+        referral::{DeadlineKind, Kind, Referral, State},
     },
     error::Result,
     mailbox::{MailboxSignals, NewMessage, StoredMessage},
@@ -107,6 +107,8 @@ pub struct ReferralFilter {
     pub subject_pseudonym: Option<String>,
     pub create_time_start: Option<DateTime<Utc>>,
     pub create_time_end: Option<DateTime<Utc>>,
+    /// Only referrals with a deadline passed by this day without the state it requires.
+    pub overdue_on: Option<NaiveDate>,
     /// Keyset cursor: strictly after this `(create_time, id)`.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
@@ -191,12 +193,14 @@ pub trait Tx: Send {
     // --- mailboxes
     /// Appends a message to its mailbox under the next sequence number.
     async fn insert_message(&mut self, message: &NewMessage) -> Result<i64>;
-    /// Leases up to `max` deliverable messages of `mailbox` (never acknowledged, lease free or
-    /// expired) in sequence order until `lease_until`, incrementing their delivery attempt.
+    /// Leases up to `max` deliverable messages of `mailbox` (not acknowledged, not dead, fewer than
+    /// `max_attempts` deliveries since the last redrive, lease free or expired) in sequence order until
+    /// `lease_until`, incrementing their delivery attempt.
     async fn lease_messages(
         &mut self,
         mailbox: &str,
         max: i64,
+        max_attempts: i32,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<StoredMessage>>;
@@ -209,7 +213,63 @@ pub trait Tx: Send {
     async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<i64>;
     async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>>;
 
+    // --- dead letters, history, stats, deadlines
+    /// Moves messages whose last allowed delivery expired unacknowledged to the dead letters, in
+    /// `mailbox` or in every mailbox.
+    async fn dead_letter_exhausted(
+        &mut self,
+        mailbox: Option<&str>,
+        max_attempts: i32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredMessage>>;
+    async fn list_dead_letters(
+        &mut self,
+        mailbox: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>>;
+    /// Puts dead letters (all of the mailbox's, or those in `ids`) back for delivery.
+    async fn redrive_dead_letters(&mut self, mailbox: &str, ids: Option<&[Uuid]>) -> Result<u64>;
+    /// Messages of `mailbox` with a sequence above `since`, in order.
+    async fn mailbox_history(
+        &mut self,
+        mailbox: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>>;
+    async fn mailbox_stats(&mut self, mailbox: &str, now: DateTime<Utc>) -> Result<MailboxCounts>;
+    /// Which of `ids` are still leased (unacknowledged, lease live) in the attempt given.
+    async fn live_leases(
+        &mut self,
+        mailbox: &str,
+        ids: &[(Uuid, i32)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>>;
+    /// Forgets acknowledged messages acknowledged before `cutoff` (the history retention).
+    async fn delete_acknowledged_before(&mut self, cutoff: DateTime<Utc>) -> Result<u64>;
+    /// Referrals with a deadline passed by `today` (see `Referral::overdue`) not yet noticed.
+    async fn unnoticed_overdue(&mut self, today: NaiveDate, limit: i64) -> Result<Vec<Uuid>>;
+    /// Records that a deadline's passing was told; false if it already was.
+    async fn insert_overdue_notice(
+        &mut self,
+        referral_id: Uuid,
+        kind: DeadlineKind,
+        due: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Wakes long-polls on `mailbox` in every process once this transaction commits.
+    async fn signal_mailbox(&mut self, mailbox: &str) -> Result<()>;
+
     async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Counts behind `GetMailboxStats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxCounts {
+    pub pending: i64,
+    pub leased: i64,
+    pub dead: i64,
+    pub oldest_pending_publish_time: Option<DateTime<Utc>>,
 }
 
 /// Codes and JSON columns are written by this service only; a value that does not decode means the

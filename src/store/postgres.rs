@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use sqlx::{
     Postgres,
-    postgres::{PgPool, PgPoolOptions},
+    postgres::{PgListener, PgPool, PgPoolOptions},
 };
 
 use super::{Engine, Leadership, Store, Tx, queries::impl_tx};
@@ -19,6 +19,7 @@ use crate::{error::Result, mailbox::MailboxSignals};
 pub struct PostgresStore {
     pool: PgPool,
     signals: Arc<MailboxSignals>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 pub(super) struct PostgresTx {
@@ -40,7 +41,12 @@ impl PostgresStore {
             // sqlx holds an advisory lock while migrating, so replicas starting together take turns.
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
         }
-        Ok(Self { pool, signals })
+        let listener = tokio::spawn(listen(pool.clone(), signals.clone()));
+        Ok(Self {
+            pool,
+            signals,
+            listener,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -78,6 +84,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
     }
 }
@@ -100,5 +107,50 @@ impl_tx!(
     PostgresTx,
     Postgres,
     lock = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    // Delivered to every listening replica when the transaction commits, not before.
+    notify = "SELECT pg_notify('referral_exchange_mailbox', $1)"
 );
+
+/// The channel mailbox writes are announced on.
+const MAILBOX_CHANNEL: &str = "referral_exchange_mailbox";
+
+/// Forwards notifications of mailbox writes in any replica to this process's waiters. When the
+/// listening connection is lost, notifications sent meanwhile are lost with it, so everyone is woken to
+/// look again.
+async fn listen(pool: PgPool, signals: Arc<MailboxSignals>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "cannot listen for mailbox writes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(MAILBOX_CHANNEL).await {
+            tracing::warn!(error = %e, "cannot listen for mailbox writes; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        signals.notify_all();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => signals.notify(notification.payload()),
+                // Reconnected: what was sent in between is gone.
+                Ok(None) => signals.notify_all(),
+                Err(e) => {
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error = %e, "lost the mailbox listener; reconnecting");
+                    signals.notify_all();
+                    break;
+                }
+            }
+        }
+    }
+}

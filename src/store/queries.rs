@@ -7,6 +7,7 @@
 //! neither. Rows decode through [`sqlx::FromRow`] structs that are generic over the engine.
 
 use chrono::NaiveDate;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use super::{DbTime, StoredConsentEvent, corrupt};
@@ -16,8 +17,8 @@ use crate::{
         OrganizationId, PersonalIdentityCode,
         consent::{Consent, ConsentEvent, ConsentEventType, ConsentState, Form, GivenBy, Purpose},
         referral::{
-            Basis, DeadlineGroup, Kind, Outcome, Reason, Referral, RejectionReason, State,
-            StatutoryGround, Subject,
+            Basis, DeadlineGroup, DeadlineKind, Kind, Outcome, Reason, Referral, RejectionReason,
+            State, StatutoryGround, Subject,
         },
     },
     error::Result,
@@ -146,6 +147,8 @@ pub(super) struct ReferralRow {
     update_time: DbTime,
     receive_time: Option<DbTime>,
     assessment_due_date: Option<NaiveDate>,
+    completion_due_date: Option<NaiveDate>,
+    receive_due_date: Option<NaiveDate>,
     version: i64,
 }
 
@@ -199,6 +202,8 @@ impl ReferralRow {
             update_time: self.update_time.0,
             receive_time: self.receive_time.map(|t| t.0),
             assessment_due_date: self.assessment_due_date,
+            completion_due_date: self.completion_due_date,
+            receive_due_date: self.receive_due_date,
             version: self.version,
         })
     }
@@ -215,8 +220,15 @@ pub(super) struct MessageRow {
     state_change: Option<String>,
     publish_time: DbTime,
     delivery_attempt: i32,
+    redrive_base: i32,
     lease_expire_time: Option<DbTime>,
     ack_time: Option<DbTime>,
+    dead_letter_time: Option<DbTime>,
+    dead_letter_reason: Option<String>,
+    deadline_kind: Option<String>,
+    deadline_date: Option<NaiveDate>,
+    failed_message_id: Option<Uuid>,
+    failed_mailbox: Option<String>,
 }
 
 impl MessageRow {
@@ -232,12 +244,77 @@ impl MessageRow {
                 .state_change
                 .map(|s| json(&s, "state change"))
                 .transpose()?,
+            deadline: match (self.deadline_kind, self.deadline_date) {
+                (Some(kind), Some(date)) => {
+                    Some((code(&kind, DeadlineKind::from_code, "deadline")?, date))
+                }
+                _ => None,
+            },
+            failed: self.failed_message_id.zip(self.failed_mailbox),
             publish_time: self.publish_time.0,
             delivery_attempt: self.delivery_attempt,
+            redrive_base: self.redrive_base,
             lease_expire_time: self.lease_expire_time.map(|t| t.0),
             ack_time: self.ack_time.map(|t| t.0),
+            dead_letter_time: self.dead_letter_time.map(|t| t.0),
+            dead_letter_reason: self.dead_letter_reason,
         })
     }
+}
+
+/// The columns of a message, for every query that reads messages.
+macro_rules! message_columns {
+    () => {
+        "id, mailbox, sequence, message_type, referral_id, consent_id, state_change, publish_time, \
+         delivery_attempt, redrive_base, lease_expire_time, ack_time, dead_letter_time, dead_letter_reason, \
+         deadline_kind, deadline_date, failed_message_id, failed_mailbox"
+    };
+}
+pub(super) use message_columns;
+
+/// The rule of `Referral::overdue` as SQL over the referral `r`: some deadline passed by `today` without
+/// the state it requires. With `unnoticed`, only deadlines whose passing has not been told yet.
+pub(super) fn push_overdue<DB>(q: &mut QueryBuilder<DB>, today: NaiveDate, unnoticed: bool)
+where
+    DB: Database,
+    DB::Arguments: Default,
+    NaiveDate: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let clauses = [
+        ("RECEIPT", "receive_due_date", "r.state = 'REQUESTED'"),
+        (
+            "ASSESSMENT_START",
+            "assessment_due_date",
+            "r.state IN ('RECEIVED', 'ACCEPTED')",
+        ),
+        // A transferred application is due decided, not just started.
+        (
+            "ASSESSMENT_START",
+            "assessment_due_date",
+            "r.state = 'IN_PROGRESS' AND r.kind = 'SUPPLEMENTARY_OR_PREVENTIVE_ASSISTANCE'",
+        ),
+        (
+            "COMPLETION",
+            "completion_due_date",
+            "r.state IN ('RECEIVED', 'ACCEPTED', 'IN_PROGRESS')",
+        ),
+    ];
+    q.push(" AND (");
+    for (i, (kind, column, states)) in clauses.iter().enumerate() {
+        if i > 0 {
+            q.push(" OR ");
+        }
+        q.push(format_args!("({states} AND r.{column} < "))
+            .push_bind(today);
+        if unnoticed {
+            q.push(format_args!(
+                " AND NOT EXISTS (SELECT 1 FROM overdue_notices n WHERE n.referral_id = r.id \
+                 AND n.deadline_kind = '{kind}' AND n.due_date = r.{column})"
+            ));
+        }
+        q.push(")");
+    }
+    q.push(")");
 }
 
 #[derive(sqlx::FromRow)]
@@ -277,7 +354,13 @@ impl AuditRow {
 /// field) on engine `$db`. `$lock` is appended to reads of rows the transaction will change;
 /// `$skip_locked` to the selection of messages to lease.
 macro_rules! impl_tx {
-    ($tx:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
+    (
+        $tx:ident,
+        $db:ty,
+        lock = $lock:literal,
+        skip_locked = $skip_locked:literal,
+        notify = $notify:literal
+    ) => {
         #[async_trait::async_trait]
         impl $crate::store::Tx for $tx {
             async fn claim_request(
@@ -500,9 +583,9 @@ macro_rules! impl_tx {
                      reason_text, urgent, deadline_group, consent_id, statutory_ground, \
                      personal_discussion_requested, application_reference, state, state_reason, outcome, \
                      rejection_reason, rejection_text, cancellation_text, history, create_time, update_time, \
-                     receive_time, assessment_due_date, version) \
+                     receive_time, assessment_due_date, version, completion_due_date, receive_due_date) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                     $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
                 )
                 .bind(r.id)
                 .bind(r.kind.as_str())
@@ -534,6 +617,8 @@ macro_rules! impl_tx {
                 .bind(r.receive_time.map(DbTime))
                 .bind(r.assessment_due_date)
                 .bind(r.version)
+                .bind(r.completion_due_date)
+                .bind(r.receive_due_date)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(())
@@ -562,7 +647,8 @@ macro_rules! impl_tx {
                 sqlx::query(
                     "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
                      rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
-                     update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13 WHERE id = $1",
+                     update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13, \
+                     completion_due_date = $14, receive_due_date = $15 WHERE id = $1",
                 )
                 .bind(r.id)
                 .bind(r.recipient.as_str())
@@ -577,6 +663,8 @@ macro_rules! impl_tx {
                 .bind(r.receive_time.map(DbTime))
                 .bind(r.assessment_due_date)
                 .bind(r.version)
+                .bind(r.completion_due_date)
+                .bind(r.receive_due_date)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(())
@@ -629,6 +717,9 @@ macro_rules! impl_tx {
                 if let Some(t) = filter.create_time_end {
                     q.push(" AND r.create_time < ").push_bind(DbTime(t));
                 }
+                if let Some(today) = filter.overdue_on {
+                    $crate::store::queries::push_overdue(&mut q, today, false);
+                }
                 if let Some((t, id)) = filter.after {
                     q.push(" AND (r.create_time, r.id) > (").push_bind(DbTime(t)).push(", ").push_bind(id).push(")");
                 }
@@ -660,7 +751,8 @@ macro_rules! impl_tx {
                 let state_change = m.state_change.as_ref().map($crate::store::queries::to_json).transpose()?;
                 sqlx::query(
                     "INSERT INTO messages (id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
-                     publish_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     publish_time, deadline_kind, deadline_date, failed_message_id, failed_mailbox) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(m.id)
                 .bind(m.mailbox.as_str())
@@ -670,8 +762,13 @@ macro_rules! impl_tx {
                 .bind(m.consent_id)
                 .bind(state_change)
                 .bind($crate::store::DbTime(m.publish_time))
+                .bind(m.deadline.map(|(kind, _)| kind.as_str()))
+                .bind(m.deadline.map(|(_, date)| date))
+                .bind(m.failed.as_ref().map(|(id, _)| *id))
+                .bind(m.failed.as_ref().map(|(_, mailbox)| mailbox.clone()))
                 .execute(&mut *self.tx)
                 .await?;
+                $crate::store::Tx::signal_mailbox(self, m.mailbox.as_str()).await?;
                 Ok(sequence)
             }
 
@@ -679,6 +776,7 @@ macro_rules! impl_tx {
                 &mut self,
                 mailbox: &str,
                 max: i64,
+                max_attempts: i32,
                 now: chrono::DateTime<chrono::Utc>,
                 lease_until: chrono::DateTime<chrono::Utc>,
             ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
@@ -686,15 +784,17 @@ macro_rules! impl_tx {
                 let rows: Vec<$crate::store::queries::MessageRow> = sqlx::query_as(concat!(
                     "UPDATE messages SET delivery_attempt = delivery_attempt + 1, lease_expire_time = $3 \
                      WHERE id IN (SELECT id FROM messages WHERE mailbox = $1 AND ack_time IS NULL \
+                     AND dead_letter_time IS NULL AND delivery_attempt - redrive_base < $5 \
                      AND (lease_expire_time IS NULL OR lease_expire_time <= $2) ORDER BY sequence LIMIT $4",
                     $skip_locked,
-                    ") RETURNING id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
-                     publish_time, delivery_attempt, lease_expire_time, ack_time"
+                    ") RETURNING ",
+                    $crate::store::queries::message_columns!()
                 ))
                 .bind(mailbox)
                 .bind(DbTime(now))
                 .bind(DbTime(lease_until))
                 .bind(max)
+                .bind(max_attempts)
                 .fetch_all(&mut *self.tx)
                 .await?;
                 let mut messages = rows.into_iter().map(|r| r.into_domain()).collect::<$crate::error::Result<Vec<_>>>()?;
@@ -708,9 +808,9 @@ macro_rules! impl_tx {
                 id: uuid::Uuid,
             ) -> $crate::error::Result<Option<$crate::mailbox::StoredMessage>> {
                 sqlx::query_as::<_, $crate::store::queries::MessageRow>(concat!(
-                    "SELECT id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
-                     publish_time, delivery_attempt, lease_expire_time, ack_time \
-                     FROM messages WHERE mailbox = $1 AND id = $2",
+                    "SELECT ",
+                    $crate::store::queries::message_columns!(),
+                    " FROM messages WHERE mailbox = $1 AND id = $2",
                     $lock
                 ))
                 .bind(mailbox)
@@ -826,6 +926,209 @@ macro_rules! impl_tx {
                     .into_iter()
                     .map(|row| row.into_domain())
                     .collect()
+            }
+
+            async fn dead_letter_exhausted(
+                &mut self,
+                mailbox: Option<&str>,
+                max_attempts: i32,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE messages SET dead_letter_time = ");
+                q.push_bind($crate::store::DbTime(now))
+                    .push(", dead_letter_reason = ")
+                    .push_bind($crate::mailbox::MAX_DELIVERY_ATTEMPTS_EXCEEDED)
+                    .push(", lease_expire_time = NULL WHERE ack_time IS NULL AND dead_letter_time IS NULL")
+                    .push(" AND delivery_attempt - redrive_base >= ")
+                    .push_bind(max_attempts)
+                    .push(" AND lease_expire_time <= ")
+                    .push_bind($crate::store::DbTime(now));
+                if let Some(mailbox) = mailbox {
+                    q.push(" AND mailbox = ").push_bind(mailbox.to_owned());
+                }
+                q.push(concat!(" RETURNING ", $crate::store::queries::message_columns!()));
+                let mut dead = q
+                    .build_query_as::<$crate::store::queries::MessageRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_domain())
+                    .collect::<$crate::error::Result<Vec<_>>>()?;
+                dead.sort_by(|a, b| (&a.mailbox, a.sequence).cmp(&(&b.mailbox, b.sequence)));
+                Ok(dead)
+            }
+
+            async fn list_dead_letters(
+                &mut self,
+                mailbox: &str,
+                after_sequence: i64,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
+                sqlx::query_as::<_, $crate::store::queries::MessageRow>(concat!(
+                    "SELECT ",
+                    $crate::store::queries::message_columns!(),
+                    " FROM messages WHERE mailbox = $1 AND dead_letter_time IS NOT NULL AND sequence > $2 \
+                     ORDER BY sequence LIMIT $3"
+                ))
+                .bind(mailbox)
+                .bind(after_sequence)
+                .bind(limit)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .into_iter()
+                .map(|row| row.into_domain())
+                .collect()
+            }
+
+            async fn redrive_dead_letters(
+                &mut self,
+                mailbox: &str,
+                ids: Option<&[uuid::Uuid]>,
+            ) -> $crate::error::Result<u64> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE messages SET dead_letter_time = NULL, dead_letter_reason = NULL, \
+                     lease_expire_time = NULL, redrive_base = delivery_attempt WHERE dead_letter_time IS NOT NULL \
+                     AND mailbox = ",
+                );
+                q.push_bind(mailbox.to_owned());
+                if let Some(ids) = ids {
+                    if ids.is_empty() {
+                        return Ok(0);
+                    }
+                    q.push(" AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                let redriven = q.build().execute(&mut *self.tx).await?.rows_affected();
+                if redriven > 0 {
+                    $crate::store::Tx::signal_mailbox(self, mailbox).await?;
+                }
+                Ok(redriven)
+            }
+
+            async fn mailbox_history(
+                &mut self,
+                mailbox: &str,
+                since: i64,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
+                sqlx::query_as::<_, $crate::store::queries::MessageRow>(concat!(
+                    "SELECT ",
+                    $crate::store::queries::message_columns!(),
+                    " FROM messages WHERE mailbox = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+                ))
+                .bind(mailbox)
+                .bind(since)
+                .bind(limit)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .into_iter()
+                .map(|row| row.into_domain())
+                .collect()
+            }
+
+            async fn mailbox_stats(
+                &mut self,
+                mailbox: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<$crate::store::MailboxCounts> {
+                use $crate::store::DbTime;
+                let (pending, leased, dead, oldest): (i64, i64, i64, Option<DbTime>) = sqlx::query_as(
+                    "SELECT \
+                       COALESCE(SUM(CASE WHEN ack_time IS NULL AND dead_letter_time IS NULL \
+                         AND (lease_expire_time IS NULL OR lease_expire_time <= $2) THEN 1 ELSE 0 END), 0), \
+                       COALESCE(SUM(CASE WHEN ack_time IS NULL AND dead_letter_time IS NULL \
+                         AND lease_expire_time > $2 THEN 1 ELSE 0 END), 0), \
+                       COALESCE(SUM(CASE WHEN dead_letter_time IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                       MIN(CASE WHEN ack_time IS NULL AND dead_letter_time IS NULL THEN publish_time END) \
+                     FROM messages WHERE mailbox = $1 AND ack_time IS NULL",
+                )
+                .bind(mailbox)
+                .bind(DbTime(now))
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok($crate::store::MailboxCounts {
+                    pending,
+                    leased,
+                    dead,
+                    oldest_pending_publish_time: oldest.map(|t| t.0),
+                })
+            }
+
+            async fn live_leases(
+                &mut self,
+                mailbox: &str,
+                ids: &[(uuid::Uuid, i32)],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<Vec<uuid::Uuid>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, delivery_attempt FROM messages WHERE mailbox = ");
+                q.push_bind(mailbox.to_owned())
+                    .push(" AND ack_time IS NULL AND dead_letter_time IS NULL AND lease_expire_time > ")
+                    .push_bind($crate::store::DbTime(now))
+                    .push(" AND id IN (");
+                let mut list = q.separated(", ");
+                for (id, _) in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<(uuid::Uuid, i32)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                Ok(rows.into_iter().filter(|row| ids.contains(row)).map(|(id, _)| id).collect())
+            }
+
+            async fn delete_acknowledged_before(
+                &mut self,
+                cutoff: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<u64> {
+                Ok(sqlx::query("DELETE FROM messages WHERE ack_time IS NOT NULL AND ack_time < $1")
+                    .bind($crate::store::DbTime(cutoff))
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn unnoticed_overdue(
+                &mut self,
+                today: chrono::NaiveDate,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<uuid::Uuid>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.id FROM referrals r WHERE 1 = 1");
+                $crate::store::queries::push_overdue(&mut q, today, true);
+                q.push(" ORDER BY r.id LIMIT ").push_bind(limit);
+                Ok(q.build_query_scalar().fetch_all(&mut *self.tx).await?)
+            }
+
+            async fn insert_overdue_notice(
+                &mut self,
+                referral_id: uuid::Uuid,
+                kind: $crate::domain::referral::DeadlineKind,
+                due: chrono::NaiveDate,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<bool> {
+                let inserted = sqlx::query(
+                    "INSERT INTO overdue_notices (referral_id, deadline_kind, due_date, notice_time) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (referral_id, deadline_kind, due_date) DO NOTHING",
+                )
+                .bind(referral_id)
+                .bind(kind.as_str())
+                .bind(due)
+                .bind($crate::store::DbTime(now))
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+                Ok(inserted == 1)
+            }
+
+            async fn signal_mailbox(&mut self, mailbox: &str) -> $crate::error::Result<()> {
+                if !$notify.is_empty() {
+                    sqlx::query($notify).bind(mailbox).execute(&mut *self.tx).await?;
+                }
+                Ok(())
             }
 
             async fn commit(self: Box<Self>) -> $crate::error::Result<()> {

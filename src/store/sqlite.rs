@@ -89,4 +89,11 @@ impl Leadership for SoleProcess {
     }
 }
 
-impl_tx!(SqliteTx, Sqlite, lock = "", skip_locked = "");
+impl_tx!(
+    SqliteTx,
+    Sqlite,
+    lock = "",
+    skip_locked = "",
+    // One process: MailboxSignals already wakes every waiter.
+    notify = ""
+);

@@ -8,7 +8,7 @@ use referral_exchange::{
     access::{CORRELATION_ID_HEADER, USER_ID_HEADER},
     clock::ManualClock,
     config::TlsFiles,
-    mailbox::LeaseLimits,
+    mailbox::DeliveryPolicy,
     proto::v1::{
         self as pb, audit_service_client::AuditServiceClient,
         consent_service_client::ConsentServiceClient,
@@ -227,9 +227,9 @@ impl TestApp {
         );
         settings.clock = Arc::new(clock.clone());
         // Waiting pulls look again often: lease expiry in tests comes from the manual clock.
-        settings.leases = LeaseLimits {
+        settings.delivery = DeliveryPolicy {
             poll_interval: Duration::from_millis(50),
-            ..LeaseLimits::default()
+            ..DeliveryPolicy::default()
         };
         let server = server::start(settings).await.expect("server starts");
         TestApp {

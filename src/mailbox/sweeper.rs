@@ -1,0 +1,80 @@
+//! The mailbox sweeper, a deployment-wide background job: moves messages whose last allowed delivery
+//! expired to the dead letters (and tells Kela about its referrals) even when nobody pulls the
+//! mailbox any more, and forgets acknowledged messages older than the history retention.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{MessageType, NewMessage};
+use crate::{
+    access::Call,
+    background::Job,
+    domain::OrganizationId,
+    error::Result,
+    exchange::{Exchange, Outbox},
+};
+
+pub const JOB_NAME: &str = "mailbox-sweeper";
+
+pub struct MailboxSweeper(pub Arc<Exchange>);
+
+#[async_trait]
+impl Job for MailboxSweeper {
+    fn name(&self) -> &'static str {
+        JOB_NAME
+    }
+
+    async fn run_once(&self) -> Result<()> {
+        self.0.sweep_mailboxes().await.map(|_| ())
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub dead_lettered: usize,
+    pub forgotten: u64,
+}
+
+impl Exchange {
+    /// One round of the sweeper. Audited as the service's own call when it changed anything.
+    pub async fn sweep_mailboxes(&self) -> Result<Swept> {
+        let call = Call::system("background/mailbox-sweeper");
+        let mut tx = self.store.begin().await?;
+        let now = self.clock.now();
+        let dead = tx
+            .dead_letter_exhausted(None, self.delivery.max_delivery_attempts, now)
+            .await?;
+        let mut outbox = Outbox::default();
+        for message in &dead {
+            call.touch_resource(format!("messages/{}", message.id));
+            if message.mailbox == OrganizationId::kela().as_str() {
+                continue;
+            }
+            if let Some(referral_id) = message.referral_id {
+                call.touch_resource(format!("referrals/{referral_id}"));
+                let mut failed = NewMessage::about_referral(
+                    OrganizationId::kela(),
+                    MessageType::ReferralDeliveryFailed,
+                    referral_id,
+                    now,
+                );
+                failed.failed = Some((message.id, message.mailbox.clone()));
+                outbox.push(failed);
+            }
+            tracing::warn!(mailbox = %message.mailbox, message = %message.id, "message dead-lettered");
+        }
+        let forgotten = tx
+            .delete_acknowledged_before(now - self.delivery.history_retention)
+            .await?;
+        let swept = Swept {
+            dead_lettered: dead.len(),
+            forgotten,
+        };
+        if swept != Swept::default() {
+            self.commit(&call, tx, outbox).await?;
+        }
+        Ok(swept)
+    }
+}
