@@ -210,10 +210,29 @@ impl TestApp {
     }
 
     pub async fn spawn_at(engine: Db, start: DateTime<Utc>) -> TestApp {
+        Self::spawn_with(engine, start, |_| {}).await
+    }
+
+    /// A server whose settings `adjust` may change (delivery policy, schedules…).
+    pub async fn spawn_with(
+        engine: Db,
+        start: DateTime<Utc>,
+        adjust: impl FnOnce(&mut server::Settings),
+    ) -> TestApp {
+        let db = TestDb::create(engine).await;
+        Self::spawn_on(engine, db, start, adjust).await
+    }
+
+    /// A server on an existing database: a second replica, or a restart.
+    pub async fn spawn_on(
+        engine: Db,
+        db: TestDb,
+        start: DateTime<Utc>,
+        adjust: impl FnOnce(&mut server::Settings),
+    ) -> TestApp {
         let pki = tempfile::tempdir().expect("temp dir");
         tls::write_dev_pki(pki.path(), ORGS).expect("dev pki");
         let layout = tls::PkiLayout::new(pki.path());
-        let db = TestDb::create(engine).await;
         let clock = ManualClock::new(start);
         let mut settings = server::Settings::new(
             "127.0.0.1:0".parse().expect("addr"),
@@ -231,6 +250,10 @@ impl TestApp {
             poll_interval: Duration::from_millis(50),
             ..DeliveryPolicy::default()
         };
+        // Background rounds run once at start; tests run further rounds themselves, at the moment
+        // (of the manual clock) they choose.
+        settings.background.interval = Duration::from_secs(3600);
+        adjust(&mut settings);
         let server = server::start(settings).await.expect("server starts");
         TestApp {
             server: Some(server),
@@ -239,6 +262,11 @@ impl TestApp {
             db,
             engine,
         }
+    }
+
+    /// The service core, to run a background round now instead of waiting for its schedule.
+    pub fn exchange(&self) -> &referral_exchange::exchange::Exchange {
+        &self.server.as_ref().expect("running").exchange
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -370,6 +398,7 @@ impl Interceptor for Metadata {
 
 type Svc = InterceptedService<Channel, Metadata>;
 
+#[derive(Clone)]
 pub struct Clients {
     pub referrals: ReferralServiceClient<Svc>,
     pub consents: ConsentServiceClient<Svc>,

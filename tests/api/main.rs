@@ -5,6 +5,8 @@ mod helpers;
 
 mod background;
 mod consents;
+mod deadlines;
+mod delivery;
 mod exchange;
 mod logs;
 mod mailbox;

@@ -75,7 +75,7 @@ both_engines! {
 }
 
 /// Starts the real binary on port 0 in `dir` and returns it with the address it logged.
-fn start_binary(
+pub(crate) fn start_binary(
     dir: &std::path::Path,
     database_url: Option<&str>,
 ) -> (std::process::Child, std::net::SocketAddr) {
@@ -124,7 +124,7 @@ fn start_binary(
     (child, addr)
 }
 
-async fn binary_client(
+pub(crate) async fn binary_client(
     dir: &std::path::Path,
     addr: std::net::SocketAddr,
     org: &str,
