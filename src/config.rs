@@ -9,6 +9,11 @@
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
 //! | `--log-format` | `REFERRAL_EXCHANGE_LOG_FORMAT` | `text` |
+//! | `--max-delivery-attempts` | `REFERRAL_EXCHANGE_MAX_DELIVERY_ATTEMPTS` | `10` |
+//! | `--message-retention-days` | `REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS` | `90` |
+//! | `--receipt-deadline-working-days` | `REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS` | `3` |
+//! | `--background-interval-seconds` | `REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS` | `5` |
+//! | `--takeover-seconds` | `REFERRAL_EXCHANGE_TAKEOVER_SECONDS` | `10` |
 //!
 //! The development defaults announce themselves loudly at start-up: a production deployment names its
 //! certificates and keys explicitly (see `deploy/README.md`).
@@ -71,6 +76,31 @@ pub struct ServeArgs {
 
     #[arg(long, env = "REFERRAL_EXCHANGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Deliveries without an acknowledgement after which a message goes to the dead letters.
+    #[arg(long, env = "REFERRAL_EXCHANGE_MAX_DELIVERY_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_delivery_attempts: i32,
+
+    /// Days acknowledged messages stay in the mailbox history.
+    #[arg(long, env = "REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(i64).range(1..=3650))]
+    pub message_retention_days: i64,
+
+    /// Working days a receiver's system has to take delivery of a referral before Kela is told.
+    #[arg(long, env = "REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub receipt_deadline_working_days: u32,
+
+    /// How often the deployment-wide background tasks (deadline watch, mailbox sweeper) run.
+    #[arg(long, env = "REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub background_interval_seconds: u64,
+
+    /// How soon another replica takes over a background task whose replica died.
+    #[arg(long, env = "REFERRAL_EXCHANGE_TAKEOVER_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub takeover_seconds: u64,
 }
 
 /// TLS material as files.

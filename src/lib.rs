@@ -15,11 +15,13 @@
 //! - [`store`]: one trait of transactional operations, with an adapter each for SQLite (the embedded
 //!   default) and PostgreSQL (production, several replicas).
 //! - [`error`]: the one place where errors become `tonic::Status`.
-//! - [`config`], [`tls`], [`telemetry`], [`server`], [`cli`]: running it.
+//! - [`config`], [`tls`], [`telemetry`], [`server`], [`cli`]: running it; [`background`]: tasks that run
+//!   once per deployment; [`bench`]: the benchmark.
 
 pub mod access;
 pub mod audit;
 pub mod background;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -27,6 +27,8 @@ enum Command {
     DevPki(DevPkiArgs),
     /// Call the API as Kela, a receiver or an auditor; prints JSON.
     Client(Box<client::ClientArgs>),
+    /// Measure a real server process under load (see bench/README.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +45,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Client(args) => client::run(*args).await,
+        Command::Bench(args) => {
+            crate::bench::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DevPki(args) => {
             telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
@@ -61,8 +67,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
     let tls = args.tls_files()?;
-    let settings =
+    let mut settings =
         server::Settings::new(args.listen, args.database_url(), tls, args.pseudonym_key()?);
+    settings.delivery.max_delivery_attempts = args.max_delivery_attempts;
+    settings.delivery.history_retention = chrono::Duration::days(args.message_retention_days);
+    settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;
+    settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
+    settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
     let running = server::start(settings).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing calls in flight");

@@ -132,12 +132,15 @@ impl Exchange {
         for message in &messages {
             tx.insert_message(message).await?;
         }
+        let mut mailboxes: Vec<&str> = messages.iter().map(|m| m.mailbox.as_str()).collect();
+        mailboxes.dedup();
+        for mailbox in &mailboxes {
+            tx.signal_mailbox(mailbox).await?;
+        }
         tx.insert_audit_event(&call.record(tonic::Code::Ok, self.clock.now()))
             .await?;
         tx.commit().await?;
         call.mark_audited();
-        let mut mailboxes: Vec<&str> = messages.iter().map(|m| m.mailbox.as_str()).collect();
-        mailboxes.dedup();
         for mailbox in mailboxes {
             self.store.signals().notify(mailbox);
         }

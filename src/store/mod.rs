@@ -191,7 +191,8 @@ pub trait Tx: Send {
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
 
     // --- mailboxes
-    /// Appends a message to its mailbox under the next sequence number.
+    /// Appends a message to its mailbox under the next sequence number. Call [`Tx::signal_mailbox`]
+    /// once per mailbox written to.
     async fn insert_message(&mut self, message: &NewMessage) -> Result<i64>;
     /// Leases up to `max` deliverable messages of `mailbox` (not acknowledged, not dead, fewer than
     /// `max_attempts` deliveries since the last redrive, lease free or expired) in sequence order until

@@ -1,0 +1,172 @@
+//! The server under test: the real binary started as a child process on 127.0.0.1:0, on a database of
+//! its own, so that its memory can be measured and nothing of the benchmark runs inside it.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use sqlx::Connection;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{access::USER_ID_HEADER, tls};
+
+/// A database created for one benchmark run and dropped after it.
+pub struct BenchDatabase {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+}
+
+impl BenchDatabase {
+    /// A fresh database: a new SQLite file in `dir`, or a new database on the PostgreSQL server of
+    /// `postgres_url` (which must allow CREATE DATABASE).
+    pub async fn create(postgres_url: Option<&str>, dir: &Path) -> anyhow::Result<Self> {
+        let name = format!(
+            "rx_bench_{}_{}",
+            chrono::Utc::now().timestamp(),
+            std::process::id()
+        );
+        match postgres_url {
+            None => Ok(Self {
+                url: format!("sqlite:{}", dir.join("bench.db").display()),
+                admin_url: None,
+                name,
+            }),
+            Some(admin_url) => {
+                let mut admin = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await?;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url, |(base, _)| base);
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    admin_url: Some(admin_url.to_owned()),
+                    name,
+                })
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.admin_url.is_some()
+    }
+
+    pub async fn drop_database(self) -> anyhow::Result<()> {
+        if let Some(admin_url) = &self.admin_url {
+            let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// One server process.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub pki: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve` on `database_url` with a development PKI in `data_dir`.
+    pub fn start(binary: &Path, data_dir: &Path, database_url: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--database-url", database_url])
+            .env("RUST_LOG", "warn,referral_exchange::server=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if Instant::now() > deadline {
+                bail!("the server did not start within a minute");
+            }
+            let Some(line) = lines.next() else {
+                bail!("the server exited before serving")
+            };
+            let line = line?;
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if json["fields"]["message"] == "serving" {
+                break json["fields"]["addr"].as_str().context("addr")?.parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            addr,
+            pki: data_dir.join("pki"),
+        })
+    }
+
+    /// Peak resident set size so far (Linux `VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// A channel authenticated as `org` (from the server's development PKI).
+    pub async fn channel(&self, org: &str) -> anyhow::Result<Channel> {
+        let dir = tls::PkiLayout::new(&self.pki).client_dir(org);
+        let tls = tls::client_tls_config(
+            &dir.join("ca.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            "localhost",
+        )?;
+        Ok(Endpoint::from_shared(format!("https://{}", self.addr))?
+            .tls_config(tls)?
+            .connect()
+            .await?)
+    }
+
+    /// Stops the server as an orchestrator would (SIGTERM) and waits for it.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// Adds the acting person to every request.
+#[derive(Clone)]
+pub struct User(pub tonic::metadata::AsciiMetadataValue);
+
+impl tonic::service::Interceptor for User {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(USER_ID_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
