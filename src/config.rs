@@ -14,6 +14,9 @@
 //! | `--receipt-deadline-working-days` | `REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS` | `3` |
 //! | `--background-interval-seconds` | `REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS` | `5` |
 //! | `--takeover-seconds` | `REFERRAL_EXCHANGE_TAKEOVER_SECONDS` | `10` |
+//! | `--no-migrate` | `REFERRAL_EXCHANGE_NO_MIGRATE` | off: migrate on start |
+//! | `--health-listen` | `REFERRAL_EXCHANGE_HEALTH_LISTEN` | none |
+//! | `--drain-seconds` | `REFERRAL_EXCHANGE_DRAIN_SECONDS` | `0` |
 //!
 //! The development defaults announce themselves loudly at start-up: a production deployment names its
 //! certificates and keys explicitly (see `deploy/README.md`).
@@ -101,6 +104,44 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_TAKEOVER_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub takeover_seconds: u64,
+
+    /// Do not migrate on start; refuse to start if the schema is behind (run `migrate` as its own
+    /// step, e.g. a Kubernetes Job before the rollout).
+    #[arg(long, env = "REFERRAL_EXCHANGE_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Also serve grpc.health.v1 without TLS on this address, for probes that cannot present a client
+    /// certificate. Serves nothing else.
+    #[arg(long, env = "REFERRAL_EXCHANGE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Seconds to keep serving after reporting NOT_SERVING on SIGTERM, for load balancers to notice.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DRAIN_SECONDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub drain_seconds: u64,
+}
+
+/// `referral-exchange migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Directory of the default SQLite database.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DATA_DIR", default_value = "var")]
+    pub data_dir: PathBuf,
+
+    /// `sqlite:PATH` or `postgres://…`. Default: the SQLite file in the data directory.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl MigrateArgs {
+    pub fn database_url(&self) -> String {
+        default_database_url(&self.database_url, &self.data_dir)
+    }
+}
+
+fn default_database_url(url: &Option<String>, data_dir: &Path) -> String {
+    url.clone()
+        .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("referral-exchange.db").display()))
 }
 
 /// TLS material as files.
@@ -113,12 +154,7 @@ pub struct TlsFiles {
 
 impl ServeArgs {
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite:{}",
-                self.data_dir.join("referral-exchange.db").display()
-            )
-        })
+        default_database_url(&self.database_url, &self.data_dir)
     }
 
     /// The configured TLS files, or a development PKI (created on first use).

@@ -1,4 +1,8 @@
 //! Assembling and running the gRPC server. Tests start it exactly as `serve` does, on port 0.
+//!
+//! Shutdown, in order: health turns NOT_SERVING (so load balancers and Kubernetes stop sending new
+//! calls), an optional drain pause lets them notice, long-polls answer and streams end, the server
+//! stops accepting and lets calls in flight finish, background tasks stop, the database closes.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,6 +14,7 @@ use tokio::{
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 
 use crate::{
     audit::Pseudonymizer,
@@ -17,22 +22,34 @@ use crate::{
     clock::{Clock, SystemClock},
     config::TlsFiles,
     domain::referral::DeadlinePolicy,
-    exchange::Exchange,
-    exchange::deadlines::DeadlineWatch,
+    exchange::{Exchange, deadlines::DeadlineWatch},
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
         referrals::ReferralApi,
     },
-    mailbox::sweeper::MailboxSweeper,
-    mailbox::{DeliveryPolicy, MailboxSignals},
+    mailbox::{DeliveryPolicy, MailboxSignals, sweeper::MailboxSweeper},
     proto::v1 as pb,
-    store,
+    store::{self, Schema},
 };
+
+/// Names the health service reports on: the whole server (`""`) and each API service.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "referral_exchange.v1.ReferralService",
+    "referral_exchange.v1.ConsentService",
+    "referral_exchange.v1.MailboxService",
+    "referral_exchange.v1.AuditService",
+    "referral_exchange.v1.DirectoryService",
+];
 
 /// Everything a server needs, already resolved (no defaults are filled in here).
 pub struct Settings {
     pub listen: SocketAddr,
+    /// A plaintext port serving only `grpc.health.v1.Health`, for probes that cannot present a client
+    /// certificate (Kubernetes' gRPC probes). It reveals nothing but serving status.
+    pub health_listen: Option<SocketAddr>,
     pub database_url: String,
+    pub schema: Schema,
     pub tls: TlsFiles,
     pub pseudonym_key: Vec<u8>,
     pub clock: Arc<dyn Clock>,
@@ -40,6 +57,8 @@ pub struct Settings {
     pub deadlines: DeadlinePolicy,
     /// How often deployment-wide background tasks run, and how fast a replica takes one over.
     pub background: Schedule,
+    /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
+    pub drain: Duration,
 }
 
 impl Settings {
@@ -51,7 +70,9 @@ impl Settings {
     ) -> Self {
         Self {
             listen,
+            health_listen: None,
             database_url,
+            schema: Schema::Migrate,
             tls,
             pseudonym_key,
             clock: Arc::new(SystemClock),
@@ -61,6 +82,7 @@ impl Settings {
                 interval: Duration::from_secs(5),
                 takeover: Duration::from_secs(10),
             },
+            drain: Duration::ZERO,
         }
     }
 }
@@ -68,15 +90,26 @@ impl Settings {
 /// A server accepting calls in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
     pub exchange: Arc<Exchange>,
     health: tonic_health::server::HealthReporter,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    drain: Duration,
+    shutdown: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     stop_background: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
 }
 
-/// Opens the database (migrating it), binds `settings.listen` and starts serving.
+/// Binds a listener, with the address in the error.
+async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Opens the database (migrating it, or checking it is current), binds and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     crate::tls::install_crypto_provider();
     let tls = crate::tls::server_tls_config(
@@ -85,7 +118,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         &settings.tls.client_ca,
     )?;
     let signals = Arc::new(MailboxSignals::default());
-    let store = store::connect(&settings.database_url, true, signals)
+    let store = store::connect(&settings.database_url, settings.schema, signals)
         .await
         .context("opening the database")?;
     let exchange = Arc::new(Exchange::new(
@@ -97,21 +130,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::referral_service_server::ReferralServiceServer<ReferralApi>>()
-        .await;
-    health
-        .set_serving::<pb::consent_service_server::ConsentServiceServer<ConsentApi>>()
-        .await;
-    health
-        .set_serving::<pb::mailbox_service_server::MailboxServiceServer<MailboxApi>>()
-        .await;
-    health
-        .set_serving::<pb::audit_service_server::AuditServiceServer<AuditApi>>()
-        .await;
-    health
-        .set_serving::<pb::directory_service_server::DirectoryServiceServer<DirectoryApi>>()
-        .await;
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
 
     // Both reflection versions: the grpcurl most people have speaks only v1alpha.
     let reflection = || {
@@ -122,16 +145,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let (listener, addr) = bind(settings.listen).await?;
+    let mut shutdown = Vec::new();
+    let mut tasks = Vec::new();
+    let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
+        .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ReferralApi::new(exchange.clone()))
@@ -139,13 +161,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .add_service(MailboxApi::new(exchange.clone()))
         .add_service(AuditApi::new(exchange.clone()))
         .add_service(DirectoryApi::new(exchange.clone()));
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(
+    tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async {
-            let _ = shutdown_rx.await;
+            let _ = stopped.await;
         },
-    ));
-    tracing::info!(%addr, engine = ?exchange.store().engine(), "serving");
+    )));
+    shutdown.push(stop);
+
+    let health_addr = match settings.health_listen {
+        Some(health_listen) => {
+            let (listener, health_addr) = bind(health_listen).await?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let router = Server::builder().add_service(health_service);
+            tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )));
+            shutdown.push(stop);
+            Some(health_addr)
+        }
+        None => None,
+    };
+    tracing::info!(%addr, health = ?health_addr, engine = ?exchange.store().engine(), "serving");
 
     let (stop_background, stopped) = watch::channel(false);
     let background = background_jobs(&exchange)
@@ -161,10 +201,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .collect();
     Ok(RunningServer {
         addr,
+        health_addr,
         exchange,
         health,
-        shutdown: Some(shutdown),
-        task,
+        drain: settings.drain,
+        shutdown,
+        tasks,
         stop_background,
         background,
     })
@@ -179,17 +221,28 @@ fn background_jobs(exchange: &Arc<Exchange>) -> Vec<Arc<dyn Job>> {
 }
 
 impl RunningServer {
-    /// Stops accepting calls, lets calls in flight finish, then closes the database.
+    /// Reports NOT_SERVING, drains, ends long-polls and streams, lets calls in flight finish, stops
+    /// background tasks and closes the database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        // Long-polls answer (empty) and streams end, so that calls in flight can finish promptly.
-        self.exchange.begin_shutdown();
-        self.health
-            .set_not_serving::<pb::referral_service_server::ReferralServiceServer<ReferralApi>>()
-            .await;
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+        for service in HEALTH_SERVICES {
+            self.health
+                .set_service_status(*service, ServingStatus::NotServing)
+                .await;
         }
-        (&mut self.task).await.context("server task")??;
+        if !self.drain.is_zero() {
+            tracing::info!(
+                seconds = self.drain.as_secs_f64(),
+                "draining before stopping"
+            );
+            tokio::time::sleep(self.drain).await;
+        }
+        self.exchange.begin_shutdown();
+        for stop in self.shutdown.drain(..) {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            task.await.context("server task")??;
+        }
         let _ = self.stop_background.send(true);
         for task in self.background.drain(..) {
             let _ = task.await;

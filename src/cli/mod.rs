@@ -25,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Write a development PKI: a CA, a server certificate for localhost and client certificates.
     DevPki(DevPkiArgs),
+    /// Bring the database schema up to date, then exit (for running migrations as their own step).
+    Migrate(crate::config::MigrateArgs),
     /// Call the API as Kela, a receiver or an auditor; prints JSON.
     Client(Box<client::ClientArgs>),
     /// Measure a real server process under load (see bench/README.md).
@@ -45,6 +47,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Client(args) => client::run(*args).await,
+        Command::Migrate(args) => {
+            telemetry::init(crate::config::LogFormat::Text);
+            let signals = std::sync::Arc::new(crate::mailbox::MailboxSignals::default());
+            let store =
+                crate::store::connect(&args.database_url(), crate::store::Schema::Migrate, signals)
+                    .await?;
+            store.close().await;
+            tracing::info!("the database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             crate::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
@@ -74,6 +86,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;
     settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
+    settings.health_listen = args.health_listen;
+    settings.drain = std::time::Duration::from_secs(args.drain_seconds);
+    if args.no_migrate {
+        settings.schema = crate::store::Schema::RequireCurrent;
+    }
     let running = server::start(settings).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing calls in flight");

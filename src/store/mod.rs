@@ -42,22 +42,65 @@ pub enum Engine {
     Postgres,
 }
 
-/// Opens a store for `url` (`sqlite:…` or `postgres://…`), creating the SQLite file if needed, and
-/// brings the schema up to date when `migrate` is set.
+/// What opening a store does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply what is missing (several replicas starting together take turns under a lock).
+    Migrate,
+    /// Refuse to open a database whose schema is behind this binary: migrations ran as a separate step
+    /// (`referral-exchange migrate`) and did not reach this version. A schema *ahead* of the binary is
+    /// accepted: that is a rolling upgrade, and migrations only ever add.
+    RequireCurrent,
+}
+
+/// Opens a store for `url` (`sqlite:…` or `postgres://…`), creating the SQLite file if needed.
 pub async fn connect(
     url: &str,
-    migrate: bool,
+    schema: Schema,
     signals: Arc<MailboxSignals>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PostgresStore::connect(url, migrate, signals).await?,
+            PostgresStore::connect(url, schema, signals).await?,
         ))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, migrate, signals).await?))
+        Ok(Arc::new(SqliteStore::connect(url, schema, signals).await?))
     } else {
         anyhow::bail!("unsupported database URL scheme: expected sqlite: or postgres://")
     }
+}
+
+/// Brings the schema of `pool` to `migrator`'s version, or checks that it is there.
+pub(crate) async fn prepare_schema<DB>(
+    pool: &sqlx::Pool<DB>,
+    migrator: &sqlx::migrate::Migrator,
+    schema: Schema,
+) -> anyhow::Result<()>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    if schema == Schema::Migrate {
+        migrator.run(pool).await?;
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    // No migrations table at all: nothing was applied.
+    let applied = conn
+        .list_applied_migrations(&migrator.table_name)
+        .await
+        .unwrap_or_default();
+    let missing: Vec<i64> = migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !applied.iter().any(|a| a.version == *version))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the database schema is behind this binary (migrations {missing:?} not applied): run `referral-exchange migrate` first"
+    );
+    Ok(())
 }
 
 #[async_trait]

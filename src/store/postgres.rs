@@ -13,7 +13,7 @@ use sqlx::{
     postgres::{PgListener, PgPool, PgPoolOptions},
 };
 
-use super::{Engine, Leadership, Store, Tx, queries::impl_tx};
+use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct PostgresStore {
@@ -29,7 +29,7 @@ pub(super) struct PostgresTx {
 impl PostgresStore {
     pub async fn connect(
         url: &str,
-        migrate: bool,
+        schema: Schema,
         signals: Arc<MailboxSignals>,
     ) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
@@ -37,10 +37,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        if migrate {
-            // sqlx holds an advisory lock while migrating, so replicas starting together take turns.
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        }
+        super::prepare_schema(&pool, &sqlx::migrate!("migrations/postgres"), schema).await?;
         let listener = tokio::spawn(listen(pool.clone(), signals.clone()));
         Ok(Self {
             pool,

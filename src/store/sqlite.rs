@@ -15,7 +15,7 @@ use sqlx::{
     },
 };
 
-use super::{Engine, Leadership, Store, Tx, queries::impl_tx};
+use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct SqliteStore {
@@ -30,7 +30,7 @@ pub(super) struct SqliteTx {
 impl SqliteStore {
     pub async fn connect(
         url: &str,
-        migrate: bool,
+        schema: Schema,
         signals: Arc<MailboxSignals>,
     ) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -44,9 +44,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        if migrate {
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        }
+        super::prepare_schema(&pool, &sqlx::migrate!("migrations/sqlite"), schema).await?;
         Ok(Self { pool, signals })
     }
 

@@ -2,19 +2,30 @@
 
 use std::sync::Arc;
 
-use referral_exchange::{mailbox::MailboxSignals, store};
+use referral_exchange::{
+    mailbox::MailboxSignals,
+    store::{self, Schema},
+};
 
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_a_task_and_another_takes_over_when_its_session_ends() {
     let db = TestDb::create(Db::Postgres).await;
-    let replica_a = store::connect(db.url(), true, Arc::new(MailboxSignals::default()))
-        .await
-        .expect("a");
-    let replica_b = store::connect(db.url(), true, Arc::new(MailboxSignals::default()))
-        .await
-        .expect("b");
+    let replica_a = store::connect(
+        db.url(),
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+    )
+    .await
+    .expect("a");
+    let replica_b = store::connect(
+        db.url(),
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+    )
+    .await
+    .expect("b");
 
     let mut leader = replica_a
         .try_lead("deadline-watch")
@@ -57,9 +68,13 @@ async fn one_replica_leads_a_task_and_another_takes_over_when_its_session_ends()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_is_one_process_and_always_leads() {
     let db = TestDb::create(Db::Sqlite).await;
-    let store = store::connect(db.url(), true, Arc::new(MailboxSignals::default()))
-        .await
-        .expect("open");
+    let store = store::connect(
+        db.url(),
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+    )
+    .await
+    .expect("open");
     assert!(
         store
             .try_lead("deadline-watch")

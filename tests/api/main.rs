@@ -10,5 +10,6 @@ mod delivery;
 mod exchange;
 mod logs;
 mod mailbox;
+mod operations;
 mod refusals;
 mod server;

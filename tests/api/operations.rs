@@ -1,0 +1,76 @@
+//! Operating it: migrations as their own step, a server that refuses a schema that is behind, and
+//! health that turns NOT_SERVING before the server stops.
+
+use std::{process::Command, time::Duration};
+
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::*;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+}
+
+both_engines! {
+    async fn serve_without_migrating_refuses_a_schema_that_is_behind_until_migrate_has_run(db) {
+        let database = TestDb::create(db).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let refused = binary()
+            .args(["serve", "--no-migrate", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--database-url", database.url()])
+            .output()
+            .expect("run");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("schema is behind"), "{stderr}");
+
+        let migrated = binary()
+            .args(["migrate", "--database-url", database.url()])
+            .output()
+            .expect("run migrate");
+        assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+
+        let app = TestApp::spawn_on(db, database, default_start(), |settings| {
+            settings.schema = referral_exchange::store::Schema::RequireCurrent;
+        })
+        .await;
+        let mut kela = app.kela().await;
+        kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("serves once migrated");
+        app.stop().await;
+    }
+
+    async fn health_turns_not_serving_before_the_server_stops(db) {
+        let app = TestApp::spawn_with(db, default_start(), |settings| {
+            settings.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+            settings.drain = Duration::from_secs(2);
+        })
+        .await;
+        let health_addr = app.server.as_ref().and_then(|s| s.health_addr).expect("health port");
+        // Plaintext, no client certificate: what a Kubernetes probe can do.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = HealthClient::new(channel);
+        let status = |service: &str| HealthCheckRequest { service: service.into() };
+        let serving = health.check(status("")).await.expect("check").into_inner().status;
+        assert_eq!(serving, ServingStatus::Serving as i32);
+        assert!(
+            health.check(status("referral_exchange.v1.ReferralService")).await.is_ok(),
+            "per-service status too"
+        );
+
+        let mut kela = app.kela().await;
+        let stopping = tokio::spawn(app.stop());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let draining = health.check(status("")).await.expect("check while draining").into_inner().status;
+        assert_eq!(draining, ServingStatus::NotServing as i32);
+        // While draining, calls still get answers.
+        kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("served while draining");
+        stopping.await.expect("stopped");
+    }
+}
