@@ -61,8 +61,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
     let tls = args.tls_files()?;
-    let settings =
+    let mut settings =
         server::Settings::new(args.listen, args.database_url(), tls, args.pseudonym_key()?);
+    settings.audit_log.signer = args.audit_signer()?;
+    settings.audit_log.sequencer_interval =
+        std::time::Duration::from_millis(args.audit_sequencer_interval_ms);
     let running = server::start(settings).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing calls in flight");

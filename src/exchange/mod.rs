@@ -15,8 +15,11 @@
 //! - [`consents`]: record, read, list and withdraw consents; the consent log.
 //! - [`directory`]: organisations and routing by municipality.
 //! - [`audit_trail`]: reading the audit trail.
+//! - [`audit_log`]: the tamper-evident log: sequencer, checkpoints, proofs, exports, subject access
+//!   reports, and consent expiry by the clock.
 //! - mailbox delivery lives in [`crate::mailbox`].
 
+pub mod audit_log;
 pub mod audit_trail;
 pub mod consents;
 pub mod directory;
@@ -28,7 +31,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     access::{Call, Caller},
-    audit::Pseudonymizer,
+    audit::{Pseudonymizer, note::NoteSigner},
     clock::Clock,
     domain::{PersonalIdentityCode, municipality::MunicipalityRegistry},
     error::{Error, Reason, Result},
@@ -43,6 +46,8 @@ pub struct Exchange {
     pub(crate) pseudonyms: Pseudonymizer,
     pub(crate) registry: &'static MunicipalityRegistry,
     pub(crate) leases: LeaseLimits,
+    /// Signs the audit log's checkpoints; without it the sequencer cannot run.
+    pub(crate) log_signer: Option<NoteSigner>,
 }
 
 /// A client-chosen request id with a fingerprint of the request it came with (AIP-155).
@@ -77,7 +82,14 @@ impl Exchange {
             pseudonyms,
             registry: crate::domain::municipality::embedded(),
             leases,
+            log_signer: None,
         }
+    }
+
+    /// The key that signs the audit log's checkpoints; its name is the log's origin.
+    pub fn with_log_signer(mut self, signer: NoteSigner) -> Self {
+        self.log_signer = Some(signer);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -71,7 +71,11 @@ fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
         consent: format!("consents/{}", e.consent_id),
         r#type: proto_enum!(pb::consent_event::Type, e.event_type),
         time: Some(timestamp(e.time)),
-        organization: e.organization.resource_name(),
+        organization: e
+            .organization
+            .as_ref()
+            .map(OrganizationId::resource_name)
+            .unwrap_or_default(),
         user_id: e.user_id.clone(),
         referral: e
             .referral_id

@@ -8,7 +8,6 @@ use uuid::Uuid;
 use super::{AckId, MessageType, NewMessage, StoredMessage};
 use crate::{
     access::{Call, Caller},
-    audit::Disclosure,
     domain::{
         OrganizationId, Role,
         referral::{Action, Referral, State},
@@ -149,20 +148,10 @@ impl Exchange {
             let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
             call.touch_resource(view.name());
             call.touch_subject(&pseudonym);
-            let consent_state = match view.basis {
-                crate::domain::referral::Basis::Consent(id) => tx
-                    .get_consent(id, false)
-                    .await?
-                    .map(|c| c.state_at(self.clock.now()).as_str().to_owned()),
-                crate::domain::referral::Basis::Statutory(_) => None,
-            };
-            call.disclose(Disclosure {
-                recipient: caller.organization.resource_name(),
-                resource: view.name(),
-                subject_pseudonym: pseudonym,
-                basis: view.basis.name(),
-                consent_state,
-            });
+            call.disclose(
+                self.referral_disclosure(tx, &caller.organization, view)
+                    .await?,
+            );
         }
         Ok(Delivery { message, referral })
     }
