@@ -1,5 +1,7 @@
-//! The command line: `serve`, `dev-pki`, and `client` (one subcommand per API method).
+//! The command line: `serve`, `dev-pki`, `client` (one subcommand per API method) and `audit`
+//! (the auditor's offline verification).
 
+pub mod audit;
 pub mod client;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -27,6 +29,8 @@ enum Command {
     DevPki(DevPkiArgs),
     /// Call the API as Kela, a receiver or an auditor; prints JSON.
     Client(Box<client::ClientArgs>),
+    /// The auditor's offline tools: verify an export of the audit log against signed checkpoints.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Client(args) => client::run(*args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::DevPki(args) => {
             telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();

@@ -65,7 +65,7 @@ pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
     }
 }
 
-fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
+pub(crate) fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
     let e = &e.event;
     pb::ConsentEvent {
         consent: format!("consents/{}", e.consent_id),
