@@ -351,6 +351,8 @@ impl Exchange {
         let pseudonym = self.pseudonym(subject);
         call.touch_subject(&pseudonym);
         let now = self.clock.now();
+        // Without an end the report runs up to this moment, inclusive.
+        let end_filter = end_time;
         let end_time = end_time.unwrap_or(now);
         let start_time = match start_time {
             Some(t) => t,
@@ -358,7 +360,7 @@ impl Exchange {
                 .checked_sub_months(Months::new(24))
                 .ok_or_else(|| Error::internal("time out of range"))?,
         };
-        if start_time >= end_time {
+        if end_filter.is_some() && start_time >= end_time {
             return Err(Error::invalid_field(
                 "start_time",
                 "before_end_time",
@@ -376,9 +378,8 @@ impl Exchange {
         let processing = tx
             .list_audit_events(&AuditQuery {
                 subject_pseudonym: Some(pseudonym.clone()),
-                // The report's end is exclusive; an event at `now` (this very call) is not in it.
                 start_time: Some(start_time),
-                end_time: Some(end_time),
+                end_time: end_filter,
                 limit: MAX_REPORT_EVENTS + 1,
                 ..AuditQuery::default()
             })
@@ -387,7 +388,7 @@ impl Exchange {
             .list_consent_events(&ConsentEventFilter {
                 subject_pseudonym: Some(pseudonym.clone()),
                 start_time: Some(start_time),
-                end_time: Some(end_time),
+                end_time: end_filter,
                 limit: MAX_REPORT_EVENTS + 1,
                 ..ConsentEventFilter::default()
             })

@@ -210,6 +210,15 @@ impl TestApp {
     }
 
     pub async fn spawn_at(engine: Db, start: DateTime<Utc>) -> TestApp {
+        Self::spawn_with(engine, start, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn_at`], with the server's settings adjusted by `configure` first.
+    pub async fn spawn_with(
+        engine: Db,
+        start: DateTime<Utc>,
+        configure: impl FnOnce(&mut server::Settings),
+    ) -> TestApp {
         let pki = tempfile::tempdir().expect("temp dir");
         tls::write_dev_pki(pki.path(), ORGS).expect("dev pki");
         let layout = tls::PkiLayout::new(pki.path());
@@ -231,6 +240,7 @@ impl TestApp {
             poll_interval: Duration::from_millis(50),
             ..LeaseLimits::default()
         };
+        configure(&mut settings);
         let server = server::start(settings).await.expect("server starts");
         TestApp {
             server: Some(server),
@@ -239,6 +249,11 @@ impl TestApp {
             db,
             engine,
         }
+    }
+
+    /// The running server's use cases, to run background rounds directly.
+    pub fn exchange(&self) -> &std::sync::Arc<referral_exchange::exchange::Exchange> {
+        &self.server.as_ref().expect("running").exchange
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
