@@ -411,7 +411,7 @@ both_engines! {
 
         // A checkpoint whose root was changed after signing.
         let root_line = newer.checkpoint.lines().nth(2).expect("root line").to_owned();
-        let forged = newer.checkpoint.replacen(&root_line, &older.checkpoint.lines().nth(2).expect("root"), 1);
+        let forged = newer.checkpoint.replacen(&root_line, older.checkpoint.lines().nth(2).expect("root"), 1);
         assert!(matches!(
             verify(&newer.verifier_key, &forged, None, leaves.clone()),
             Err(Failure::Checkpoint(_))
