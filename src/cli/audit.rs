@@ -102,22 +102,34 @@ fn verify_command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let earlier = args.earlier_checkpoint.as_ref().map(read).transpose()?;
     let file = std::fs::File::open(&args.export)
         .with_context(|| format!("reading {}", args.export.display()))?;
-    let mut events = Vec::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", args.export.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: pb::AuditEvent = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {}: not an AuditEvent in JSON",
-                args.export.display(),
-                n + 1
-            )
-        })?;
-        events.push(event);
+    // The export is read as it is verified, so that its size is bounded by the disk, not memory.
+    let unreadable: std::cell::RefCell<Option<anyhow::Error>> = std::cell::RefCell::new(None);
+    let export_name = args.export.display().to_string();
+    let events = BufReader::new(file)
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .map_while(|(n, line)| {
+            let parsed = line
+                .with_context(|| format!("reading {export_name}"))
+                .and_then(|line| {
+                    serde_json::from_str::<pb::AuditEvent>(&line).with_context(|| {
+                        format!("{export_name} line {}: not an AuditEvent in JSON", n + 1)
+                    })
+                });
+            match parsed {
+                Ok(event) => Some(event),
+                Err(e) => {
+                    *unreadable.borrow_mut() = Some(e);
+                    None
+                }
+            }
+        });
+    let outcome = verify(&key, &checkpoint, earlier.as_deref(), events);
+    if let Some(e) = unreadable.into_inner() {
+        return Err(e);
     }
-    match verify(&key, &checkpoint, earlier.as_deref(), events) {
+    match outcome {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
