@@ -18,6 +18,11 @@ pub trait Job: Send + Sync + 'static {
 
     /// Does one round of work. Errors are logged and the round is tried again next interval.
     async fn run_once(&self) -> Result<()>;
+
+    /// The schedule of this task, given the deployment's default; a task may run more often.
+    fn schedule(&self, default: Schedule) -> Schedule {
+        default
+    }
 }
 
 /// How often a leader works and a follower tries to take over.

@@ -8,6 +8,9 @@
 //! | `--database-url` | `REFERRAL_EXCHANGE_DATABASE_URL` | `sqlite:<data-dir>/referral-exchange.db` |
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
+//! | `--audit-signing-key-file` | `REFERRAL_EXCHANGE_AUDIT_SIGNING_KEY_FILE` | a development key in `<data-dir>/audit-signing.key` |
+//! | `--audit-log-origin` | `REFERRAL_EXCHANGE_AUDIT_LOG_ORIGIN` | the key's name, or `referral-exchange/audit-log` |
+//! | `--audit-sequencer-interval-ms` | `REFERRAL_EXCHANGE_AUDIT_SEQUENCER_INTERVAL_MS` | `1000` |
 //! | `--log-format` | `REFERRAL_EXCHANGE_LOG_FORMAT` | `text` |
 //! | `--max-delivery-attempts` | `REFERRAL_EXCHANGE_MAX_DELIVERY_ATTEMPTS` | `10` |
 //! | `--message-retention-days` | `REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS` | `90` |
@@ -29,7 +32,14 @@ use std::{
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::{audit::MIN_KEY_BYTES, tls};
+use crate::{
+    audit::{MIN_KEY_BYTES, note::NoteSigner},
+    tls,
+};
+
+/// The audit log's origin (the first line of its checkpoints and the name of its key) when none is
+/// configured. A deployment should name itself, e.g. `referral-exchange.example.fi/audit-log`.
+pub const DEFAULT_AUDIT_LOG_ORIGIN: &str = "referral-exchange/audit-log";
 
 /// Organisations the development PKI issues client certificates for on first start.
 pub const DEV_ORGANIZATIONS: &[&str] = &["kela", "hva-15", "helsinki", "auditor-dpo"];
@@ -76,6 +86,28 @@ pub struct ServeArgs {
     /// unsearchable by identity code; see deploy/README.md on rotation.
     #[arg(long, env = "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
+
+    /// File holding the Ed25519 key that signs the audit log's checkpoints, as a signed-note signer
+    /// key (`PRIVATE+KEY+<name>+<key id>+<base64>`, as `referral-exchange audit generate-key` or
+    /// Go's `note.GenerateKey` write it). Auditors verify with its public half; losing it means
+    /// starting a new log origin.
+    #[arg(long, env = "REFERRAL_EXCHANGE_AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
+
+    /// The audit log's origin: the first line of every checkpoint and the name of the signing key.
+    /// Default: the key file's name, or `referral-exchange/audit-log` for a new development key.
+    #[arg(long, env = "REFERRAL_EXCHANGE_AUDIT_LOG_ORIGIN")]
+    pub audit_log_origin: Option<String>,
+
+    /// How often (milliseconds) the audit sequencer adds new events to the tree and signs a
+    /// checkpoint.
+    #[arg(
+        long,
+        env = "REFERRAL_EXCHANGE_AUDIT_SEQUENCER_INTERVAL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(10..=600_000)
+    )]
+    pub audit_sequencer_interval_ms: u64,
 
     #[arg(long, env = "REFERRAL_EXCHANGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -210,6 +242,69 @@ impl ServeArgs {
             }
         }
     }
+}
+
+impl ServeArgs {
+    /// The checkpoint signing key: from the configured file, or a development key created on first
+    /// use. Its name is the log's origin; a configured origin must match it.
+    pub fn audit_signer(&self) -> anyhow::Result<NoteSigner> {
+        let signer = match &self.audit_signing_key_file {
+            Some(path) => read_signer(path)?,
+            None => {
+                let path = self.data_dir.join("audit-signing.key");
+                if !path.exists() {
+                    let origin = self
+                        .audit_log_origin
+                        .as_deref()
+                        .unwrap_or(DEFAULT_AUDIT_LOG_ORIGIN);
+                    let signer = NoteSigner::generate(origin)
+                        .with_context(|| format!("audit log origin {origin:?}"))?;
+                    write_secret(&path, &signer.to_signer_key())?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        verifier_key = %signer.verifier(),
+                        "CREATED A DEVELOPMENT AUDIT LOG SIGNING KEY: checkpoints signed with it prove \
+                         nothing outside development; give --audit-signing-key-file in production"
+                    );
+                } else {
+                    tracing::warn!(path = %path.display(), "using the development audit log signing key: not for production");
+                }
+                read_signer(&path)?
+            }
+        };
+        if let Some(origin) = &self.audit_log_origin
+            && origin != signer.name()
+        {
+            anyhow::bail!(
+                "--audit-log-origin is {origin:?} but the signing key is named {:?}: the origin is the key's name",
+                signer.name()
+            );
+        }
+        Ok(signer)
+    }
+}
+
+fn read_signer(path: &Path) -> anyhow::Result<NoteSigner> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    NoteSigner::parse(&text)
+        .with_context(|| format!("{}: not a signed-note signer key", path.display()))
+}
+
+/// Writes `text` to a new file readable by its owner only.
+pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -33,6 +33,10 @@ pub enum Reason {
     Consent(ConsentRefusal),
     EtagMismatch,
     RequestIdReused,
+    /// The audit log has no signed checkpoint yet (the sequencer has not run).
+    NoCheckpointYet,
+    /// A subject access report would be larger than one response: narrow the time range.
+    ReportTooLarge,
     Internal,
 }
 
@@ -54,6 +58,8 @@ impl Reason {
             Reason::Consent(refusal) => refusal.reason(),
             Reason::EtagMismatch => "ETAG_MISMATCH",
             Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::NoCheckpointYet => "NO_CHECKPOINT_YET",
+            Reason::ReportTooLarge => "REPORT_TOO_LARGE",
             Reason::Internal => "INTERNAL",
         }
     }

@@ -17,12 +17,16 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::{
-    audit::Pseudonymizer,
+    audit::{Pseudonymizer, note::NoteSigner},
     background::{self, Job, Schedule},
     clock::{Clock, SystemClock},
     config::TlsFiles,
     domain::referral::DeadlinePolicy,
-    exchange::{Exchange, deadlines::DeadlineWatch},
+    exchange::{
+        Exchange,
+        audit_log::{AuditSequencer, ConsentExpiry, DEFAULT_SEQUENCER_BATCH},
+        deadlines::DeadlineWatch,
+    },
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
         referrals::ReferralApi,
@@ -59,6 +63,32 @@ pub struct Settings {
     pub background: Schedule,
     /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
     pub drain: Duration,
+    pub audit_log: AuditLogSettings,
+}
+
+/// The tamper-evident audit log.
+#[derive(Debug, Clone)]
+pub struct AuditLogSettings {
+    /// Signs checkpoints; its key name is the log's origin.
+    pub signer: NoteSigner,
+    /// How often the sequencer integrates new events and signs a checkpoint: the longest an event
+    /// waits for inclusion in a signed checkpoint, plus one round's work.
+    pub sequencer_interval: Duration,
+    /// The most events one sequencer round integrates.
+    pub sequencer_batch: i64,
+}
+
+impl AuditLogSettings {
+    /// With a signing key made up for this process only: for tests and embedding. `serve` always
+    /// names a key (see `config`), since checkpoints signed with a lost key prove nothing.
+    pub fn ephemeral() -> Self {
+        Self {
+            signer: NoteSigner::generate(crate::config::DEFAULT_AUDIT_LOG_ORIGIN)
+                .unwrap_or_else(|_| unreachable!("the default origin is a valid key name")),
+            sequencer_interval: Duration::from_secs(1),
+            sequencer_batch: DEFAULT_SEQUENCER_BATCH,
+        }
+    }
 }
 
 impl Settings {
@@ -83,6 +113,7 @@ impl Settings {
                 takeover: Duration::from_secs(10),
             },
             drain: Duration::ZERO,
+            audit_log: AuditLogSettings::ephemeral(),
         }
     }
 }
@@ -121,13 +152,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let store = store::connect(&settings.database_url, settings.schema, signals)
         .await
         .context("opening the database")?;
-    let exchange = Arc::new(Exchange::new(
-        store,
-        settings.clock,
-        Pseudonymizer::new(settings.pseudonym_key)?,
-        settings.delivery,
-        settings.deadlines,
-    ));
+    let audit_log = settings.audit_log;
+    let exchange = Arc::new(
+        Exchange::new(
+            store,
+            settings.clock,
+            Pseudonymizer::new(settings.pseudonym_key)?,
+            settings.delivery,
+            settings.deadlines,
+        )
+        .with_log_signer(audit_log.signer.clone()),
+    );
+    tracing::info!(
+        verifier_key = %audit_log.signer.verifier(),
+        "audit log checkpoints are signed by this key; give it to auditors"
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {
@@ -188,15 +227,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     tracing::info!(%addr, health = ?health_addr, engine = ?exchange.store().engine(), "serving");
 
     let (stop_background, stopped) = watch::channel(false);
-    let background = background_jobs(&exchange)
+    let background = background_jobs(&exchange, &audit_log)
         .into_iter()
         .map(|job| {
-            background::spawn(
-                exchange.store().clone(),
-                job,
-                settings.background,
-                stopped.clone(),
-            )
+            let schedule = job.schedule(settings.background);
+            background::spawn(exchange.store().clone(), job, schedule, stopped.clone())
         })
         .collect();
     Ok(RunningServer {
@@ -213,8 +248,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
 }
 
 /// The deployment-wide tasks (see [`background`]); each runs on one replica at a time.
-fn background_jobs(exchange: &Arc<Exchange>) -> Vec<Arc<dyn Job>> {
+fn background_jobs(exchange: &Arc<Exchange>, audit_log: &AuditLogSettings) -> Vec<Arc<dyn Job>> {
     vec![
+        Arc::new(AuditSequencer {
+            exchange: exchange.clone(),
+            batch: audit_log.sequencer_batch,
+            interval: Some(audit_log.sequencer_interval),
+        }),
+        Arc::new(ConsentExpiry {
+            exchange: exchange.clone(),
+        }),
         Arc::new(DeadlineWatch(exchange.clone())),
         Arc::new(MailboxSweeper(exchange.clone())),
     ]

@@ -15,6 +15,10 @@ use sha2::Sha256;
 
 use crate::domain::PersonalIdentityCode;
 
+pub mod leaf;
+pub mod merkle;
+pub mod note;
+
 /// HMAC-SHA256 under a server key: the same person always gets the same pseudonym, and without the
 /// key a pseudonym cannot be tested against a guessed identity code (the code space is small enough
 /// to enumerate, so an unkeyed hash would protect nothing).
@@ -61,6 +65,10 @@ pub struct Disclosure {
     pub basis: String,
     /// For a consent basis, its state at the moment of disclosure.
     pub consent_state: Option<String>,
+    /// For a consent basis, its version (the `v…` of its etag) at the moment of disclosure: which
+    /// record of the consent, with which events before it, the disclosure relied on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_version: Option<i64>,
 }
 
 /// An audit event as written.
@@ -83,6 +91,8 @@ pub struct AuditRecord {
 pub struct StoredAuditEvent {
     pub sequence: i64,
     pub record: AuditRecord,
+    /// Its leaf in the Merkle tree, once the sequencer has integrated it.
+    pub leaf_index: Option<i64>,
 }
 
 /// Filters of `ListAuditEvents`, all optional and combined with AND.

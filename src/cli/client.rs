@@ -56,16 +56,18 @@ use crate::access::{CORRELATION_ID_HEADER, USER_ID_HEADER};
 use crate::domain::PersonalIdentityCode;
 use crate::proto::v1::{
     AcceptReferralRequest, AcknowledgeMessagesRequest, CancelReferralRequest,
-    CompleteReferralRequest, Consent, CreateReferralRequest, ForwardReferralRequest,
-    GetConsentRequest, GetMailboxStatsRequest, GetReferralRequest, ListAuditEventsRequest,
+    CompleteReferralRequest, Consent, CreateReferralRequest, ExportAuditEventsRequest,
+    ForwardReferralRequest, GetCheckpointRequest, GetConsentRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, GetMailboxStatsRequest, GetReferralRequest,
+    GetSubjectAccessReportRequest, GetSubjectAccessReportResponse, ListAuditEventsRequest,
     ListConsentEventsRequest, ListConsentsRequest, ListDeadLettersRequest,
     ListMailboxHistoryRequest, ListOrganizationsRequest, ListReferralsRequest, ModifyLeasesRequest,
     PullMessagesRequest, RecordConsentRequest, RedriveDeadLettersRequest, Referral,
     RejectReferralRequest, ResolveRecipientRequest, StartAssessmentRequest, StreamMessagesRequest,
     Subject, WithdrawConsentRequest, audit_service_client::AuditServiceClient, consent,
-    consent_service_client::ConsentServiceClient, directory_service_client::DirectoryServiceClient,
-    mailbox_service_client::MailboxServiceClient, organization, referral,
-    referral_service_client::ReferralServiceClient,
+    consent_event, consent_service_client::ConsentServiceClient,
+    directory_service_client::DirectoryServiceClient, mailbox_service_client::MailboxServiceClient,
+    organization, referral, referral_service_client::ReferralServiceClient,
 };
 use crate::tls::{client_tls_config, install_crypto_provider};
 
@@ -425,6 +427,57 @@ pub enum Command {
         page: PageArgs,
     },
 
+    /// The latest signed checkpoint of the tamper-evident audit log. Auditors only.
+    GetCheckpoint {
+        /// Print only the signed note, to keep in a file for `referral-exchange audit verify`.
+        #[arg(long)]
+        note: bool,
+    },
+
+    /// The proof that a leaf is in the audit log's tree of a given size. Auditors only.
+    GetInclusionProof {
+        /// The leaf (an audit event's `leafIndex`).
+        #[arg(long)]
+        leaf_index: i64,
+        /// The tree size; default: the latest checkpoint's.
+        #[arg(long)]
+        tree_size: Option<i64>,
+    },
+
+    /// The proof that an earlier tree of the audit log is a prefix of a later one. Auditors only.
+    GetConsistencyProof {
+        /// The earlier tree size (at least 1).
+        #[arg(long = "first")]
+        first_tree_size: i64,
+        /// The later tree size; default: the latest checkpoint's.
+        #[arg(long = "second")]
+        second_tree_size: Option<i64>,
+    },
+
+    /// Export audit log leaves with their events and exact leaf data, one JSON object per line
+    /// (the input of `referral-exchange audit verify`). Auditors only.
+    ExportAuditEvents {
+        /// First leaf (inclusive).
+        #[arg(long, default_value_t = 0)]
+        start_index: i64,
+        /// Last leaf (exclusive); default: the latest checkpoint's size.
+        #[arg(long)]
+        end_index: Option<i64>,
+    },
+
+    /// Everything about one person: who processed their data and when, what was disclosed to whom
+    /// on which basis, and their consent events (default: the last two years). Auditors only.
+    GetSubjectAccessReport {
+        /// The person's personal identity code.
+        #[arg(long, value_parser = parse_identity_code)]
+        identity_code: IdentityCode,
+        #[command(flatten)]
+        time: TimeRangeArgs,
+        /// `json` (the response as is) or `table` (for reading).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+    },
+
     // ---- DirectoryService ----
     /// List the organisations taking part.
     ListOrganizations {
@@ -448,6 +501,13 @@ pub enum Command {
     /// Check that the server is up (standard gRPC health check of the whole server). Exits 1 when
     /// it answers but is not SERVING.
     Health,
+}
+
+/// How `get-subject-access-report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Table,
 }
 
 /// `record-consent` arguments.
@@ -650,9 +710,16 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         correlation_id: connection.correlation_id,
     };
     match execute(command, &session).await {
-        Ok(Output { json, healthy }) => {
-            let text = serde_json::to_string_pretty(&json)?;
-            writeln!(std::io::stdout().lock(), "{text}").context("writing to stdout")?;
+        Ok(Output {
+            json,
+            healthy,
+            text,
+        }) => {
+            let text = match text {
+                Some(text) => text,
+                None => serde_json::to_string_pretty(&json)? + "\n",
+            };
+            write!(std::io::stdout().lock(), "{text}").context("writing to stdout")?;
             Ok(if healthy {
                 ExitCode::SUCCESS
             } else {
@@ -779,6 +846,8 @@ impl Session {
 struct Output {
     json: serde_json::Value,
     healthy: bool,
+    /// Printed instead of the JSON when set (already printed when empty).
+    text: Option<String>,
 }
 
 /// Why a call produced no output.
@@ -803,6 +872,7 @@ fn json<T: Serialize>(response: tonic::Response<T>) -> Result<Output, CallError>
         .map(|json| Output {
             json,
             healthy: true,
+            text: None,
         })
         .map_err(CallError::Output)
 }
@@ -1025,6 +1095,7 @@ async fn execute(command: Command, session: &Session) -> Result<Output, CallErro
             Ok(Output {
                 json: serde_json::json!({ "received": received }),
                 healthy: true,
+                text: None,
             })
         }
         Command::ListDeadLetters { page } => {
@@ -1081,6 +1152,93 @@ async fn execute(command: Command, session: &Session) -> Result<Output, CallErro
             };
             json(s.audit().list_audit_events(s.request(request)).await?)
         }
+        Command::GetCheckpoint { note } => {
+            let response = s
+                .audit()
+                .get_checkpoint(s.request(GetCheckpointRequest {}))
+                .await?;
+            if note {
+                let note = response.into_inner().checkpoint;
+                Ok(Output {
+                    json: serde_json::Value::Null,
+                    healthy: true,
+                    text: Some(note),
+                })
+            } else {
+                json(response)
+            }
+        }
+        Command::GetInclusionProof {
+            leaf_index,
+            tree_size,
+        } => {
+            let request = GetInclusionProofRequest {
+                leaf_index,
+                tree_size: tree_size.unwrap_or_default(),
+            };
+            json(s.audit().get_inclusion_proof(s.request(request)).await?)
+        }
+        Command::GetConsistencyProof {
+            first_tree_size,
+            second_tree_size,
+        } => {
+            let request = GetConsistencyProofRequest {
+                first_tree_size,
+                second_tree_size: second_tree_size.unwrap_or_default(),
+            };
+            json(s.audit().get_consistency_proof(s.request(request)).await?)
+        }
+        Command::ExportAuditEvents {
+            start_index,
+            end_index,
+        } => {
+            let request = ExportAuditEventsRequest {
+                start_index,
+                end_index: end_index.unwrap_or_default(),
+            };
+            let mut stream = s
+                .audit()
+                .export_audit_events(s.request(request))
+                .await?
+                .into_inner();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            while let Some(event) = stream.message().await? {
+                let line = serde_json::to_string(&event).map_err(CallError::Output)?;
+                // A closed stdout (e.g. `| head`) ends the export quietly.
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
+            }
+            let _ = std::io::Write::flush(&mut out);
+            Ok(Output {
+                json: serde_json::Value::Null,
+                healthy: true,
+                text: Some(String::new()),
+            })
+        }
+        Command::GetSubjectAccessReport {
+            identity_code,
+            time,
+            format,
+        } => {
+            let request = GetSubjectAccessReportRequest {
+                personal_identity_code: identity_code.0,
+                start_time: time.start_time.map(timestamp),
+                end_time: time.end_time.map(timestamp),
+            };
+            let response = s
+                .audit()
+                .get_subject_access_report(s.request(request))
+                .await?;
+            match format {
+                ReportFormat::Json => json(response),
+                ReportFormat::Table => Ok(Output {
+                    json: serde_json::Value::Null,
+                    healthy: true,
+                    text: Some(report_table(&response.into_inner())),
+                }),
+            }
+        }
         Command::ListOrganizations { role } => {
             let request = ListOrganizationsRequest {
                 role: enum_or_zero(role),
@@ -1123,6 +1281,7 @@ async fn health(session: &Session) -> Result<Output, CallError> {
     Ok(Output {
         json,
         healthy: status == Some(ServingStatus::Serving),
+        text: None,
     })
 }
 
@@ -1229,6 +1388,180 @@ fn seconds(seconds: u32) -> pbjson_types::Duration {
         seconds: i64::from(seconds),
         nanos: 0,
     }
+}
+
+// ---- the subject access report as a table ----
+
+/// A time as people in Finland read it: Helsinki time with its offset.
+fn local_time(t: Option<&pbjson_types::Timestamp>) -> String {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| {
+            t.with_timezone(&chrono_tz::Europe::Helsinki)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The last segment of a method path: `GetReferral`.
+fn short_method(method: &str) -> &str {
+    method.rsplit('/').next().unwrap_or(method)
+}
+
+/// Rows under a heading, columns padded to their widest cell.
+fn table(out: &mut String, heading: &str, header: &[&str], rows: Vec<Vec<String>>) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\n{heading} ({})", rows.len());
+    if rows.is_empty() {
+        out.push_str("  (none)\n");
+        return;
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("  {}\n", padded.join("  ").trim_end())
+    };
+    out.push_str(&line(header.to_vec()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// `get-subject-access-report --format table`: three sections, times in Helsinki time. The
+/// identity code is not printed: whoever asked knows it, and the output may travel.
+fn report_table(report: &GetSubjectAccessReportResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "SUBJECT ACCESS REPORT (Act 703/2023 §11)");
+    let _ = writeln!(
+        out,
+        "Period: {} to {}",
+        local_time(report.start_time.as_ref()),
+        local_time(report.end_time.as_ref())
+    );
+    let _ = writeln!(
+        out,
+        "Pseudonym in the audit log: {}",
+        report.subject_pseudonym
+    );
+    let processing = report
+        .processing
+        .iter()
+        .map(|p| {
+            vec![
+                local_time(p.time.as_ref()),
+                or_dash(&p.organization),
+                or_dash(&p.user_id),
+                short_method(&p.method).to_owned(),
+                p.status.clone(),
+                p.resources.join(" "),
+                p.leaf_index
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "WHO PROCESSED THE DATA",
+        &[
+            "TIME",
+            "ORGANIZATION",
+            "USER",
+            "ACTION",
+            "RESULT",
+            "RESOURCES",
+            "LEAF",
+        ],
+        processing,
+    );
+    let disclosures = report
+        .disclosures
+        .iter()
+        .map(|d| {
+            let basis = match (d.consent_state.as_str(), d.consent_version) {
+                ("", _) => d.basis.clone(),
+                (state, version) => format!("{} ({state}, v{version})", d.basis),
+            };
+            vec![
+                local_time(d.time.as_ref()),
+                d.recipient.clone(),
+                d.resource.clone(),
+                basis,
+                format!(
+                    "{} {} {}",
+                    or_dash(&d.organization),
+                    or_dash(&d.user_id),
+                    short_method(&d.method)
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "WHAT WAS DISCLOSED TO WHOM",
+        &[
+            "TIME",
+            "RECIPIENT",
+            "WHAT",
+            "BASIS",
+            "BY (ORGANIZATION USER ACTION)",
+        ],
+        disclosures,
+    );
+    let consent_events = report
+        .consent_events
+        .iter()
+        .map(|e| {
+            let kind = consent_event::Type::try_from(e.r#type)
+                .map(|t| t.as_str_name().to_owned())
+                .unwrap_or_else(|_| e.r#type.to_string());
+            let state = consent::State::try_from(e.consent_state)
+                .map(|t| t.as_str_name().to_owned())
+                .unwrap_or_else(|_| e.consent_state.to_string());
+            vec![
+                local_time(e.time.as_ref()),
+                e.consent.clone(),
+                kind,
+                state,
+                or_dash(&e.organization),
+                or_dash(&e.user_id),
+                or_dash(&e.referral),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "CONSENT EVENTS",
+        &[
+            "TIME",
+            "CONSENT",
+            "EVENT",
+            "STATE AFTER",
+            "ORGANIZATION",
+            "USER",
+            "REFERRAL",
+        ],
+        consent_events,
+    );
+    out
 }
 
 // ---- errors ----
@@ -2017,6 +2350,114 @@ mod tests {
             parse_err(&["modify-leases", "a1", "--lease-seconds=-1"]).kind(),
             ErrorKind::ValueValidation
         );
+    }
+
+    #[test]
+    fn audit_log_commands_parse() {
+        let args = parse_ok(&["get-checkpoint", "--note"]);
+        assert!(matches!(
+            args.command,
+            Command::GetCheckpoint { note: true }
+        ));
+        let args = parse_ok(&["get-inclusion-proof", "--leaf-index", "5"]);
+        assert!(matches!(
+            args.command,
+            Command::GetInclusionProof {
+                leaf_index: 5,
+                tree_size: None
+            }
+        ));
+        let args = parse_ok(&["get-consistency-proof", "--first", "3", "--second", "9"]);
+        assert!(matches!(
+            args.command,
+            Command::GetConsistencyProof {
+                first_tree_size: 3,
+                second_tree_size: Some(9)
+            }
+        ));
+        let args = parse_ok(&["export-audit-events", "--end-index", "100"]);
+        assert!(matches!(
+            args.command,
+            Command::ExportAuditEvents {
+                start_index: 0,
+                end_index: Some(100)
+            }
+        ));
+        let args = parse_ok(&[
+            "get-subject-access-report",
+            "--identity-code",
+            "131052-308t",
+            "--format",
+            "table",
+        ]);
+        let Command::GetSubjectAccessReport {
+            identity_code,
+            format,
+            ..
+        } = args.command
+        else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(identity_code.as_str(), "131052-308T");
+        assert_eq!(format, ReportFormat::Table);
+    }
+
+    #[test]
+    fn the_report_table_has_every_section_and_no_identity_code() {
+        use crate::proto::v1::{ConsentEvent, DisclosureEntry, ProcessingEntry};
+        let t = Some(pbjson_types::Timestamp {
+            seconds: 1_741_000_000,
+            nanos: 0,
+        });
+        let report = GetSubjectAccessReportResponse {
+            processing: vec![ProcessingEntry {
+                time: t,
+                organization: "organizations/kela".into(),
+                user_id: "handler-1".into(),
+                method: "/referral_exchange.v1.ReferralService/CreateReferral".into(),
+                resources: vec!["referrals/1".into()],
+                status: "OK".into(),
+                leaf_index: Some(4),
+                ..Default::default()
+            }],
+            disclosures: vec![DisclosureEntry {
+                time: t,
+                recipient: "organizations/hva-15".into(),
+                resource: "referrals/1".into(),
+                basis: "consents/2".into(),
+                consent_state: "USED".into(),
+                consent_version: 2,
+                organization: "organizations/hva-15".into(),
+                user_id: "worker-1".into(),
+                method: "/referral_exchange.v1.MailboxService/PullMessages".into(),
+                ..Default::default()
+            }],
+            consent_events: vec![ConsentEvent {
+                consent: "consents/2".into(),
+                r#type: consent_event::Type::Expired as i32,
+                time: t,
+                user_id: "system:consent-expiry".into(),
+                consent_state: consent::State::Expired as i32,
+                ..Default::default()
+            }],
+            start_time: t,
+            end_time: t,
+            subject_pseudonym: "ab12".into(),
+        };
+        let text = report_table(&report);
+        for expected in [
+            "WHO PROCESSED THE DATA (1)",
+            "2025-03-03 13:06:40 +02:00",
+            "CreateReferral",
+            "WHAT WAS DISCLOSED TO WHOM (1)",
+            "consents/2 (USED, v2)",
+            "PullMessages",
+            "CONSENT EVENTS (1)",
+            "EXPIRED",
+            "system:consent-expiry",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The command line: `serve`, `dev-pki`, and `client` (one subcommand per API method).
+//! The command line: `serve`, `dev-pki`, `client` (one subcommand per API method) and `audit`
+//! (the auditor's offline verification).
 
+pub mod audit;
 pub mod client;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -31,6 +33,8 @@ enum Command {
     Client(Box<client::ClientArgs>),
     /// Measure a real server process under load (see bench/README.md).
     Bench(crate::bench::BenchArgs),
+    /// The auditor's offline tools: verify an export of the audit log against signed checkpoints.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(args) => audit::run(args).await,
         Command::DevPki(args) => {
             telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
@@ -91,6 +96,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.no_migrate {
         settings.schema = crate::store::Schema::RequireCurrent;
     }
+    settings.audit_log.signer = args.audit_signer()?;
+    settings.audit_log.sequencer_interval =
+        std::time::Duration::from_millis(args.audit_sequencer_interval_ms);
     let running = server::start(settings).await?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing calls in flight");

@@ -283,6 +283,19 @@ impl Consent {
         self.version += 1;
         Ok(())
     }
+
+    /// Records that the validity period ended: only an ACTIVE consent whose `expire_time` has
+    /// passed at `now` expires. Returns the moment it expired.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let expire_time = self.expire_time?;
+        if self.state != ConsentState::Active || expire_time > now {
+            return None;
+        }
+        self.state = ConsentState::Expired;
+        self.update_time = now;
+        self.version += 1;
+        Some(expire_time)
+    }
 }
 
 /// One entry of the consent log.
@@ -290,8 +303,10 @@ impl Consent {
 pub struct ConsentEvent {
     pub consent_id: Uuid,
     pub event_type: ConsentEventType,
+    /// For EXPIRED: the consent's `expire_time`.
     pub time: DateTime<Utc>,
-    pub organization: OrganizationId,
+    /// The organisation that acted; `None` for what the exchange does by the clock (expiry).
+    pub organization: Option<OrganizationId>,
     pub user_id: String,
     pub referral_id: Option<Uuid>,
     pub consent_state: ConsentState,
@@ -443,6 +458,25 @@ mod tests {
             ),
             Err(ConsentRefusal::RecipientNotCovered)
         );
+    }
+
+    #[test]
+    fn only_an_active_consent_past_its_end_expires() {
+        let mut c = Consent::record(Uuid::nil(), new_consent(Form::Written), now());
+        let end = c.expire_time.expect("written consent has an end");
+        assert_eq!(c.expire(end - Duration::seconds(1)), None);
+        assert_eq!(c.expire(end), Some(end));
+        assert_eq!((c.state, c.version), (ConsentState::Expired, 2));
+        assert_eq!(c.expire(end), None, "expires once");
+        let mut oral = Consent::record(Uuid::nil(), new_consent(Form::Oral), now());
+        assert_eq!(
+            oral.expire(now() + Duration::days(9999)),
+            None,
+            "no end, no expiry"
+        );
+        let mut used = Consent::record(Uuid::nil(), new_consent(Form::Written), now());
+        used.state = ConsentState::Used;
+        assert_eq!(used.expire(end), None);
     }
 
     #[test]

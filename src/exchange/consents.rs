@@ -90,6 +90,10 @@ impl Exchange {
             })
             .ok_or_else(|| Error::not_found(&name))?;
         call.touch_subject(self.pseudonym(&consent.subject));
+        if caller.role() == Role::Receiver {
+            // The consent record (with the person's identity code) is delivered to the receiver.
+            call.disclose(self.consent_disclosure(&caller.organization, &consent));
+        }
         self.commit(call, tx, Outbox::default()).await?;
         Ok(self.as_of_now(consent))
     }
@@ -268,7 +272,7 @@ fn event(
         consent_id: consent.id,
         event_type,
         time: now,
-        organization: caller.organization.clone(),
+        organization: Some(caller.organization.clone()),
         user_id: caller.user_id.clone(),
         referral_id,
         consent_state: consent.state_at(now),

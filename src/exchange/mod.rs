@@ -16,8 +16,11 @@
 //! - [`directory`]: organisations and routing by municipality.
 //! - [`audit_trail`]: reading the audit trail.
 //! - [`deadlines`]: the background watch that tells Kela and receivers when a deadline passes.
+//! - [`audit_log`]: the tamper-evident log: sequencer, checkpoints, proofs, exports, subject access
+//!   reports, and consent expiry by the clock.
 //! - mailbox delivery lives in [`crate::mailbox`].
 
+pub mod audit_log;
 pub mod audit_trail;
 pub mod consents;
 pub mod deadlines;
@@ -32,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::{
     access::{Call, Caller},
-    audit::Pseudonymizer,
+    audit::{Pseudonymizer, note::NoteSigner},
     clock::Clock,
     domain::{
         PersonalIdentityCode, calendar, municipality::MunicipalityRegistry,
@@ -53,6 +56,8 @@ pub struct Exchange {
     pub(crate) deadlines: DeadlinePolicy,
     /// Turns true when the server begins to shut down: long-polls and streams end.
     closing: watch::Sender<bool>,
+    /// Signs the audit log's checkpoints; without it the sequencer cannot run.
+    pub(crate) log_signer: Option<NoteSigner>,
 }
 
 /// A client-chosen request id with a fingerprint of the request it came with (AIP-155).
@@ -90,6 +95,7 @@ impl Exchange {
             delivery,
             deadlines,
             closing: watch::channel(false).0,
+            log_signer: None,
         }
     }
 
@@ -105,6 +111,12 @@ impl Exchange {
 
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// The key that signs the audit log's checkpoints; its name is the log's origin.
+    pub fn with_log_signer(mut self, signer: NoteSigner) -> Self {
+        self.log_signer = Some(signer);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

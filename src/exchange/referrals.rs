@@ -113,7 +113,7 @@ impl Exchange {
                 consent_id,
                 event_type: ConsentEventType::Used,
                 time: now,
-                organization: caller.organization.clone(),
+                organization: Some(caller.organization.clone()),
                 user_id: caller.user_id.clone(),
                 referral_id: Some(referral.id),
                 consent_state: consent.state_at(now),
@@ -146,6 +146,13 @@ impl Exchange {
             .and_then(|r| r.view_for(&caller.organization))
             .ok_or_else(|| Error::not_found(format!("referrals/{id}")))?;
         call.touch_subject(self.pseudonym(&view.subject.personal_identity_code));
+        if caller.role() != Role::Auditor {
+            // What Kela or a receiver reads here is delivered to it: a disclosure with its basis.
+            call.disclose(
+                self.referral_disclosure(tx.as_mut(), &caller.organization, &view)
+                    .await?,
+            );
+        }
         self.commit(call, tx, Outbox::default()).await?;
         Ok(view)
     }
@@ -184,6 +191,12 @@ impl Exchange {
         for referral in &items {
             call.touch_resource(referral.name());
             call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+            if caller.role() != Role::Auditor {
+                call.disclose(
+                    self.referral_disclosure(tx.as_mut(), &caller.organization, referral)
+                        .await?,
+                );
+            }
         }
         self.commit(call, tx, Outbox::default()).await?;
         Ok(Page { items, more })
@@ -241,9 +254,15 @@ impl Exchange {
         let mut outbox = Outbox::default();
         match referral.state {
             State::Requested => {
-                // Forwarded: the new organiser receives it like a new referral.
+                // Forwarded: the new organiser receives it like a new referral. Passing it on is a
+                // disclosure by the forwarding organiser, logged here with its basis; the new
+                // organiser's pull logs the delivery itself.
                 tx.insert_route(referral.id, &referral.recipient, now)
                     .await?;
+                call.disclose(
+                    self.referral_disclosure(tx.as_mut(), &referral.recipient, &referral)
+                        .await?,
+                );
                 outbox.push(NewMessage::about_referral(
                     referral.recipient.clone(),
                     MessageType::ReferralRouted,

@@ -65,13 +65,17 @@ pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
     }
 }
 
-fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
+pub(crate) fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
     let e = &e.event;
     pb::ConsentEvent {
         consent: format!("consents/{}", e.consent_id),
         r#type: proto_enum!(pb::consent_event::Type, e.event_type),
         time: Some(timestamp(e.time)),
-        organization: e.organization.resource_name(),
+        organization: e
+            .organization
+            .as_ref()
+            .map(OrganizationId::resource_name)
+            .unwrap_or_default(),
         user_id: e.user_id.clone(),
         referral: e
             .referral_id

@@ -8,10 +8,9 @@ use uuid::Uuid;
 use super::{AckId, MessageType, NewMessage, StoredMessage};
 use crate::{
     access::{Call, Caller},
-    audit::Disclosure,
     domain::{
         OrganizationId, Role,
-        referral::{Action, Basis, Referral, State},
+        referral::{Action, Referral, State},
     },
     error::{Error, Result},
     exchange::{Exchange, Outbox, RequestKey, referrals::Page},
@@ -200,20 +199,10 @@ impl Exchange {
             let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
             call.touch_resource(view.name());
             call.touch_subject(&pseudonym);
-            let consent_state = match view.basis {
-                Basis::Consent(id) => tx
-                    .get_consent(id, false)
-                    .await?
-                    .map(|c| c.state_at(self.clock.now()).as_str().to_owned()),
-                Basis::Statutory(_) => None,
-            };
-            call.disclose(Disclosure {
-                recipient: caller.organization.resource_name(),
-                resource: view.name(),
-                subject_pseudonym: pseudonym,
-                basis: view.basis.name(),
-                consent_state,
-            });
+            call.disclose(
+                self.referral_disclosure(tx, &caller.organization, view)
+                    .await?,
+            );
         }
         Ok(Delivery {
             message,

@@ -25,7 +25,10 @@ use uuid::Uuid;
 
 pub use self::{postgres::PostgresStore, sqlite::SqliteStore, time::DbTime};
 use crate::{
-    audit::{AuditQuery, AuditRecord, StoredAuditEvent},
+    audit::{
+        AuditQuery, AuditRecord, StoredAuditEvent,
+        merkle::{Hash, Node},
+    },
     domain::{
         OrganizationId,
         consent::{Consent, ConsentEvent, ConsentState},
@@ -186,6 +189,35 @@ pub struct StoredConsentEvent {
     pub event: ConsentEvent,
 }
 
+/// A leaf as the sequencer appends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLeaf {
+    pub leaf_index: i64,
+    pub event_sequence: i64,
+    pub leaf_hash: Hash,
+}
+
+/// A signed checkpoint of the audit log's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub tree_size: i64,
+    pub root_hash: Hash,
+    pub time: DateTime<Utc>,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+/// A leaf of the tree with the event row it stands for, as the database holds them now: the event
+/// is `None` when its row is gone, which is exactly what an export must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLeaf {
+    pub leaf_index: i64,
+    pub event_sequence: i64,
+    /// As stored; not necessarily 32 bytes if someone rewrote it.
+    pub leaf_hash: Vec<u8>,
+    pub event: Option<AuditRecord>,
+}
+
 /// One transaction. Dropping it without [`Tx::commit`] rolls everything back.
 #[async_trait]
 pub trait Tx: Send {
@@ -305,6 +337,30 @@ pub trait Tx: Send {
     async fn signal_mailbox(&mut self, mailbox: &str) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
+
+    // --- the audit log's Merkle tree (see `audit::merkle`) and consent expiry
+    /// Serialises sequencer rounds across the deployment: waits while another round is running.
+    async fn lock_audit_sequencer(&mut self) -> Result<()>;
+    /// How many leaves the tree has.
+    async fn audit_tree_size(&mut self) -> Result<i64>;
+    /// Up to `limit` committed events that are not yet leaves, lowest sequence first.
+    async fn pending_audit_events(&mut self, limit: i64) -> Result<Vec<StoredAuditEvent>>;
+    /// The stored hashes of these perfect subtrees (level 0: leaf hashes); missing ones are absent.
+    async fn audit_tree_nodes(&mut self, nodes: &[Node]) -> Result<Vec<(Node, Hash)>>;
+    /// Appends leaves and the perfect subtrees they complete, and takes the leaves' events off the
+    /// queue of pending events.
+    async fn append_audit_leaves(
+        &mut self,
+        leaves: &[AuditLeaf],
+        nodes: &[(Node, Hash)],
+    ) -> Result<()>;
+    async fn insert_audit_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<()>;
+    /// The checkpoint of the largest tree.
+    async fn latest_audit_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>>;
+    /// Leaves `start..end` in order, each with its event row as it is now.
+    async fn audit_leaf_range(&mut self, start: i64, end: i64) -> Result<Vec<ExportedLeaf>>;
+    /// Up to `limit` ACTIVE consents whose `expire_time` is at or before `now`, locked, earliest first.
+    async fn consents_to_expire(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Consent>>;
 }
 
 /// Counts behind `GetMailboxStats`.

@@ -103,8 +103,15 @@ impl ConsentEventRow {
                     "consent event type",
                 )?,
                 time: self.time.0,
-                organization: OrganizationId::parse(&self.organization)
-                    .map_err(|_| corrupt("organization"))?,
+                // Empty for events of the exchange itself (expiry by the clock).
+                organization: if self.organization.is_empty() {
+                    None
+                } else {
+                    Some(
+                        OrganizationId::parse(&self.organization)
+                            .map_err(|_| corrupt("organization"))?,
+                    )
+                },
                 user_id: self.user_id,
                 referral_id: self.referral_id,
                 consent_state: code(
@@ -329,6 +336,7 @@ pub(super) struct AuditRow {
     status_code: i32,
     correlation_id: String,
     disclosures: String,
+    leaf_index: Option<i64>,
 }
 
 impl AuditRow {
@@ -346,8 +354,78 @@ impl AuditRow {
                 correlation_id: self.correlation_id,
                 disclosures: json(&self.disclosures, "disclosures")?,
             },
+            leaf_index: self.leaf_index,
         })
     }
+}
+
+/// A leaf joined with its event row, which may be gone.
+#[derive(sqlx::FromRow)]
+pub(super) struct LeafRow {
+    leaf_index: i64,
+    event_sequence: i64,
+    leaf_hash: Vec<u8>,
+    time: Option<DbTime>,
+    organization: Option<String>,
+    user_id: Option<String>,
+    method: Option<String>,
+    resources: Option<String>,
+    subject_pseudonyms: Option<String>,
+    status_code: Option<i32>,
+    correlation_id: Option<String>,
+    disclosures: Option<String>,
+}
+
+impl LeafRow {
+    pub(super) fn into_domain(self) -> Result<super::ExportedLeaf> {
+        let event = match (
+            self.time,
+            self.organization,
+            self.user_id,
+            self.method,
+            self.resources,
+            self.subject_pseudonyms,
+            self.status_code,
+            self.correlation_id,
+            self.disclosures,
+        ) {
+            (
+                Some(time),
+                Some(organization),
+                Some(user_id),
+                Some(method),
+                Some(resources),
+                Some(subject_pseudonyms),
+                Some(status_code),
+                Some(correlation_id),
+                Some(disclosures),
+            ) => Some(AuditRecord {
+                time: time.0,
+                organization,
+                user_id,
+                method,
+                resources: json(&resources, "resources")?,
+                subject_pseudonyms: json(&subject_pseudonyms, "subject pseudonyms")?,
+                status_code,
+                correlation_id,
+                disclosures: json(&disclosures, "disclosures")?,
+            }),
+            _ => None,
+        };
+        Ok(super::ExportedLeaf {
+            leaf_index: self.leaf_index,
+            event_sequence: self.event_sequence,
+            leaf_hash: self.leaf_hash,
+            event,
+        })
+    }
+}
+
+/// The most rows one multi-row statement writes: PostgreSQL takes at most 65535 parameters.
+pub(super) const ROWS_PER_STATEMENT: usize = 5000;
+
+pub(super) fn to_hash(bytes: Vec<u8>, what: &str) -> Result<crate::audit::merkle::Hash> {
+    bytes.try_into().map_err(|_| corrupt(what))
 }
 
 /// Implements [`Tx`](super::Tx) for `$tx` (a struct with a `tx: sqlx::Transaction<'static, $db>`
@@ -524,7 +602,7 @@ macro_rules! impl_tx {
                 .bind(e.consent_id)
                 .bind(e.event_type.as_str())
                 .bind($crate::store::DbTime(e.time))
-                .bind(e.organization.as_str())
+                .bind(e.organization.as_ref().map_or("", |o| o.as_str()))
                 .bind(&e.user_id)
                 .bind(e.referral_id)
                 .bind(e.consent_state.as_str())
@@ -887,7 +965,10 @@ macro_rules! impl_tx {
                 query: &$crate::audit::AuditQuery,
             ) -> $crate::error::Result<Vec<$crate::audit::StoredAuditEvent>> {
                 use $crate::store::DbTime;
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT e.* FROM audit_events e");
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT e.*, l.leaf_index FROM audit_events e \
+                     LEFT JOIN audit_leaves l ON l.event_sequence = e.sequence",
+                );
                 if let Some(p) = &query.subject_pseudonym {
                     q.push(" JOIN audit_event_subjects s ON s.event_sequence = e.sequence AND s.subject_pseudonym = ")
                         .push_bind(p.clone());
@@ -1134,6 +1215,212 @@ macro_rules! impl_tx {
             async fn commit(self: Box<Self>) -> $crate::error::Result<()> {
                 self.tx.commit().await?;
                 Ok(())
+            }
+            async fn lock_audit_sequencer(&mut self) -> $crate::error::Result<()> {
+                sqlx::query(concat!("SELECT id FROM audit_sequencer WHERE id = 1", $lock))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit_tree_size(&mut self) -> $crate::error::Result<i64> {
+                let max: Option<i64> = sqlx::query_scalar("SELECT MAX(leaf_index) FROM audit_leaves")
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                Ok(max.map_or(0, |m| m + 1))
+            }
+
+            async fn pending_audit_events(
+                &mut self,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::audit::StoredAuditEvent>> {
+                sqlx::query_as::<_, $crate::store::queries::AuditRow>(
+                    "SELECT e.*, CAST(NULL AS BIGINT) AS leaf_index FROM audit_pending p \
+                     JOIN audit_events e ON e.sequence = p.event_sequence \
+                     ORDER BY p.event_sequence LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .into_iter()
+                .map(|row| row.into_domain())
+                .collect()
+            }
+
+            async fn audit_tree_nodes(
+                &mut self,
+                nodes: &[$crate::audit::merkle::Node],
+            ) -> $crate::error::Result<Vec<($crate::audit::merkle::Node, $crate::audit::merkle::Hash)>> {
+                use $crate::{audit::merkle::Node, store::queries::{ROWS_PER_STATEMENT, to_hash}};
+                let mut found = Vec::with_capacity(nodes.len());
+                let (leaves, inner): (Vec<&Node>, Vec<&Node>) = nodes.iter().partition(|n| n.level == 0);
+                for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT leaf_index, leaf_hash FROM audit_leaves WHERE leaf_index IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for n in chunk {
+                        list.push_bind(i64::try_from(n.index).map_err($crate::error::Error::internal)?);
+                    }
+                    q.push(")");
+                    let rows: Vec<(i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                    for (index, hash) in rows {
+                        let index = u64::try_from(index).map_err($crate::error::Error::internal)?;
+                        found.push((Node { level: 0, index }, to_hash(hash, "leaf hash")?));
+                    }
+                }
+                for chunk in inner.chunks(ROWS_PER_STATEMENT / 2) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT level, node_index, hash FROM audit_tree_nodes WHERE ",
+                    );
+                    for (i, n) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            q.push(" OR ");
+                        }
+                        q.push("(level = ")
+                            .push_bind(i16::from(n.level))
+                            .push(" AND node_index = ")
+                            .push_bind(i64::try_from(n.index).map_err($crate::error::Error::internal)?)
+                            .push(")");
+                    }
+                    let rows: Vec<(i16, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                    for (level, index, hash) in rows {
+                        let node = Node {
+                            level: u8::try_from(level).map_err($crate::error::Error::internal)?,
+                            index: u64::try_from(index).map_err($crate::error::Error::internal)?,
+                        };
+                        found.push((node, to_hash(hash, "tree node")?));
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn append_audit_leaves(
+                &mut self,
+                leaves: &[$crate::store::AuditLeaf],
+                nodes: &[($crate::audit::merkle::Node, $crate::audit::merkle::Hash)],
+            ) -> $crate::error::Result<()> {
+                use $crate::store::queries::ROWS_PER_STATEMENT;
+                for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_leaves (leaf_index, event_sequence, leaf_hash) ",
+                    );
+                    q.push_values(chunk, |mut row, leaf| {
+                        row.push_bind(leaf.leaf_index)
+                            .push_bind(leaf.event_sequence)
+                            .push_bind(leaf.leaf_hash.to_vec());
+                    });
+                    q.build().execute(&mut *self.tx).await?;
+
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "DELETE FROM audit_pending WHERE event_sequence IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for leaf in chunk {
+                        list.push_bind(leaf.event_sequence);
+                    }
+                    q.push(")");
+                    let deleted = q.build().execute(&mut *self.tx).await?.rows_affected();
+                    if deleted != chunk.len() as u64 {
+                        // Another round took some of these events: give this one up.
+                        return Err($crate::error::Error::internal(
+                            "pending audit events changed during a sequencer round",
+                        ));
+                    }
+                }
+                for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_tree_nodes (level, node_index, hash) ",
+                    );
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    for (node, hash) in chunk {
+                        rows.push((
+                            i16::from(node.level),
+                            i64::try_from(node.index).map_err($crate::error::Error::internal)?,
+                            hash.to_vec(),
+                        ));
+                    }
+                    q.push_values(rows, |mut row, (level, index, hash)| {
+                        row.push_bind(level).push_bind(index).push_bind(hash);
+                    });
+                    q.build().execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_audit_checkpoint(
+                &mut self,
+                c: &$crate::store::StoredCheckpoint,
+            ) -> $crate::error::Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (tree_size, root_hash, time, note) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(c.tree_size)
+                .bind(c.root_hash.to_vec())
+                .bind($crate::store::DbTime(c.time))
+                .bind(&c.note)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn latest_audit_checkpoint(
+                &mut self,
+            ) -> $crate::error::Result<Option<$crate::store::StoredCheckpoint>> {
+                let row: Option<(i64, Vec<u8>, $crate::store::DbTime, String)> = sqlx::query_as(
+                    "SELECT tree_size, root_hash, time, note FROM audit_checkpoints \
+                     ORDER BY tree_size DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.map(|(tree_size, root, time, note)| {
+                    Ok($crate::store::StoredCheckpoint {
+                        tree_size,
+                        root_hash: $crate::store::queries::to_hash(root, "checkpoint root")?,
+                        time: time.0,
+                        note,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn audit_leaf_range(
+                &mut self,
+                start: i64,
+                end: i64,
+            ) -> $crate::error::Result<Vec<$crate::store::ExportedLeaf>> {
+                sqlx::query_as::<_, $crate::store::queries::LeafRow>(
+                    "SELECT l.leaf_index, l.event_sequence, l.leaf_hash, e.time, e.organization, e.user_id, \
+                     e.method, e.resources, e.subject_pseudonyms, e.status_code, e.correlation_id, e.disclosures \
+                     FROM audit_leaves l LEFT JOIN audit_events e ON e.sequence = l.event_sequence \
+                     WHERE l.leaf_index >= $1 AND l.leaf_index < $2 ORDER BY l.leaf_index",
+                )
+                .bind(start)
+                .bind(end)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .into_iter()
+                .map(|row| row.into_domain())
+                .collect()
+            }
+
+            async fn consents_to_expire(
+                &mut self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::domain::consent::Consent>> {
+                sqlx::query_as::<_, $crate::store::queries::ConsentRow>(concat!(
+                    "SELECT * FROM consents WHERE state = 'ACTIVE' AND expire_time IS NOT NULL \
+                     AND expire_time <= $1 ORDER BY expire_time, id LIMIT $2",
+                    $lock
+                ))
+                .bind($crate::store::DbTime(now))
+                .bind(limit)
+                .fetch_all(&mut *self.tx)
+                .await?
+                .into_iter()
+                .map(|row| row.into_domain())
+                .collect()
             }
         }
     };

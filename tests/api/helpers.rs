@@ -264,8 +264,8 @@ impl TestApp {
         }
     }
 
-    /// The service core, to run a background round now instead of waiting for its schedule.
-    pub fn exchange(&self) -> &referral_exchange::exchange::Exchange {
+    /// The running server's use cases, to run background rounds directly.
+    pub fn exchange(&self) -> &std::sync::Arc<referral_exchange::exchange::Exchange> {
         &self.server.as_ref().expect("running").exchange
     }
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod background;
 mod consents;
 mod deadlines;
