@@ -12,8 +12,7 @@ use tokio::{
     sync::{oneshot, watch},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -131,6 +130,12 @@ pub struct RunningServer {
     background: Vec<JoinHandle<()>>,
 }
 
+/// Accepted connections with Nagle's algorithm off: small gRPC frames (an ack, a long-poll's answer)
+/// would otherwise wait for the peer's delayed ACK, about 40 ms each way.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Binds a listener, with the address in the error.
 async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)
@@ -201,7 +206,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .add_service(AuditApi::new(exchange.clone()))
         .add_service(DirectoryApi::new(exchange.clone()));
     tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        incoming(listener),
         async {
             let _ = stopped.await;
         },
@@ -214,7 +219,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             let (stop, stopped) = oneshot::channel::<()>();
             let router = Server::builder().add_service(health_service);
             tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                incoming(listener),
                 async {
                     let _ = stopped.await;
                 },
