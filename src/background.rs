@@ -58,7 +58,10 @@ pub fn spawn(
             };
             tracing::info!(task = name, "leading this background task");
             loop {
-                if let Err(e) = job.run_once().await {
+                // Each round is a trace of its own, with the store transactions as its children.
+                let round =
+                    tracing::info_span!(parent: None, "background", otel.name = name, task = name);
+                if let Err(e) = tracing::Instrument::instrument(job.run_once(), round).await {
                     tracing::warn!(task = name, error = %e, "background round failed");
                 }
                 if sleep_or_stop(&mut stop, schedule.interval).await {

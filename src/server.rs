@@ -264,6 +264,7 @@ fn background_jobs(exchange: &Arc<Exchange>, audit_log: &AuditLogSettings) -> Ve
             exchange: exchange.clone(),
         }),
         Arc::new(DeadlineWatch(exchange.clone())),
+        Arc::new(crate::exchange::gauges::GaugeRefresh(exchange.clone())),
         Arc::new(MailboxSweeper(exchange.clone())),
     ]
 }

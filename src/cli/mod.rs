@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args).await,
         Command::Client(args) => client::run(*args).await,
         Command::Migrate(args) => {
-            telemetry::init(crate::config::LogFormat::Text);
+            let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let signals = std::sync::Arc::new(crate::mailbox::MailboxSignals::default());
             let store =
                 crate::store::connect(&args.database_url(), crate::store::Schema::Migrate, signals)
@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(args) => audit::run(args).await,
         Command::DevPki(args) => {
-            telemetry::init(crate::config::LogFormat::Text);
+            let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
             let report = crate::tls::write_dev_pki(&args.dir, &orgs)?;
             let out = serde_json::json!({
@@ -82,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init(args.log_format);
+    let telemetry = telemetry::init(args.log_format);
     let tls = args.tls_files()?;
     let mut settings =
         server::Settings::new(args.listen, args.database_url(), tls, args.pseudonym_key()?);
@@ -104,6 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: finishing calls in flight");
     running.shutdown().await?;
     tracing::info!("stopped");
+    telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 

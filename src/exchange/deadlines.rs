@@ -70,6 +70,8 @@ impl Exchange {
                         outbox.push(message);
                     }
                     told += 1;
+                    let kind = opentelemetry::KeyValue::new("deadline", kind.as_str());
+                    crate::telemetry::metrics().overdue_notices.add(1, &[kind]);
                 }
             }
             if told == told_before {

@@ -25,6 +25,7 @@ pub mod audit_trail;
 pub mod consents;
 pub mod deadlines;
 pub mod directory;
+pub mod gauges;
 pub mod referrals;
 
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     access::{CORRELATION_ID_HEADER, Call, USER_ID_HEADER},
@@ -37,16 +39,58 @@ where
     F: FnOnce(Arc<Exchange>, Arc<Call>, Req) -> Fut,
     Fut: Future<Output = Result<Resp>>,
 {
-    let call = Arc::new(identify(exchange, &request, method));
-    let result = match call.caller() {
-        Ok(_) => handler(exchange.clone(), call.clone(), request.into_inner()).await,
-        Err(e) => Err(e),
-    };
-    let result = exchange.finish(&call, result).await;
-    if let Err(e) = &result {
-        // Codes and reasons only: messages may quote resource names, never personal data.
-        tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+    // A server span per the OpenTelemetry RPC conventions, continuing the caller's trace.
+    let full = method.trim_start_matches('/');
+    let (service, name) = full.split_once('/').unwrap_or(("", full));
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = full,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = name,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(crate::telemetry::parent_context(request.metadata()));
+    let started = std::time::Instant::now();
+    let result = async {
+        let call = Arc::new(identify(exchange, &request, method));
+        let result = match call.caller() {
+            Ok(_) => handler(exchange.clone(), call.clone(), request.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        let result = exchange.finish(&call, result).await;
+        if let Err(e) = &result {
+            // Codes and reasons only: messages may quote resource names, never personal data.
+            tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+        }
+        result
     }
+    .instrument(span.clone())
+    .await;
+    let code = result.as_ref().err().map_or(tonic::Code::Ok, Error::code);
+    span.record("rpc.grpc.status_code", code as i64);
+    if matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+    ) {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::telemetry::metrics().rpc_duration.record(
+        started.elapsed().as_secs_f64(),
+        &[
+            opentelemetry::KeyValue::new("rpc.system", "grpc"),
+            opentelemetry::KeyValue::new("rpc.service", service),
+            opentelemetry::KeyValue::new("rpc.method", name),
+            opentelemetry::KeyValue::new("rpc.grpc.status_code", code as i64),
+        ],
+    );
     result.map(Response::new).map_err(Status::from)
 }
 

@@ -162,6 +162,16 @@ impl Exchange {
         if leased.is_empty() && !even_if_empty {
             return Ok(None);
         }
+        let redelivered = leased
+            .iter()
+            .filter(|m| m.delivery_attempt > m.redrive_base + 1)
+            .count() as u64;
+        if redelivered > 0 {
+            let mailbox = opentelemetry::KeyValue::new("mailbox", mailbox.to_owned());
+            crate::telemetry::metrics()
+                .lease_expiries
+                .add(redelivered, &[mailbox]);
+        }
         let mut deliveries = Vec::with_capacity(leased.len());
         for message in leased {
             deliveries.push(

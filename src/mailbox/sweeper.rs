@@ -72,6 +72,9 @@ impl Exchange {
             dead_lettered: dead.len(),
             forgotten,
         };
+        crate::telemetry::metrics()
+            .dead_letters
+            .add(dead.len() as u64, &[]);
         if swept != Swept::default() {
             self.commit(&call, tx, outbox).await?;
         }

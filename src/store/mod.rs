@@ -335,6 +335,12 @@ pub trait Tx: Send {
     ) -> Result<bool>;
     /// Wakes long-polls on `mailbox` in every process once this transaction commits.
     async fn signal_mailbox(&mut self, mailbox: &str) -> Result<()>;
+    /// What the metric gauges report: per-mailbox counts, overdue referrals, audit log lag.
+    async fn gauge_readings(
+        &mut self,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<GaugeReadings>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 
@@ -361,6 +367,15 @@ pub trait Tx: Send {
     async fn audit_leaf_range(&mut self, start: i64, end: i64) -> Result<Vec<ExportedLeaf>>;
     /// Up to `limit` ACTIVE consents whose `expire_time` is at or before `now`, locked, earliest first.
     async fn consents_to_expire(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Consent>>;
+}
+
+/// Readings behind the metric gauges.
+#[derive(Debug, Clone, Default)]
+pub struct GaugeReadings {
+    pub mailboxes: Vec<(String, MailboxCounts)>,
+    pub overdue: Vec<(DeadlineKind, i64)>,
+    pub audit_pending: i64,
+    pub oldest_audit_pending: Option<DateTime<Utc>>,
 }
 
 /// Counts behind `GetMailboxStats`.

@@ -24,6 +24,8 @@ pub struct PostgresStore {
 
 pub(super) struct PostgresTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
+    _span: tracing::Span,
 }
 
 impl PostgresStore {
@@ -58,8 +60,14 @@ impl Store for PostgresStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
+        let span = tracing::info_span!(
+            "transaction",
+            otel.kind = "client",
+            db.system.name = "postgresql"
+        );
         Ok(Box::new(PostgresTx {
             tx: self.pool.begin().await?,
+            _span: span,
         }))
     }
 

@@ -287,6 +287,20 @@ where
     DB::Arguments: Default,
     NaiveDate: for<'q> Encode<'q, DB> + Type<DB>,
 {
+    push_overdue_of(q, today, unnoticed, None)
+}
+
+/// [`push_overdue`] for the deadlines of one kind only.
+pub(super) fn push_overdue_of<DB>(
+    q: &mut QueryBuilder<DB>,
+    today: NaiveDate,
+    unnoticed: bool,
+    only: Option<&str>,
+) where
+    DB: Database,
+    DB::Arguments: Default,
+    NaiveDate: for<'q> Encode<'q, DB> + Type<DB>,
+{
     let clauses = [
         ("RECEIPT", "receive_due_date", "r.state = 'REQUESTED'"),
         (
@@ -307,7 +321,10 @@ where
         ),
     ];
     q.push(" AND (");
-    for (i, (kind, column, states)) in clauses.iter().enumerate() {
+    let clauses = clauses
+        .iter()
+        .filter(|(kind, _, _)| only.is_none_or(|only| only == *kind));
+    for (i, (kind, column, states)) in clauses.enumerate() {
         if i > 0 {
             q.push(" OR ");
         }
@@ -1203,6 +1220,57 @@ macro_rules! impl_tx {
                 .await?
                 .rows_affected();
                 Ok(inserted == 1)
+            }
+
+            async fn gauge_readings(
+                &mut self,
+                now: chrono::DateTime<chrono::Utc>,
+                today: chrono::NaiveDate,
+            ) -> $crate::error::Result<$crate::store::GaugeReadings> {
+                use $crate::store::DbTime;
+                let rows: Vec<(String, i64, i64, i64, Option<DbTime>)> = sqlx::query_as(
+                    "SELECT mailbox, \
+                       COALESCE(SUM(CASE WHEN dead_letter_time IS NULL \
+                         AND (lease_expire_time IS NULL OR lease_expire_time <= $1) THEN 1 ELSE 0 END), 0), \
+                       COALESCE(SUM(CASE WHEN dead_letter_time IS NULL AND lease_expire_time > $1 THEN 1 ELSE 0 END), 0), \
+                       COALESCE(SUM(CASE WHEN dead_letter_time IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                       MIN(CASE WHEN dead_letter_time IS NULL THEN publish_time END) \
+                     FROM messages WHERE ack_time IS NULL GROUP BY mailbox",
+                )
+                .bind(DbTime(now))
+                .fetch_all(&mut *self.tx)
+                .await?;
+                let mailboxes = rows
+                    .into_iter()
+                    .map(|(mailbox, pending, leased, dead, oldest)| {
+                        let counts = $crate::store::MailboxCounts {
+                            pending,
+                            leased,
+                            dead,
+                            oldest_pending_publish_time: oldest.map(|t| t.0),
+                        };
+                        (mailbox, counts)
+                    })
+                    .collect();
+                let mut overdue = Vec::new();
+                for kind in $crate::domain::referral::DeadlineKind::ALL {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM referrals r WHERE 1 = 1");
+                    $crate::store::queries::push_overdue_of(&mut q, today, false, Some(kind.as_str()));
+                    let count: i64 = q.build_query_scalar().fetch_one(&mut *self.tx).await?;
+                    overdue.push((*kind, count));
+                }
+                let (audit_pending, oldest_audit): (i64, Option<DbTime>) = sqlx::query_as(
+                    "SELECT COUNT(*), MIN(e.time) FROM audit_pending p \
+                     JOIN audit_events e ON e.sequence = p.event_sequence",
+                )
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok($crate::store::GaugeReadings {
+                    mailboxes,
+                    overdue,
+                    audit_pending,
+                    oldest_audit_pending: oldest_audit.map(|t| t.0),
+                })
             }
 
             async fn signal_mailbox(&mut self, mailbox: &str) -> $crate::error::Result<()> {

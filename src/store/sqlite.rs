@@ -25,6 +25,8 @@ pub struct SqliteStore {
 
 pub(super) struct SqliteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
+    /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
+    _span: tracing::Span,
 }
 
 impl SqliteStore {
@@ -60,8 +62,13 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
+        let span = tracing::info_span!(
+            "transaction",
+            otel.kind = "client",
+            db.system.name = "sqlite"
+        );
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteTx { tx }))
+        Ok(Box::new(SqliteTx { tx, _span: span }))
     }
 
     fn signals(&self) -> &Arc<MailboxSignals> {

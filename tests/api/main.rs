@@ -14,3 +14,4 @@ mod mailbox;
 mod operations;
 mod refusals;
 mod server;
+mod telemetry;

@@ -79,6 +79,15 @@ pub(crate) fn start_binary(
     dir: &std::path::Path,
     database_url: Option<&str>,
 ) -> (std::process::Child, std::net::SocketAddr) {
+    start_binary_with(dir, database_url, &[])
+}
+
+/// [`start_binary`] with extra environment variables for the server.
+pub(crate) fn start_binary_with(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_referral-exchange"));
     command
         .args([
@@ -96,6 +105,7 @@ pub(crate) fn start_binary(
     if let Some(url) = database_url {
         command.args(["--database-url", url]);
     }
+    command.envs(env.iter().copied());
     let mut child = command.spawn().expect("start the binary");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
