@@ -5,12 +5,12 @@
 //! of one mailbox claim messages with `FOR UPDATE SKIP LOCKED`: each takes rows no one else is
 //! taking, without waiting.
 
-use std::{sync::Arc, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
     Postgres,
-    postgres::{PgListener, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
@@ -34,10 +34,14 @@ impl PostgresStore {
         schema: Schema,
         signals: Arc<MailboxSignals>,
     ) -> anyhow::Result<Self> {
+        // Each replica's sessions carry its process id, so that an operator (or a test) can see in
+        // pg_stat_activity and pg_locks which replica holds what.
+        let options = PgConnectOptions::from_str(url)?
+            .application_name(&format!("referral-exchange/{}", std::process::id()));
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/postgres"), schema).await?;
         let listener = tokio::spawn(listen(pool.clone(), signals.clone()));

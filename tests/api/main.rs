@@ -13,5 +13,6 @@ mod logs;
 mod mailbox;
 mod operations;
 mod refusals;
+mod replicas;
 mod server;
 mod telemetry;
