@@ -8,6 +8,7 @@
 //! | `--database-url` | `REFERRAL_EXCHANGE_DATABASE_URL` | `sqlite:<data-dir>/referral-exchange.db` |
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
+//! | `--previous-pseudonym-key-file` | `REFERRAL_EXCHANGE_PREVIOUS_PSEUDONYM_KEY_FILES` (comma-separated) | none |
 //! | `--audit-signing-key-file` | `REFERRAL_EXCHANGE_AUDIT_SIGNING_KEY_FILE` | a development key in `<data-dir>/audit-signing.key` |
 //! | `--audit-log-origin` | `REFERRAL_EXCHANGE_AUDIT_LOG_ORIGIN` | the key's name, or `referral-exchange/audit-log` |
 //! | `--audit-sequencer-interval-ms` | `REFERRAL_EXCHANGE_AUDIT_SEQUENCER_INTERVAL_MS` | `1000` |
@@ -86,6 +87,15 @@ pub struct ServeArgs {
     /// unsearchable by identity code; see deploy/README.md on rotation.
     #[arg(long, env = "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
+
+    /// Pseudonym keys rotated out (repeatable): what was recorded under them stays findable by
+    /// identity code; nothing new is written under them. See deploy/README.md on rotation.
+    #[arg(
+        long = "previous-pseudonym-key-file",
+        env = "REFERRAL_EXCHANGE_PREVIOUS_PSEUDONYM_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_pseudonym_key_files: Vec<PathBuf>,
 
     /// File holding the Ed25519 key that signs the audit log's checkpoints, as a signed-note signer
     /// key (`PRIVATE+KEY+<name>+<key id>+<base64>`, as `referral-exchange audit generate-key` or
@@ -305,6 +315,16 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+impl ServeArgs {
+    /// The keys of `--previous-pseudonym-key-file`.
+    pub fn previous_pseudonym_keys(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.previous_pseudonym_key_files
+            .iter()
+            .map(|path| read_key(path))
+            .collect()
+    }
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -55,6 +55,8 @@ pub struct Settings {
     pub schema: Schema,
     pub tls: TlsFiles,
     pub pseudonym_key: Vec<u8>,
+    /// Keys rotated out, still used to look people up.
+    pub previous_pseudonym_keys: Vec<Vec<u8>>,
     pub clock: Arc<dyn Clock>,
     pub delivery: DeliveryPolicy,
     pub deadlines: DeadlinePolicy,
@@ -104,6 +106,7 @@ impl Settings {
             schema: Schema::Migrate,
             tls,
             pseudonym_key,
+            previous_pseudonym_keys: Vec::new(),
             clock: Arc::new(SystemClock),
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
@@ -162,7 +165,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Exchange::new(
             store,
             settings.clock,
-            Pseudonymizer::new(settings.pseudonym_key)?,
+            Pseudonymizer::new(settings.pseudonym_key)?
+                .with_previous(settings.previous_pseudonym_keys)?,
             settings.delivery,
             settings.deadlines,
         )

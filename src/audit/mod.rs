@@ -25,6 +25,8 @@ pub mod note;
 #[derive(Clone)]
 pub struct Pseudonymizer {
     key: Vec<u8>,
+    /// Keys rotated out: pseudonyms under them are still looked up, never written.
+    previous: Vec<Vec<u8>>,
 }
 
 /// The shortest key accepted: as long as the HMAC output, as RFC 2104 recommends.
@@ -37,16 +39,45 @@ impl Pseudonymizer {
             "the pseudonym key must be at least {MIN_KEY_BYTES} bytes, got {}",
             key.len()
         );
-        Ok(Self { key })
+        Ok(Self {
+            key,
+            previous: Vec::new(),
+        })
     }
 
-    /// Lower-case hex of HMAC-SHA256(key, identity code).
-    pub fn pseudonym(&self, code: &PersonalIdentityCode) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(code.as_str().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+    /// Adds keys that were in use before the current one. After a rotation, what was recorded under
+    /// an old key stays findable by identity code for as long as the old key is kept here.
+    pub fn with_previous(mut self, previous: Vec<Vec<u8>>) -> anyhow::Result<Self> {
+        for key in &previous {
+            anyhow::ensure!(
+                key.len() >= MIN_KEY_BYTES,
+                "a previous pseudonym key is shorter than {MIN_KEY_BYTES} bytes"
+            );
+        }
+        self.previous = previous;
+        Ok(self)
     }
+
+    /// Lower-case hex of HMAC-SHA256(key, identity code), under the current key: what is written.
+    pub fn pseudonym(&self, code: &PersonalIdentityCode) -> String {
+        hmac_hex(&self.key, code)
+    }
+
+    /// The pseudonyms `code` may have been recorded under: the current one first, then each previous
+    /// key's. What lookups by identity code match.
+    pub fn lookup(&self, code: &PersonalIdentityCode) -> Vec<String> {
+        std::iter::once(&self.key)
+            .chain(&self.previous)
+            .map(|key| hmac_hex(key, code))
+            .collect()
+    }
+}
+
+fn hmac_hex(key: &[u8], code: &PersonalIdentityCode) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(code.as_str().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -98,7 +129,8 @@ pub struct StoredAuditEvent {
 /// Filters of `ListAuditEvents`, all optional and combined with AND.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
-    pub subject_pseudonym: Option<String>,
+    /// Any of these pseudonyms (one person under the current and previous keys); empty: anyone.
+    pub subject_pseudonyms: Vec<String>,
     pub organization: Option<String>,
     pub user_id: Option<String>,
     pub method: Option<String>,
@@ -125,6 +157,25 @@ mod tests {
         assert_ne!(a.pseudonym(&code), a.pseudonym(&other_century));
         assert_eq!(a.pseudonym(&code).len(), 64);
         assert!(!a.pseudonym(&code).contains("131052"));
+    }
+
+    #[test]
+    fn lookups_find_pseudonyms_under_previous_keys() {
+        let old = Pseudonymizer::new(vec![1; 32]).expect("key");
+        let rotated = Pseudonymizer::new(vec![2; 32])
+            .expect("key")
+            .with_previous(vec![vec![1; 32]])
+            .expect("old key");
+        let code = PersonalIdentityCode::parse("131052-308T").expect("valid");
+        assert_eq!(
+            rotated.lookup(&code),
+            vec![rotated.pseudonym(&code), old.pseudonym(&code)]
+        );
+        assert_ne!(
+            rotated.pseudonym(&code),
+            old.pseudonym(&code),
+            "writes use the new key"
+        );
     }
 
     #[test]

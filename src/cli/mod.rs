@@ -92,6 +92,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
     settings.health_listen = args.health_listen;
+    settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
     settings.drain = std::time::Duration::from_secs(args.drain_seconds);
     if args.no_migrate {
         settings.schema = crate::store::Schema::RequireCurrent;

@@ -90,7 +90,10 @@ pub struct ExportLeaf {
 /// GetSubjectAccessReport: everything about one person in a time range.
 #[derive(Debug, Clone)]
 pub struct SubjectAccessReport {
+    /// Under the current key.
     pub subject_pseudonym: String,
+    /// Under the current and every previous key: what the report matched.
+    pub lookup_pseudonyms: Vec<String>,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     /// Every audit event that concerned the person (reads, writes, refusals), oldest first.
@@ -105,7 +108,7 @@ impl SubjectAccessReport {
             e.record
                 .disclosures
                 .iter()
-                .filter(move |d| d.subject_pseudonym == self.subject_pseudonym)
+                .filter(move |d| self.lookup_pseudonyms.contains(&d.subject_pseudonym))
                 .map(move |d| (e, d))
         })
     }
@@ -348,8 +351,7 @@ impl Exchange {
         end_time: Option<DateTime<Utc>>,
     ) -> Result<SubjectAccessReport> {
         call.require(&[Role::Auditor])?;
-        let pseudonym = self.pseudonym(subject);
-        call.touch_subject(&pseudonym);
+        let pseudonyms = self.lookup_pseudonyms(Some(subject), call);
         let now = self.clock.now();
         // Without an end the report runs up to this moment, inclusive.
         let end_filter = end_time;
@@ -377,7 +379,7 @@ impl Exchange {
         let mut tx = self.store.begin().await?;
         let processing = tx
             .list_audit_events(&AuditQuery {
-                subject_pseudonym: Some(pseudonym.clone()),
+                subject_pseudonyms: pseudonyms.clone(),
                 start_time: Some(start_time),
                 end_time: end_filter,
                 limit: MAX_REPORT_EVENTS + 1,
@@ -386,7 +388,7 @@ impl Exchange {
             .await?;
         let consent_events = tx
             .list_consent_events(&ConsentEventFilter {
-                subject_pseudonym: Some(pseudonym.clone()),
+                subject_pseudonyms: pseudonyms.clone(),
                 start_time: Some(start_time),
                 end_time: end_filter,
                 limit: MAX_REPORT_EVENTS + 1,
@@ -400,7 +402,8 @@ impl Exchange {
         }
         self.commit(call, tx, Outbox::default()).await?;
         Ok(SubjectAccessReport {
-            subject_pseudonym: pseudonym,
+            subject_pseudonym: pseudonyms.first().cloned().unwrap_or_default(),
+            lookup_pseudonyms: pseudonyms,
             start_time,
             end_time,
             processing,

@@ -18,12 +18,8 @@ impl Exchange {
         mut query: AuditQuery,
     ) -> Result<Page<StoredAuditEvent>> {
         call.require(&[Role::Auditor])?;
-        if let Some(subject) = &subject {
-            let pseudonym = self.pseudonym(subject);
-            // Reading a person's log is processing their data: it goes into their log too.
-            call.touch_subject(&pseudonym);
-            query.subject_pseudonym = Some(pseudonym);
-        }
+        // Reading a person's log is processing their data: it goes into their log too.
+        query.subject_pseudonyms = self.lookup_pseudonyms(subject.as_ref(), call);
         if let Some(resource) = &query.resource {
             call.touch_resource(resource);
         }

@@ -100,12 +100,9 @@ impl Exchange {
 
     pub async fn list_consents(&self, call: &Call, query: ConsentQuery) -> Result<Page<Consent>> {
         call.require(&[Role::Referrer, Role::Auditor])?;
-        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
-        if let Some(p) = &subject_pseudonym {
-            call.touch_subject(p);
-        }
+        let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         let filter = ConsentFilter {
-            subject_pseudonym,
+            subject_pseudonyms,
             state: query.state,
             now: Some(self.clock.now()),
             after: query.after,
@@ -230,15 +227,12 @@ impl Exchange {
         query: ConsentEventQuery,
     ) -> Result<Page<StoredConsentEvent>> {
         call.require(&[Role::Referrer, Role::Auditor])?;
-        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
-        if let Some(p) = &subject_pseudonym {
-            call.touch_subject(p);
-        }
+        let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         if let Some(id) = query.consent_id {
             call.touch_resource(format!("consents/{id}"));
         }
         let filter = ConsentEventFilter {
-            subject_pseudonym,
+            subject_pseudonyms,
             consent_id: query.consent_id,
             organization: query.organization.map(|o| o.to_string()),
             start_time: query.start_time,

@@ -132,6 +132,23 @@ impl Exchange {
         self.pseudonyms.pseudonym(code)
     }
 
+    /// The pseudonyms to look `subject` up by (under the current and previous keys; none without a
+    /// subject). The call is recorded as concerning the person.
+    pub(crate) fn lookup_pseudonyms(
+        &self,
+        subject: Option<&PersonalIdentityCode>,
+        call: &Call,
+    ) -> Vec<String> {
+        let Some(subject) = subject else {
+            return Vec::new();
+        };
+        let pseudonyms = self.pseudonyms.lookup(subject);
+        if let Some(current) = pseudonyms.first() {
+            call.touch_subject(current);
+        }
+        pseudonyms
+    }
+
     /// Writes the outbox and the call's audit event, commits, and wakes whoever waits on the
     /// mailboxes written to.
     pub(crate) async fn commit(

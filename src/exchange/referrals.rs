@@ -164,16 +164,13 @@ impl Exchange {
         query: ReferralQuery,
     ) -> Result<Page<Referral>> {
         let caller = call.require(READERS)?;
-        let subject_pseudonym = query.subject.as_ref().map(|s| self.pseudonym(s));
-        if let Some(p) = &subject_pseudonym {
-            call.touch_subject(p);
-        }
+        let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         let filter = ReferralFilter {
             routed_to: (caller.role() == Role::Receiver).then(|| caller.organization.clone()),
             state: query.state,
             kind: query.kind,
             recipient: query.recipient,
-            subject_pseudonym,
+            subject_pseudonyms,
             create_time_start: query.create_time_start,
             create_time_end: query.create_time_end,
             overdue_on: query.overdue.then(|| self.today()),

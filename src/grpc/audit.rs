@@ -236,7 +236,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     org
                 };
                 let query = AuditQuery {
-                    subject_pseudonym: None,
+                    subject_pseudonyms: Vec::new(),
                     organization,
                     user_id: (!req.user_id.is_empty()).then(|| req.user_id.clone()),
                     method: method_filter(&req.method, &mut v),

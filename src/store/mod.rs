@@ -150,7 +150,8 @@ pub struct ReferralFilter {
     pub kind: Option<Kind>,
     /// The current recipient.
     pub recipient: Option<OrganizationId>,
-    pub subject_pseudonym: Option<String>,
+    /// Any of these pseudonyms (one person under the current and previous keys); empty: anyone.
+    pub subject_pseudonyms: Vec<String>,
     pub create_time_start: Option<DateTime<Utc>>,
     pub create_time_end: Option<DateTime<Utc>>,
     /// Only referrals with a deadline passed by this day without the state it requires.
@@ -162,7 +163,8 @@ pub struct ReferralFilter {
 
 #[derive(Debug, Clone, Default)]
 pub struct ConsentFilter {
-    pub subject_pseudonym: Option<String>,
+    /// Any of these pseudonyms (one person under the current and previous keys); empty: anyone.
+    pub subject_pseudonyms: Vec<String>,
     pub state: Option<ConsentState>,
     /// Needed to tell ACTIVE from EXPIRED.
     pub now: Option<DateTime<Utc>>,
@@ -172,7 +174,8 @@ pub struct ConsentFilter {
 
 #[derive(Debug, Clone, Default)]
 pub struct ConsentEventFilter {
-    pub subject_pseudonym: Option<String>,
+    /// Any of these pseudonyms (one person under the current and previous keys); empty: anyone.
+    pub subject_pseudonyms: Vec<String>,
     pub consent_id: Option<Uuid>,
     pub organization: Option<String>,
     pub start_time: Option<DateTime<Utc>>,

@@ -279,6 +279,20 @@ macro_rules! message_columns {
 }
 pub(super) use message_columns;
 
+/// Binds `values` as a comma-separated list and closes the parenthesis the caller opened.
+pub(super) fn push_list<DB>(q: &mut QueryBuilder<DB>, values: &[String])
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value.clone());
+    }
+    q.push(")");
+}
+
 /// The rule of `Referral::overdue` as SQL over the referral `r`: some deadline passed by `today` without
 /// the state it requires. With `unnoticed`, only deadlines whose passing has not been told yet.
 pub(super) fn push_overdue<DB>(q: &mut QueryBuilder<DB>, today: NaiveDate, unnoticed: bool)
@@ -578,8 +592,9 @@ macro_rules! impl_tx {
             ) -> $crate::error::Result<Vec<$crate::domain::consent::Consent>> {
                 use $crate::{domain::consent::ConsentState, store::DbTime};
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE 1 = 1");
-                if let Some(p) = &filter.subject_pseudonym {
-                    q.push(" AND subject_pseudonym = ").push_bind(p.clone());
+                if !filter.subject_pseudonyms.is_empty() {
+                    q.push(" AND subject_pseudonym IN (");
+                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
                 }
                 let now = DbTime(filter.now.unwrap_or_else(chrono::Utc::now));
                 match filter.state {
@@ -634,8 +649,9 @@ macro_rules! impl_tx {
             ) -> $crate::error::Result<Vec<$crate::store::StoredConsentEvent>> {
                 use $crate::store::DbTime;
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT e.* FROM consent_events e");
-                if let Some(p) = &filter.subject_pseudonym {
-                    q.push(" JOIN consents c ON c.id = e.consent_id AND c.subject_pseudonym = ").push_bind(p.clone());
+                if !filter.subject_pseudonyms.is_empty() {
+                    q.push(" JOIN consents c ON c.id = e.consent_id AND c.subject_pseudonym IN (");
+                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
                 }
                 q.push(" WHERE 1 = 1");
                 if let Some(id) = filter.consent_id {
@@ -803,8 +819,9 @@ macro_rules! impl_tx {
                 if let Some(recipient) = &filter.recipient {
                     q.push(" AND r.recipient = ").push_bind(recipient.as_str().to_owned());
                 }
-                if let Some(p) = &filter.subject_pseudonym {
-                    q.push(" AND r.subject_pseudonym = ").push_bind(p.clone());
+                if !filter.subject_pseudonyms.is_empty() {
+                    q.push(" AND r.subject_pseudonym IN (");
+                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
                 }
                 if let Some(t) = filter.create_time_start {
                     q.push(" AND r.create_time >= ").push_bind(DbTime(t));
@@ -986,9 +1003,11 @@ macro_rules! impl_tx {
                     "SELECT e.*, l.leaf_index FROM audit_events e \
                      LEFT JOIN audit_leaves l ON l.event_sequence = e.sequence",
                 );
-                if let Some(p) = &query.subject_pseudonym {
-                    q.push(" JOIN audit_event_subjects s ON s.event_sequence = e.sequence AND s.subject_pseudonym = ")
-                        .push_bind(p.clone());
+                // One event records one person under one key, so a person's pseudonyms under several
+                // keys never match the same event twice.
+                if !query.subject_pseudonyms.is_empty() {
+                    q.push(" JOIN audit_event_subjects s ON s.event_sequence = e.sequence AND s.subject_pseudonym IN (");
+                    $crate::store::queries::push_list(&mut q, &query.subject_pseudonyms);
                 }
                 if let Some(r) = &query.resource {
                     q.push(" JOIN audit_event_resources r ON r.event_sequence = e.sequence AND r.resource = ")

@@ -3,6 +3,7 @@
 
 use std::{process::Command, time::Duration};
 
+use referral_exchange::proto::v1 as pb;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -72,5 +73,52 @@ both_engines! {
         // While draining, calls still get answers.
         kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("served while draining");
         stopping.await.expect("stopped");
+    }
+
+    async fn after_a_pseudonym_key_rotation_a_persons_history_is_still_found(db) {
+        let database = TestDb::create(db).await;
+        let url = database.url().to_owned();
+        // Before the rotation: key 7…7 (the harness default).
+        let before = TestApp::spawn_on(db, database, default_start(), |_| {}).await;
+        let mut kela = before.kela().await;
+        let first = kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("create").into_inner();
+        let TestApp { server, db: database, .. } = before;
+        if let Some(server) = server {
+            server.shutdown().await.expect("stop");
+        }
+        assert_eq!(database.url(), url);
+
+        // After: a new key writes, the old one is kept for lookups.
+        let after = TestApp::spawn_on(db, database, default_start(), |settings| {
+            settings.pseudonym_key = vec![9; 32];
+            settings.previous_pseudonym_keys = vec![vec![7; 32]];
+        })
+        .await;
+        let mut kela = after.kela().await;
+        let second = kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("create").into_inner();
+        let found = kela
+            .referrals
+            .list_referrals(pb::ListReferralsRequest { personal_identity_code: PIC.into(), ..Default::default() })
+            .await
+            .expect("list")
+            .into_inner()
+            .referrals;
+        let names: Vec<&str> = found.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&first.name.as_str()) && names.contains(&second.name.as_str()));
+
+        let mut auditor = after.auditor().await;
+        let events = auditor
+            .audit
+            .list_audit_events(pb::ListAuditEventsRequest { personal_identity_code: PIC.into(), ..Default::default() })
+            .await
+            .expect("audit")
+            .into_inner()
+            .audit_events;
+        let pseudonyms: std::collections::HashSet<&str> = events.iter().map(|e| e.subject_pseudonym.as_str()).collect();
+        assert!(events.iter().any(|e| e.resources.contains(&first.name)), "the old key's events are found");
+        assert!(events.iter().any(|e| e.resources.contains(&second.name)), "the new key's events are found");
+        assert_eq!(pseudonyms.len(), 2, "one pseudonym per key");
+        after.stop().await;
     }
 }
