@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a development PKI: a CA, a server certificate for localhost and client certificates.
     DevPki(DevPkiArgs),
     /// Bring the database schema up to date, then exit (for running migrations as their own step).
@@ -49,7 +49,7 @@ struct DevPkiArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Client(args) => client::run(*args).await,
         Command::Migrate(args) => {
             let _telemetry = telemetry::init(crate::config::LogFormat::Text);
