@@ -8,6 +8,7 @@ mod background;
 mod consents;
 mod deadlines;
 mod delivery;
+mod deploy;
 mod exchange;
 mod logs;
 mod mailbox;

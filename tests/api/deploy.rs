@@ -1,0 +1,324 @@
+//! `deploy/` is checked against the binary without a container engine: every manifest parses, and
+//! names only flags, environment variables, ports, probes and secrets the binary really has.
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()))
+}
+
+fn yaml(path: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&deploy(path))
+        .unwrap_or_else(|e| panic!("{path} does not parse: {e}"))
+}
+
+/// The `--flags` and `REFERRAL_EXCHANGE_*` variables a subcommand's help lists.
+fn known(subcommand: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .args([subcommand, "--help"])
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&output.stdout).to_string();
+    let flags = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| {
+            w.trim_end_matches(',')
+                .split('=')
+                .next()
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect();
+    let envs = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split('=').next())
+        .map(str::to_owned)
+        .collect();
+    (flags, envs)
+}
+
+fn s(y: &Yaml) -> &str {
+    y.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {y:?}"))
+}
+
+fn list(y: &Yaml) -> &Vec<Yaml> {
+    y.as_vec()
+        .unwrap_or_else(|| panic!("expected a list, got {y:?}"))
+}
+
+/// A flag argument such as `--listen=0.0.0.0:50051` is one the binary has; returns its value.
+fn check_flag<'a>(arg: &'a str, flags: &BTreeSet<String>) -> Option<&'a str> {
+    let (flag, value) = arg
+        .split_once('=')
+        .map_or((arg, None), |(f, v)| (f, Some(v)));
+    assert!(flags.contains(flag), "{flag} is not a flag of the binary");
+    value
+}
+
+fn port_of(addr: &str) -> i64 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr}"))
+}
+
+/// An environment variable the service reads: its own, or a standard OpenTelemetry one.
+fn assert_known_env(name: &str, envs: &BTreeSet<String>) {
+    assert!(
+        envs.contains(name) || name.starts_with("OTEL_"),
+        "{name} is not read by the binary"
+    );
+}
+
+#[test]
+fn the_kubernetes_manifests_use_what_the_binary_has() {
+    let (flags, envs) = known("serve");
+    let (_, migrate_envs) = known("migrate");
+    let docs: Vec<Yaml> = [
+        "deployment.yaml",
+        "service.yaml",
+        "poddisruptionbudget.yaml",
+        "migrate-job.yaml",
+    ]
+    .iter()
+    .flat_map(|f| yaml(&format!("kubernetes/{f}")))
+    .collect();
+    let by_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+
+    let deployment = by_kind("Deployment");
+    assert!(
+        deployment["spec"]["replicas"].as_i64().unwrap_or(0) >= 2,
+        "at least two replicas"
+    );
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let container = &list(&pod["containers"])[0];
+    assert!(s(&container["image"]).contains("referral-exchange"));
+    let args: Vec<&str> = list(&container["args"]).iter().map(s).collect();
+    assert_eq!(args[0], "serve");
+    let mut listen = None;
+    let mut health = None;
+    for arg in &args[1..] {
+        let value = check_flag(arg, &flags);
+        if arg.starts_with("--listen=") {
+            listen = value.map(port_of);
+        }
+        if arg.starts_with("--health-listen=") {
+            health = value.map(port_of);
+        }
+    }
+    let (listen, health) = (listen.expect("--listen"), health.expect("--health-listen"));
+    let ports: Vec<(String, i64)> = list(&container["ports"])
+        .iter()
+        .map(|p| {
+            (
+                s(&p["name"]).to_owned(),
+                p["containerPort"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(
+        ports.contains(&("grpc".into(), listen)),
+        "the gRPC port is the one it listens on"
+    );
+    assert!(
+        ports.contains(&("health".into(), health)),
+        "the health port is the one it serves health on"
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["grpc"]["port"].as_i64(),
+            Some(health),
+            "{probe} asks the health port"
+        );
+    }
+    assert!(
+        !container["resources"]["requests"]["memory"].is_badvalue(),
+        "memory request"
+    );
+    assert!(
+        !container["resources"]["requests"]["cpu"].is_badvalue(),
+        "cpu request"
+    );
+
+    let mounts: Vec<String> = list(&container["volumeMounts"])
+        .iter()
+        .map(|m| s(&m["mountPath"]).to_owned())
+        .collect();
+    let secret_volumes: BTreeSet<String> = list(&pod["volumes"])
+        .iter()
+        .map(|v| s(&v["secret"]["secretName"]).to_owned())
+        .collect();
+    let mut files = BTreeSet::new();
+    for env in list(&container["env"]) {
+        let name = s(&env["name"]);
+        assert_known_env(name, &envs);
+        if let Some(value) = env["value"].as_str()
+            && value.starts_with('/')
+        {
+            assert!(
+                mounts.iter().any(|m| value.starts_with(m.as_str())),
+                "{name}={value} is on no mounted volume"
+            );
+            files.insert(name.to_owned());
+        }
+    }
+    for needed in [
+        "REFERRAL_EXCHANGE_TLS_CERT",
+        "REFERRAL_EXCHANGE_TLS_KEY",
+        "REFERRAL_EXCHANGE_CLIENT_CA",
+        "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE",
+        "REFERRAL_EXCHANGE_AUDIT_SIGNING_KEY_FILE",
+    ] {
+        assert!(
+            files.contains(needed),
+            "{needed} names a file from a Secret"
+        );
+    }
+    assert_eq!(
+        secret_volumes.len(),
+        3,
+        "TLS, client CA and keys come from Secrets"
+    );
+
+    let service = by_kind("Service");
+    let target = s(&list(&service["spec"]["ports"])[0]["targetPort"]);
+    assert_eq!(target, "grpc");
+    assert_eq!(&service["spec"]["selector"], labels);
+
+    let pdb = by_kind("PodDisruptionBudget");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    let min_available = pdb["spec"]["minAvailable"].as_i64().unwrap_or(0);
+    assert!(
+        min_available >= 1 && min_available < deployment["spec"]["replicas"].as_i64().unwrap_or(0)
+    );
+
+    let job = by_kind("Job");
+    let job_container = &list(&job["spec"]["template"]["spec"]["containers"])[0];
+    assert_eq!(
+        list(&job_container["args"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>(),
+        vec!["migrate"]
+    );
+    assert_eq!(
+        s(&job_container["image"]),
+        s(&container["image"]),
+        "the Job migrates with the same image"
+    );
+    for env in list(&job_container["env"]) {
+        assert_known_env(s(&env["name"]), &migrate_envs);
+    }
+}
+
+#[test]
+fn the_compose_stack_and_the_collector_config_use_what_the_binary_has() {
+    let (_, envs) = known("serve");
+    let compose = &yaml("compose.yaml")[0];
+    let services = &compose["services"];
+    for name in [
+        "postgres",
+        "migrate",
+        "exchange-1",
+        "exchange-2",
+        "otel-collector",
+    ] {
+        assert!(!services[name].is_badvalue(), "service {name}");
+    }
+    assert_eq!(
+        list(&services["migrate"]["command"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>(),
+        vec!["migrate"]
+    );
+    // The replicas share one definition (a YAML anchor); check it.
+    let exchange = &compose["x-exchange"];
+    let env = exchange["environment"].as_hash().expect("environment");
+    for (name, value) in env {
+        assert_known_env(s(name), &envs);
+        if s(name) == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+            assert!(
+                s(value).contains("otel-collector:4317"),
+                "exports to the collector service"
+            );
+        }
+    }
+    let collector = &yaml("otel-collector.yaml")[0];
+    assert!(
+        !collector["receivers"]["otlp"]["protocols"]["grpc"].is_badvalue(),
+        "the collector takes OTLP/gRPC"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_a_small_non_root_image_of_the_binary() {
+    let (flags, _) = known("serve");
+    let dockerfile = deploy("Dockerfile");
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let stages: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("FROM "))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage");
+    let runtime = &lines[*stages.last().expect("a stage")..];
+    let user = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER in the runtime stage");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "runs as non-root: {user}"
+    );
+    let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
+    assert_eq!(copies.len(), 1, "the runtime stage copies the binary only");
+    assert!(copies[0].contains("--from=") && copies[0].contains("referral-exchange"));
+    let entrypoint = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .expect("ENTRYPOINT");
+    assert!(entrypoint.contains("referral-exchange"));
+    let exposed: BTreeSet<i64> = runtime
+        .iter()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|ports| ports.split_whitespace().filter_map(|p| p.parse().ok()))
+        .collect();
+    let cmd = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("CMD "))
+        .expect("CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd).expect("CMD in exec form");
+    assert_eq!(cmd[0], "serve");
+    let mut ports = BTreeSet::new();
+    let mut args = cmd[1..].iter().peekable();
+    while let Some(arg) = args.next() {
+        check_flag(arg, &flags);
+        // `--flag value`: the value is the next word unless that is a flag itself.
+        let value = args.next_if(|next| !next.starts_with("--"));
+        if arg == "--listen" || arg == "--health-listen" {
+            ports.insert(port_of(value.expect("an address")));
+        }
+    }
+    assert_eq!(exposed, ports, "EXPOSE lists the ports it listens on");
+}
