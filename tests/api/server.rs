@@ -175,18 +175,32 @@ both_engines! {
         assert!(dir.path().join("pki/clients/kela/cert.pem").exists(), "created a development PKI");
         assert!(dir.path().join("pseudonym.key").exists(), "created a development pseudonym key");
         let mut hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
+        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
 
+        // In flight at SIGTERM: a long-poll (20 s) and a stream.
+        let mut poller = hva15.clone();
         let in_flight = tokio::spawn(async move {
-            hva15
+            poller
                 .mailbox
-                .pull_messages(pb::PullMessagesRequest { max_messages: 1, lease_duration: seconds(30), wait_duration: seconds(2) })
+                .pull_messages(pb::PullMessagesRequest { max_messages: 1, lease_duration: seconds(30), wait_duration: seconds(20) })
                 .await
         });
+        let mut stream = kela
+            .mailbox
+            .stream_messages(pb::StreamMessagesRequest { lease_duration: seconds(30), max_outstanding_messages: 5 })
+            .await
+            .expect("stream")
+            .into_inner();
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let signalled = std::time::Instant::now();
         let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
         assert!(killed.success());
         let answer = in_flight.await.expect("task");
         assert!(answer.is_ok(), "the call in flight finished: {answer:?}");
+        assert!(signalled.elapsed() < Duration::from_secs(10), "the long-poll ended early, not at its 20 s");
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("the stream ends");
+        assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
+        drop(hva15);
         let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
         assert_eq!(status.code(), Some(0));
     }
