@@ -174,7 +174,7 @@ both_engines! {
         let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
         assert!(dir.path().join("pki/clients/kela/cert.pem").exists(), "created a development PKI");
         assert!(dir.path().join("pseudonym.key").exists(), "created a development pseudonym key");
-        let mut hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
+        let hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
         let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
 
         // In flight at SIGTERM: a long-poll (20 s) and a stream.
