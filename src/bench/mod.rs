@@ -1,36 +1,41 @@
 //! `referral-exchange bench`: drives a real server process over mutual TLS and reports what it
-//! measured. Not a test: run it on purpose, read `bench/README.md` for how to read the figures.
+//! measured. Not a test: run it on purpose, and read `bench/README.md` for how to read the figures.
 //!
-//! Scenarios:
-//! - `pull`: one mailbox filled with routed referrals, drained by N concurrent pullers that pull and
-//!   acknowledge (each acknowledgement takes delivery of a referral): messages per second.
-//! - `wakeup`: a long-poll waits on one server while a referral is created through another (two
-//!   server processes on PostgreSQL, so the wake-up crosses processes; one on SQLite): the time from
-//!   sending the create to the waiting pull's answer, and the create's own latency for comparison.
+//! - [`server`]: the server under test as a child process, on a database of its own.
+//! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, pull, wakeup).
+//! - [`baseline`]: pgbench committing the same rows as a create, for the ratio ours/pgbench.
+//! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 
+pub mod baseline;
+pub mod datasize;
+pub mod scenarios;
 pub mod server;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use self::server::{BenchDatabase, ServerProcess, User};
-use crate::proto::v1::{
-    self as pb, mailbox_service_client::MailboxServiceClient,
-    referral_service_client::ReferralServiceClient,
-};
+use self::server::{BenchDatabase, ServerProcess};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
+    /// Kela creates referrals resting on written consent.
+    Create,
+    /// Create, then the receiver pulls, acknowledges, accepts, starts and completes, then Kela pulls the
+    /// state changes: one referral's whole life.
+    Roundtrip,
+    /// GetReferral of stored referrals.
+    Read,
+    /// ListAuditEvents by subject, as an auditor.
+    Audit,
+    /// A mailbox drained by pullers that pull and acknowledge.
     Pull,
+    /// A long-poll woken by a write through another server process.
     Wakeup,
+    /// Pull and subject-audit-query latency with 10⁴, 10⁵ and 10⁶ referrals stored.
+    Datasize,
 }
 
 #[derive(Debug, Args)]
@@ -42,17 +47,29 @@ pub struct BenchArgs {
     #[arg(long)]
     database_url: Option<String>,
     /// Concurrent clients; several comma-separated values run one after another in one invocation.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    #[arg(long, value_delimiter = ',', default_value = "32")]
     clients: Vec<usize>,
+    /// Seconds each run lasts (create, roundtrip, read, audit).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// `create`: also run the pgbench baseline at the same concurrency and print the ratio.
+    #[arg(long)]
+    baseline: bool,
     /// `pull`: messages in the mailbox per run.
     #[arg(long, default_value_t = 2000)]
     messages: usize,
     /// `wakeup`: how many wake-ups to time.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// `datasize`: numbers of stored referrals to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<u64>,
     /// The server binary (default: this one).
     #[arg(long)]
     server_binary: Option<PathBuf>,
+    /// Extra `serve` arguments for the server under test, e.g. `--server-arg=--group-commit-max=64`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -61,25 +78,55 @@ pub struct BenchArgs {
 /// What one run measured.
 #[derive(Debug, Serialize)]
 pub struct Outcome {
-    scenario: Scenario,
-    engine: &'static str,
-    clients: usize,
-    operations: usize,
-    seconds: f64,
-    per_second: f64,
-    latency_ms: Option<Percentiles>,
-    /// `wakeup`: the create call alone, to set the wake-up latency against.
-    create_latency_ms: Option<Percentiles>,
-    errors: usize,
-    server_peak_rss_mb: Option<f64>,
+    pub scenario: String,
+    pub engine: &'static str,
+    pub clients: usize,
+    /// Completed operations (creates, lifecycles, reads, queries, acknowledged messages, wake-ups).
+    pub operations: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub latency_ms: Option<Percentiles>,
+    /// `wakeup`: the create alone, to set the wake-up against.
+    pub create_latency_ms: Option<Percentiles>,
+    pub errors: usize,
+    pub server_peak_rss_mb: Option<f64>,
+    /// `create` with `--baseline`: pgbench's transactions per second for the same rows, and ours / it.
+    pub baseline_per_second: Option<f64>,
+    pub ratio_to_baseline: Option<f64>,
+    /// `datasize`: stored referrals.
+    pub stored_referrals: Option<u64>,
+}
+
+impl Outcome {
+    pub fn new(scenario: &str, clients: usize, operations: usize, seconds: f64) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            engine: "",
+            clients,
+            operations,
+            seconds,
+            per_second: if seconds > 0.0 {
+                operations as f64 / seconds
+            } else {
+                0.0
+            },
+            latency_ms: None,
+            create_latency_ms: None,
+            errors: 0,
+            server_peak_rss_mb: None,
+            baseline_per_second: None,
+            ratio_to_baseline: None,
+            stored_referrals: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Percentiles {
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
 }
 
 impl Percentiles {
@@ -101,21 +148,20 @@ impl Percentiles {
     }
 }
 
-type Referrals = ReferralServiceClient<InterceptedService<Channel, User>>;
-type Mailbox = MailboxServiceClient<InterceptedService<Channel, User>>;
-
-fn user(name: &str) -> anyhow::Result<User> {
-    Ok(User(name.parse().context("user id")?))
-}
-
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let binary = match &args.server_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe()?,
     };
+    let duration = Duration::from_secs(args.duration);
     let mut outcomes = Vec::new();
-    for &clients in &args.clients {
+    let client_counts = if matches!(args.scenario, Scenario::Wakeup | Scenario::Datasize) {
+        vec![1]
+    } else {
+        args.clients.clone()
+    };
+    for clients in client_counts {
         let dir = tempfile::tempdir()?;
         let db = BenchDatabase::create(args.database_url.as_deref(), dir.path()).await?;
         let engine = if db.is_postgres() {
@@ -123,17 +169,79 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             "sqlite"
         };
-        let result = match args.scenario {
-            Scenario::Pull => pull(&binary, dir.path(), &db, clients, args.messages).await,
-            Scenario::Wakeup => wakeup(&binary, dir.path(), &db, args.samples).await,
+        let start = |name: &str| {
+            ServerProcess::start(&binary, &dir.path().join(name), &db.url, &args.server_args)
         };
+        let result: anyhow::Result<Vec<Outcome>> = async {
+            Ok(match args.scenario {
+                Scenario::Create => {
+                    let server = start("server")?;
+                    let mut outcome = scenarios::create(server.target(), clients, duration).await?;
+                    outcome.server_peak_rss_mb = server.peak_rss_mb();
+                    server.stop()?;
+                    if args.baseline {
+                        anyhow::ensure!(
+                            db.is_postgres(),
+                            "the pgbench baseline needs --database-url postgres://…"
+                        );
+                        let tps = baseline::run_pgbench(&db.url, clients, duration).await?;
+                        outcome.baseline_per_second = Some(tps);
+                        outcome.ratio_to_baseline = Some(outcome.per_second / tps);
+                    }
+                    vec![outcome]
+                }
+                Scenario::Roundtrip => {
+                    with_server(start("server")?, |s| {
+                        scenarios::roundtrip(s, clients, duration)
+                    })
+                    .await?
+                }
+                Scenario::Read => {
+                    with_server(start("server")?, |s| scenarios::read(s, clients, duration)).await?
+                }
+                Scenario::Audit => {
+                    with_server(start("server")?, |s| scenarios::audit(s, clients, duration))
+                        .await?
+                }
+                Scenario::Pull => {
+                    with_server(start("server")?, |s| {
+                        scenarios::pull(s, clients, args.messages)
+                    })
+                    .await?
+                }
+                Scenario::Wakeup => {
+                    let writer = start("writer")?;
+                    // On PostgreSQL the waiter uses a second process: the wake-up must cross processes.
+                    let waiter = if db.is_postgres() {
+                        Some(start("waiter")?)
+                    } else {
+                        None
+                    };
+                    let waiting = waiter.as_ref().unwrap_or(&writer).target();
+                    let mut outcome =
+                        scenarios::wakeup(writer.target(), waiting, args.samples).await?;
+                    outcome.server_peak_rss_mb = writer.peak_rss_mb();
+                    writer.stop()?;
+                    if let Some(waiter) = waiter {
+                        waiter.stop()?;
+                    }
+                    vec![outcome]
+                }
+                Scenario::Datasize => {
+                    anyhow::ensure!(
+                        db.is_postgres(),
+                        "the data-size mode preloads with PostgreSQL's generate_series"
+                    );
+                    datasize::run(&db.url, &args.sizes, |name| start(name)).await?
+                }
+            })
+        }
+        .await;
         db.drop_database().await?;
-        let mut outcome = result?;
-        outcome.engine = engine;
-        print_row(&outcome);
-        outcomes.push(outcome);
-        if args.scenario == Scenario::Wakeup {
-            break;
+        for mut outcome in result? {
+            outcome.engine = engine;
+            print_row(&outcome);
+            outcomes.push(outcome);
         }
     }
     if let Some(path) = &args.json {
@@ -142,17 +250,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `scenario` against `server`, adds the server's peak memory and stops it.
+async fn with_server<F, Fut>(server: ServerProcess, scenario: F) -> anyhow::Result<Vec<Outcome>>
+where
+    F: FnOnce(server::Target) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Outcome>>,
+{
+    let mut outcome = scenario(server.target()).await?;
+    outcome.server_peak_rss_mb = server.peak_rss_mb();
+    server.stop()?;
+    Ok(vec![outcome])
+}
+
 fn print_row(o: &Outcome) {
     let latency = |p: &Option<Percentiles>| {
         p.as_ref().map_or("-".into(), |p| {
             format!(
-                "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+                "p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms",
                 p.p50, p.p99, p.p999
             )
         })
     };
-    println!(
-        "{:?} {} clients={} ops={} in {:.2} s = {:.0}/s, errors={}, latency {}, create {}, server peak RSS {}",
+    let mut line = format!(
+        "{:<9} {:<8} clients {:>3}  {:>7} ops in {:>5.1} s = {:>8.1}/s  errors {}  latency {}",
         o.scenario,
         o.engine,
         o.clients,
@@ -161,226 +281,18 @@ fn print_row(o: &Outcome) {
         o.per_second,
         o.errors,
         latency(&o.latency_ms),
-        latency(&o.create_latency_ms),
-        o.server_peak_rss_mb
-            .map_or("-".into(), |mb| format!("{mb:.1} MB")),
     );
-}
-
-fn notification(code: &str) -> pb::CreateReferralRequest {
-    pb::CreateReferralRequest {
-        referral: Some(pb::Referral {
-            kind: pb::referral::Kind::NeedNotificationWithoutConsent as i32,
-            subject: Some(pb::Subject {
-                personal_identity_code: code.into(),
-                ..Default::default()
-            }),
-            home_municipality_code: "179".into(),
-            reasons: vec![pb::referral::Reason::Health as i32],
-            reason_text: "Benchmark notification".into(),
-            deadline_group: pb::referral::DeadlineGroup::NoStatutoryGroup as i32,
-            basis: Some(pb::referral::Basis::StatutoryGround(
-                pb::referral::StatutoryGround::UnableToCareForSelf as i32,
-            )),
-            ..Default::default()
-        }),
-        request_id: uuid::Uuid::new_v4().to_string(),
+    if o.create_latency_ms.is_some() {
+        line.push_str(&format!("  create {}", latency(&o.create_latency_ms)));
     }
-}
-
-async fn referral_client(
-    server: &ServerProcess,
-    org: &str,
-    name: &str,
-) -> anyhow::Result<Referrals> {
-    Ok(ReferralServiceClient::with_interceptor(
-        server.channel(org).await?,
-        user(name)?,
-    ))
-}
-
-async fn mailbox_client(server: &ServerProcess, org: &str, name: &str) -> anyhow::Result<Mailbox> {
-    Ok(MailboxServiceClient::with_interceptor(
-        server.channel(org).await?,
-        user(name)?,
-    ))
-}
-
-/// Fills hva-15's mailbox with `count` routed referrals, eight writers at a time.
-async fn fill(server: &ServerProcess, count: usize) -> anyhow::Result<()> {
-    let mut writers = Vec::new();
-    for w in 0..8 {
-        let mut kela = referral_client(server, "kela", &format!("bench-{w}")).await?;
-        let share = count / 8 + usize::from(w < count % 8);
-        writers.push(tokio::spawn(async move {
-            for _ in 0..share {
-                kela.create_referral(notification("131052-308T")).await?;
-            }
-            Ok::<_, tonic::Status>(())
-        }));
+    if let Some(stored) = o.stored_referrals {
+        line.push_str(&format!("  stored {stored}"));
     }
-    for writer in writers {
-        writer.await??;
+    if let Some(rss) = o.server_peak_rss_mb {
+        line.push_str(&format!("  server peak RSS {rss:.1} MB"));
     }
-    Ok(())
-}
-
-async fn pull(
-    binary: &std::path::Path,
-    dir: &std::path::Path,
-    db: &BenchDatabase,
-    pullers: usize,
-    messages: usize,
-) -> anyhow::Result<Outcome> {
-    let server = ServerProcess::start(binary, &dir.join("server"), &db.url)?;
-    fill(&server, messages).await?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..pullers {
-        let mut mailbox = mailbox_client(&server, "hva-15", &format!("worker-{p}")).await?;
-        tasks.push(tokio::spawn(async move {
-            let (mut acked, mut errors) = (0usize, 0usize);
-            loop {
-                let request = pb::PullMessagesRequest {
-                    max_messages: 10,
-                    lease_duration: Some(pbjson_types::Duration {
-                        seconds: 60,
-                        nanos: 0,
-                    }),
-                    wait_duration: None,
-                };
-                let messages = match mailbox.pull_messages(request).await {
-                    Ok(response) => response.into_inner().messages,
-                    Err(_) => {
-                        errors += 1;
-                        continue;
-                    }
-                };
-                if messages.is_empty() {
-                    return (acked, errors);
-                }
-                let ack_ids = messages.into_iter().map(|m| m.ack_id).collect();
-                match mailbox
-                    .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
-                    .await
-                {
-                    Ok(response) => {
-                        acked += response
-                            .into_inner()
-                            .results
-                            .iter()
-                            .filter(|r| r.applied)
-                            .count()
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-        }));
+    if let (Some(tps), Some(ratio)) = (o.baseline_per_second, o.ratio_to_baseline) {
+        line.push_str(&format!("  pgbench {tps:.1}/s  ours/pgbench {ratio:.2}"));
     }
-    let (mut acked, mut errors) = (0, 0);
-    for task in tasks {
-        let (a, e) = task.await?;
-        acked += a;
-        errors += e;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    if acked != messages {
-        anyhow::bail!("{acked} of {messages} messages were acknowledged exactly once");
-    }
-    let rss = server.peak_rss();
-    server.stop()?;
-    Ok(Outcome {
-        scenario: Scenario::Pull,
-        engine: "",
-        clients: pullers,
-        operations: acked,
-        seconds,
-        per_second: acked as f64 / seconds,
-        latency_ms: None,
-        create_latency_ms: None,
-        errors,
-        server_peak_rss_mb: rss.map(|b| b as f64 / 1_048_576.0),
-    })
-}
-
-async fn wakeup(
-    binary: &std::path::Path,
-    dir: &std::path::Path,
-    db: &BenchDatabase,
-    samples: usize,
-) -> anyhow::Result<Outcome> {
-    let writer_server = ServerProcess::start(binary, &dir.join("writer"), &db.url)?;
-    // On PostgreSQL the waiter uses a second process: the wake-up must cross processes.
-    let waiter_server = if db.is_postgres() {
-        Some(ServerProcess::start(binary, &dir.join("waiter"), &db.url)?)
-    } else {
-        None
-    };
-    let mut kela = referral_client(&writer_server, "kela", "bench-writer").await?;
-    let mut mailbox = mailbox_client(
-        waiter_server.as_ref().unwrap_or(&writer_server),
-        "hva-15",
-        "bench-waiter",
-    )
-    .await?;
-    let (mut wake, mut create, mut errors) = (Vec::new(), Vec::new(), 0);
-    let started = Instant::now();
-    for _ in 0..samples {
-        let mut waiting_mailbox = mailbox.clone();
-        let waiter = tokio::spawn(async move {
-            let request = pb::PullMessagesRequest {
-                max_messages: 1,
-                lease_duration: Some(pbjson_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
-                wait_duration: Some(pbjson_types::Duration {
-                    seconds: 20,
-                    nanos: 0,
-                }),
-            };
-            let response = waiting_mailbox.pull_messages(request).await;
-            (Instant::now(), response)
-        });
-        // Let the pull reach the server and start waiting.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let sent = Instant::now();
-        if kela
-            .create_referral(notification("131052-308T"))
-            .await
-            .is_err()
-        {
-            errors += 1;
-        }
-        create.push(sent.elapsed());
-        let (woke, response) = waiter.await?;
-        match response.map(|r| r.into_inner().messages) {
-            Ok(messages) if messages.len() == 1 => {
-                wake.push(woke.duration_since(sent));
-                let ack_ids = messages.into_iter().map(|m| m.ack_id).collect();
-                mailbox
-                    .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
-                    .await?;
-            }
-            _ => errors += 1,
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let rss = writer_server.peak_rss();
-    writer_server.stop()?;
-    if let Some(server) = waiter_server {
-        server.stop()?;
-    }
-    Ok(Outcome {
-        scenario: Scenario::Wakeup,
-        engine: "",
-        clients: 1,
-        operations: wake.len(),
-        seconds,
-        per_second: wake.len() as f64 / seconds,
-        latency_ms: Percentiles::of(&mut wake),
-        create_latency_ms: Percentiles::of(&mut create),
-        errors,
-        server_peak_rss_mb: rss.map(|b| b as f64 / 1_048_576.0),
-    })
+    println!("{line}");
 }

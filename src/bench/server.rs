@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use sqlx::Connection;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 use crate::{access::USER_ID_HEADER, tls};
 
@@ -72,16 +75,66 @@ impl BenchDatabase {
     }
 }
 
-/// One server process.
-pub struct ServerProcess {
-    child: Child,
+/// Where a running server is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct Target {
     pub addr: SocketAddr,
     pub pki: PathBuf,
 }
 
+/// Adds the acting person to every request.
+#[derive(Clone)]
+pub struct User(pub tonic::metadata::AsciiMetadataValue);
+
+impl tonic::service::Interceptor for User {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(USER_ID_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Authenticated = InterceptedService<Channel, User>;
+
+impl Target {
+    /// A channel authenticated as `org` (from the server's development PKI), acting as `user`.
+    pub async fn channel(&self, org: &str, user: &str) -> anyhow::Result<Authenticated> {
+        let dir = tls::PkiLayout::new(&self.pki).client_dir(org);
+        let tls = tls::client_tls_config(
+            &dir.join("ca.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            "localhost",
+        )?;
+        let channel = Endpoint::from_shared(format!("https://{}", self.addr))?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        Ok(InterceptedService::new(
+            channel,
+            User(user.parse().context("user id")?),
+        ))
+    }
+}
+
+/// One server process.
+pub struct ServerProcess {
+    child: Child,
+    target: Target,
+}
+
 impl ServerProcess {
     /// Starts `binary serve` on `database_url` with a development PKI in `data_dir`.
-    pub fn start(binary: &Path, data_dir: &Path, database_url: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &Path,
+        data_dir: &Path,
+        database_url: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .args([
                 "serve",
@@ -93,6 +146,7 @@ impl ServerProcess {
             ])
             .arg(data_dir)
             .args(["--database-url", database_url])
+            .args(extra)
             .env("RUST_LOG", "warn,referral_exchange::server=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -117,32 +171,23 @@ impl ServerProcess {
         std::thread::spawn(move || for _ in lines {});
         Ok(Self {
             child,
-            addr,
-            pki: data_dir.join("pki"),
+            target: Target {
+                addr,
+                pki: data_dir.join("pki"),
+            },
         })
     }
 
-    /// Peak resident set size so far (Linux `VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+    pub fn target(&self) -> Target {
+        self.target.clone()
     }
 
-    /// A channel authenticated as `org` (from the server's development PKI).
-    pub async fn channel(&self, org: &str) -> anyhow::Result<Channel> {
-        let dir = tls::PkiLayout::new(&self.pki).client_dir(org);
-        let tls = tls::client_tls_config(
-            &dir.join("ca.pem"),
-            &dir.join("cert.pem"),
-            &dir.join("key.pem"),
-            "localhost",
-        )?;
-        Ok(Endpoint::from_shared(format!("https://{}", self.addr))?
-            .tls_config(tls)?
-            .connect()
-            .await?)
+    /// Peak resident set size so far (Linux `VmHWM`), in MiB.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
     }
 
     /// Stops the server as an orchestrator would (SIGTERM) and waits for it.
@@ -152,21 +197,5 @@ impl ServerProcess {
             .status();
         self.child.wait()?;
         Ok(())
-    }
-}
-
-/// Adds the acting person to every request.
-#[derive(Clone)]
-pub struct User(pub tonic::metadata::AsciiMetadataValue);
-
-impl tonic::service::Interceptor for User {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert(USER_ID_HEADER, self.0.clone());
-        Ok(request)
     }
 }

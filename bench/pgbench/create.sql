@@ -1,0 +1,50 @@
+-- The rows one CreateReferral (with a written consent) commits, in one transaction, as the server
+-- writes them: the baseline for the `create` scenario. `referral-exchange bench --scenario create
+-- --database-url …` runs it with pgbench at the same concurrency against the same database, after
+-- preparing `bench_consents` (one written consent per client, as the server's own run uses).
+-- Identifiers derive from random 64-bit integers (md5(n)::uuid) so that one statement can refer to the
+-- row another wrote.
+\set c random(1, :consents)
+\set rid random(1, 9223372036854775807)
+\set mid random(1, 9223372036854775807)
+\set req random(1, 9223372036854775807)
+BEGIN;
+INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
+  VALUES ('kela', md5(:req::text)::uuid::text, md5(:req::text) || md5(:rid::text), '', now())
+  ON CONFLICT (organization, request_id) DO NOTHING;
+SELECT * FROM consents WHERE id = (SELECT id FROM bench_consents WHERE n = :c) FOR UPDATE;
+UPDATE consents SET update_time = now(), version = version + 1
+  WHERE id = (SELECT id FROM bench_consents WHERE n = :c);
+INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, consent_state)
+  SELECT id, 'USED', now(), 'kela', 'bench-client', md5(:rid::text)::uuid, 'ACTIVE' FROM bench_consents WHERE n = :c;
+INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, subject_phone, subject_language,
+    home_municipality_code, current_municipality_code, recipient, reasons, reason_text, urgent, deadline_group,
+    consent_id, statutory_ground, personal_discussion_requested, application_reference, state, state_reason,
+    outcome, rejection_reason, rejection_text, cancellation_text, history, create_time, update_time, receive_time,
+    assessment_due_date, version, completion_due_date, receive_due_date)
+  SELECT md5(:rid::text)::uuid, 'NEED_FOR_SOCIAL_WORK', '131052-308T', md5(:c::text) || md5(:c::text), NULL, NULL, NULL,
+    '179', NULL, 'hva-15', '["HOUSING","DEBT"]', 'Benchmark referral', false, 'NO_STATUTORY_GROUP',
+    id, NULL, false, NULL, 'REQUESTED', 'ROUTED', NULL, NULL, NULL, NULL,
+    '[{"state":"REQUESTED","time":"2026-11-22T10:00:00Z","organization":"kela","reason":"ROUTED","recipient":"hva-15"}]',
+    now(), now(), NULL, NULL, 1, NULL, current_date + 3
+  FROM bench_consents WHERE n = :c;
+INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES (md5(:rid::text)::uuid, 'hva-15', now());
+UPDATE idempotency_keys SET response = repeat('x', 1400)
+  WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;
+INSERT INTO mailboxes (organization, last_sequence) VALUES ('hva-15', 1)
+  ON CONFLICT (organization) DO UPDATE SET last_sequence = mailboxes.last_sequence + 1
+  RETURNING last_sequence AS seq \gset
+INSERT INTO messages (id, mailbox, sequence, message_type, referral_id, consent_id, state_change, publish_time,
+    deadline_kind, deadline_date, failed_message_id, failed_mailbox)
+  VALUES (md5(:mid::text)::uuid, 'hva-15', :seq, 'REFERRAL_ROUTED', md5(:rid::text)::uuid, NULL, NULL, now(),
+    NULL, NULL, NULL, NULL);
+SELECT pg_notify('referral_exchange_mailbox', 'hva-15');
+INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, status_code,
+    correlation_id, disclosures)
+  VALUES (now(), 'kela', 'bench-client', '/referral_exchange.v1.ReferralService/CreateReferral',
+    '["referrals/' || md5(:rid::text)::uuid || '","consents/x"]', '["' || md5(:c::text) || md5(:c::text) || '"]', 0, '', '[]')
+  RETURNING sequence AS aseq \gset
+INSERT INTO audit_event_subjects (subject_pseudonym, event_sequence) VALUES (md5(:c::text) || md5(:c::text), :aseq);
+INSERT INTO audit_event_resources (resource, event_sequence)
+  VALUES ('referrals/' || md5(:rid::text)::uuid, :aseq), ('consents/' || :c, :aseq);
+COMMIT;

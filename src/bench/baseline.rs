@@ -1,0 +1,72 @@
+//! The baseline: pgbench committing the same rows as one CreateReferral (`bench/pgbench/create.sql`),
+//! one transaction each, at the same concurrency against the same database. What PostgreSQL does
+//! when nothing else is in the way is the honest limit of a durable create.
+
+use std::{process::Command, time::Duration};
+
+use anyhow::Context;
+use sqlx::Connection;
+
+/// The script, shipped inside the binary so that the benchmark runs from anywhere.
+const SCRIPT: &str = include_str!("../../bench/pgbench/create.sql");
+
+/// Runs the baseline for `duration` with `clients` connections; returns its transactions per second.
+/// Needs the written consents the `create` scenario recorded (one per client).
+pub async fn run_pgbench(url: &str, clients: usize, duration: Duration) -> anyhow::Result<f64> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(
+        "CREATE TABLE bench_consents AS \
+         SELECT row_number() OVER (ORDER BY id) AS n, id FROM consents WHERE form = 'WRITTEN'",
+    )
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("CREATE UNIQUE INDEX ON bench_consents (n)")
+        .execute(&mut conn)
+        .await?;
+    let consents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bench_consents")
+        .fetch_one(&mut conn)
+        .await?;
+    anyhow::ensure!(consents > 0, "no written consents to refer against");
+
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("create.sql");
+    std::fs::write(&script, SCRIPT)?;
+    let output = Command::new("pgbench")
+        .args([
+            "--no-vacuum",
+            "--client",
+            &clients.to_string(),
+            "--jobs",
+            "2",
+        ])
+        .args(["--time", &duration.as_secs().max(1).to_string()])
+        .args(["--define", &format!("consents={consents}")])
+        .arg("--file")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .context("running pgbench (Debian package postgresql-client)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let failed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    anyhow::ensure!(failed == 0, "pgbench had {failed} failed transactions");
+    let tps = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
+    sqlx::query("DROP TABLE bench_consents")
+        .execute(&mut conn)
+        .await?;
+    Ok(tps)
+}

@@ -1,0 +1,626 @@
+//! What the benchmark's clients do. Every scenario counts only what succeeded, reports errors
+//! separately, and checks its own results where it can.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use tokio::sync::Barrier;
+
+use super::{Outcome, Percentiles, server::Target};
+use crate::{
+    domain::PersonalIdentityCode,
+    proto::v1::{
+        self as pb, audit_service_client::AuditServiceClient,
+        consent_service_client::ConsentServiceClient, mailbox_service_client::MailboxServiceClient,
+        referral_service_client::ReferralServiceClient,
+    },
+};
+
+/// A valid identity code for person `i` (distinct for i < 800 × 10,000): born in the 1900s, individual
+/// numbers 002–801.
+pub fn identity_code(i: u64) -> String {
+    let day = chrono::NaiveDate::from_ymd_opt(1930, 1, 1).unwrap_or_default()
+        + chrono::Duration::days((i / 800) as i64);
+    let individual = 2 + i % 800;
+    let digits = format!("{}{individual:03}", day.format("%d%m%y"));
+    let check = digits.parse::<u64>().unwrap_or_default() % 31;
+    let code = format!(
+        "{}-{individual:03}{}",
+        day.format("%d%m%y"),
+        "0123456789ABCDEFHJKLMNPRSTUVWXY".as_bytes()[check as usize] as char
+    );
+    debug_assert!(PersonalIdentityCode::parse(&code).is_ok());
+    code
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn seconds(s: i64) -> Option<pbjson_types::Duration> {
+    Some(pbjson_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+pub fn notification(code: &str) -> pb::CreateReferralRequest {
+    pb::CreateReferralRequest {
+        referral: Some(pb::Referral {
+            kind: pb::referral::Kind::NeedNotificationWithoutConsent as i32,
+            subject: Some(pb::Subject {
+                personal_identity_code: code.into(),
+                ..Default::default()
+            }),
+            home_municipality_code: "179".into(),
+            reasons: vec![pb::referral::Reason::Health as i32],
+            reason_text: "Benchmark notification".into(),
+            deadline_group: pb::referral::DeadlineGroup::NoStatutoryGroup as i32,
+            basis: Some(pb::referral::Basis::StatutoryGround(
+                pb::referral::StatutoryGround::UnableToCareForSelf as i32,
+            )),
+            ..Default::default()
+        }),
+        request_id: request_id(),
+    }
+}
+
+fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest {
+    pb::CreateReferralRequest {
+        referral: Some(pb::Referral {
+            kind: pb::referral::Kind::NeedForSocialWork as i32,
+            subject: Some(pb::Subject {
+                personal_identity_code: code.into(),
+                ..Default::default()
+            }),
+            home_municipality_code: "179".into(),
+            reasons: vec![
+                pb::referral::Reason::Housing as i32,
+                pb::referral::Reason::Debt as i32,
+            ],
+            reason_text: "Benchmark referral".into(),
+            deadline_group: pb::referral::DeadlineGroup::NoStatutoryGroup as i32,
+            basis: Some(pb::referral::Basis::Consent(consent.into())),
+            ..Default::default()
+        }),
+        request_id: request_id(),
+    }
+}
+
+/// Records a written consent of person `i` covering hva-15 for a year: Kela's clients refer against it.
+async fn written_consent(target: &Target, i: u64) -> anyhow::Result<String> {
+    let mut consents =
+        ConsentServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+    let expire = chrono::Utc::now() + chrono::Duration::days(365);
+    let consent = consents
+        .record_consent(pb::RecordConsentRequest {
+            consent: Some(pb::Consent {
+                subject: Some(pb::Subject {
+                    personal_identity_code: identity_code(i),
+                    ..Default::default()
+                }),
+                purpose: pb::consent::Purpose::SocialWelfareReferral as i32,
+                recipients: vec!["organizations/hva-15".into()],
+                form: pb::consent::Form::Written as i32,
+                given_by: pb::consent::GivenBy::Subject as i32,
+                expire_time: Some(pbjson_types::Timestamp {
+                    seconds: expire.timestamp(),
+                    nanos: 0,
+                }),
+                evidence_reference: format!("Y100-BENCH-{i}"),
+                ..Default::default()
+            }),
+            request_id: request_id(),
+        })
+        .await?
+        .into_inner();
+    Ok(consent.name)
+}
+
+/// What one client did.
+#[derive(Default)]
+pub struct ClientResult {
+    pub ops: usize,
+    pub errors: usize,
+    pub latencies: Vec<Duration>,
+}
+
+/// Runs `clients` clients: each sets up, all start together, each runs until `duration` has passed.
+/// `client(i, start)` returns the client's work as a future.
+async fn run_clients<F, Fut>(
+    clients: usize,
+    duration: Duration,
+    client: F,
+) -> anyhow::Result<(ClientResult, f64)>
+where
+    F: Fn(usize, Arc<Barrier>, Duration) -> Fut,
+    Fut: Future<Output = anyhow::Result<ClientResult>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| tokio::spawn(client(i, barrier.clone(), duration)))
+        .collect();
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut total = ClientResult::default();
+    for task in tasks {
+        let result = task.await??;
+        total.ops += result.ops;
+        total.errors += result.errors;
+        total.latencies.extend(result.latencies);
+    }
+    Ok((
+        total,
+        started.elapsed().as_secs_f64().max(duration.as_secs_f64()),
+    ))
+}
+
+fn outcome(scenario: &str, clients: usize, mut result: ClientResult, seconds: f64) -> Outcome {
+    let mut outcome = Outcome::new(scenario, clients, result.ops, seconds);
+    outcome.errors = result.errors;
+    outcome.latency_ms = Percentiles::of(&mut result.latencies);
+    outcome
+}
+
+/// Kela's clients create referrals against written consents, one consent per client.
+pub async fn create(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        async move {
+            let consent = written_consent(&target, i as u64).await?;
+            let mut referrals =
+                ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            let code = identity_code(i as u64);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match referrals
+                    .create_referral(referral_with_consent(&code, &consent))
+                    .await
+                {
+                    Ok(_) => {
+                        result.ops += 1;
+                        result.latencies.push(started.elapsed());
+                    }
+                    Err(_) => result.errors += 1,
+                }
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+    Ok(outcome("create", clients, result, seconds))
+}
+
+/// Shared bookkeeping of the roundtrip: when each referral was created, and how often its routed
+/// message was taken (exactly once is the rule).
+#[derive(Default)]
+struct Lifecycles {
+    created: HashMap<String, Instant>,
+    taken: HashMap<String, usize>,
+    completed: HashMap<String, Duration>,
+}
+
+/// Takes delivery of what is in hva-15's mailbox and works each referral to COMPLETED; returns how
+/// many it completed.
+async fn work_mailbox(
+    mailbox: &mut MailboxServiceClient<super::server::Authenticated>,
+    referrals: &mut ReferralServiceClient<super::server::Authenticated>,
+    book: &Mutex<Lifecycles>,
+    errors: &mut usize,
+) -> anyhow::Result<usize> {
+    let messages = mailbox
+        .pull_messages(pb::PullMessagesRequest {
+            max_messages: 10,
+            lease_duration: seconds(60),
+            wait_duration: None,
+        })
+        .await?
+        .into_inner()
+        .messages;
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let results = mailbox
+        .acknowledge_messages(pb::AcknowledgeMessagesRequest {
+            ack_ids: messages.iter().map(|m| m.ack_id.clone()).collect(),
+        })
+        .await?
+        .into_inner()
+        .results;
+    let mut completed = 0;
+    for (message, result) in messages.iter().zip(results) {
+        if !result.applied || message.r#type != pb::message::Type::ReferralRouted as i32 {
+            continue;
+        }
+        let Some(referral) = &message.referral else {
+            continue;
+        };
+        *book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .taken
+            .entry(referral.name.clone())
+            .or_default() += 1;
+        let name = referral.name.clone();
+        let steps = async {
+            let accepted = referrals
+                .accept_referral(pb::AcceptReferralRequest {
+                    name: name.clone(),
+                    etag: String::new(),
+                    request_id: request_id(),
+                })
+                .await?
+                .into_inner();
+            let started = referrals
+                .start_assessment(pb::StartAssessmentRequest {
+                    name: name.clone(),
+                    etag: accepted.etag,
+                    request_id: request_id(),
+                })
+                .await?
+                .into_inner();
+            referrals
+                .complete_referral(pb::CompleteReferralRequest {
+                    name: name.clone(),
+                    etag: started.etag,
+                    request_id: request_id(),
+                    outcome: pb::referral::Outcome::ServicesStarted as i32,
+                })
+                .await
+        };
+        match steps.await {
+            Ok(_) => {
+                let mut book = book.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(created) = book.created.get(&name).copied() {
+                    book.completed.insert(name, created.elapsed());
+                }
+                completed += 1;
+            }
+            Err(_) => *errors += 1,
+        }
+    }
+    Ok(completed)
+}
+
+/// Kela takes the coded state changes out of its mailbox.
+async fn drain_kela(
+    mailbox: &mut MailboxServiceClient<super::server::Authenticated>,
+) -> anyhow::Result<usize> {
+    let messages = mailbox
+        .pull_messages(pb::PullMessagesRequest {
+            max_messages: 100,
+            lease_duration: seconds(60),
+            wait_duration: None,
+        })
+        .await?
+        .into_inner()
+        .messages;
+    if !messages.is_empty() {
+        let ack_ids = messages.iter().map(|m| m.ack_id.clone()).collect();
+        mailbox
+            .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
+            .await?;
+    }
+    Ok(messages.len())
+}
+
+/// One referral's whole life per iteration: Kela creates; the receiver pulls, acknowledges, accepts,
+/// starts and completes (whichever client's referral it pulled); Kela pulls the state changes.
+/// Throughput is completed lifecycles per second; latency is from create to completion.
+pub async fn roundtrip(
+    target: Target,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let book = Arc::new(Mutex::new(Lifecycles::default()));
+    let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        let book = book.clone();
+        async move {
+            let consent = written_consent(&target, i as u64).await?;
+            let mut kela =
+                ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            let mut kela_mailbox =
+                MailboxServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            let receiver = target.channel("hva-15", &format!("worker-{i}")).await?;
+            let mut mailbox = MailboxServiceClient::new(receiver.clone());
+            let mut referrals = ReferralServiceClient::new(receiver);
+            let code = identity_code(i as u64);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            while Instant::now() < deadline {
+                let created_at = Instant::now();
+                match kela
+                    .create_referral(referral_with_consent(&code, &consent))
+                    .await
+                {
+                    Ok(created) => {
+                        book.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .created
+                            .insert(created.into_inner().name, created_at);
+                    }
+                    Err(_) => result.errors += 1,
+                }
+                result.ops +=
+                    work_mailbox(&mut mailbox, &mut referrals, &book, &mut result.errors).await?;
+                drain_kela(&mut kela_mailbox).await?;
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+
+    // After the clock: finish what is still in flight, then check exactly-once delivery.
+    let receiver = target.channel("hva-15", "bench-drain").await?;
+    let (mut mailbox, mut referrals) = (
+        MailboxServiceClient::new(receiver.clone()),
+        ReferralServiceClient::new(receiver),
+    );
+    let mut kela_mailbox = MailboxServiceClient::new(target.channel("kela", "bench-drain").await?);
+    let mut extra_errors = 0;
+    while work_mailbox(&mut mailbox, &mut referrals, &book, &mut extra_errors).await? > 0 {}
+    while drain_kela(&mut kela_mailbox).await? > 0 {}
+    let book = book.lock().unwrap_or_else(|p| p.into_inner());
+    let duplicates = book.taken.values().filter(|n| **n > 1).count();
+    anyhow::ensure!(
+        duplicates == 0,
+        "{duplicates} referrals were taken more than once"
+    );
+    let missing = book
+        .created
+        .keys()
+        .filter(|name| !book.taken.contains_key(*name))
+        .count();
+    anyhow::ensure!(
+        missing == 0,
+        "{missing} created referrals never reached the receiver"
+    );
+    let mut out = outcome(
+        "roundtrip",
+        clients,
+        ClientResult {
+            ops: result.ops,
+            errors: result.errors + extra_errors,
+            latencies: Vec::new(),
+        },
+        seconds,
+    );
+    let mut lifecycle: Vec<Duration> = book.completed.values().copied().collect();
+    out.latency_ms = Percentiles::of(&mut lifecycle);
+    Ok(out)
+}
+
+/// Creates `count` statutory notifications (no consent needed) for persons 0..`subjects`.
+pub async fn preload(target: &Target, count: usize, subjects: u64) -> anyhow::Result<Vec<String>> {
+    let names = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let mut writers = Vec::new();
+    for w in 0..8usize {
+        let channel = target.channel("kela", &format!("preload-{w}")).await?;
+        let names = names.clone();
+        writers.push(tokio::spawn(async move {
+            let mut referrals = ReferralServiceClient::new(channel);
+            for n in (w..count).step_by(8) {
+                let created = referrals
+                    .create_referral(notification(&identity_code(n as u64 % subjects)))
+                    .await?;
+                names
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(created.into_inner().name);
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let names = names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(names)
+}
+
+/// Kela reads stored referrals at random.
+pub async fn read(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    let names = Arc::new(preload(&target, 500, 100).await?);
+    let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        let names = names.clone();
+        async move {
+            let mut referrals =
+                ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            let mut n = i;
+            while Instant::now() < deadline {
+                n = (n * 7919 + 13) % names.len();
+                let started = Instant::now();
+                match referrals
+                    .get_referral(pb::GetReferralRequest {
+                        name: names[n].clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        result.ops += 1;
+                        result.latencies.push(started.elapsed());
+                    }
+                    Err(_) => result.errors += 1,
+                }
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+    Ok(outcome("read", clients, result, seconds))
+}
+
+/// Auditors list a person's audit events (ListAuditEvents by subject, 100 per page).
+pub async fn audit(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    const SUBJECTS: u64 = 100;
+    preload(&target, 500, SUBJECTS)
+        .await
+        .context("preloading")?;
+    let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        async move {
+            let mut audit =
+                AuditServiceClient::new(target.channel("auditor-dpo", &format!("dpo-{i}")).await?);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            let mut n = i as u64;
+            while Instant::now() < deadline {
+                n = (n * 31 + 7) % SUBJECTS;
+                let started = Instant::now();
+                let request = pb::ListAuditEventsRequest {
+                    personal_identity_code: identity_code(n),
+                    page_size: 100,
+                    ..Default::default()
+                };
+                match audit.list_audit_events(request).await {
+                    Ok(_) => {
+                        result.ops += 1;
+                        result.latencies.push(started.elapsed());
+                    }
+                    Err(_) => result.errors += 1,
+                }
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+    Ok(outcome("audit", clients, result, seconds))
+}
+
+/// One mailbox filled with `messages` routed referrals, drained by `pullers` that pull and acknowledge.
+pub async fn pull(target: Target, pullers: usize, messages: usize) -> anyhow::Result<Outcome> {
+    preload(&target, messages, 100).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..pullers {
+        let mut mailbox =
+            MailboxServiceClient::new(target.channel("hva-15", &format!("worker-{p}")).await?);
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut errors) = (0usize, 0usize);
+            loop {
+                let request = pb::PullMessagesRequest {
+                    max_messages: 10,
+                    lease_duration: seconds(60),
+                    wait_duration: None,
+                };
+                let messages = match mailbox.pull_messages(request).await {
+                    Ok(response) => response.into_inner().messages,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                };
+                if messages.is_empty() {
+                    return (acked, errors);
+                }
+                let ack_ids = messages.into_iter().map(|m| m.ack_id).collect();
+                match mailbox
+                    .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
+                    .await
+                {
+                    Ok(response) => {
+                        acked += response
+                            .into_inner()
+                            .results
+                            .iter()
+                            .filter(|r| r.applied)
+                            .count()
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+        }));
+    }
+    let (mut acked, mut errors) = (0, 0);
+    for task in tasks {
+        let (a, e) = task.await?;
+        acked += a;
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        acked == messages,
+        "{acked} of {messages} messages were acknowledged exactly once"
+    );
+    let mut out = Outcome::new("pull", pullers, acked, seconds);
+    out.errors = errors;
+    Ok(out)
+}
+
+/// A long-poll waits on `waiting` while a referral is created through `writing`: from sending the
+/// create to the waiting pull's answer, next to the create's own latency.
+pub async fn wakeup(writing: Target, waiting: Target, samples: usize) -> anyhow::Result<Outcome> {
+    let mut kela = ReferralServiceClient::new(writing.channel("kela", "bench-writer").await?);
+    let mut mailbox = MailboxServiceClient::new(waiting.channel("hva-15", "bench-waiter").await?);
+    let (mut wake, mut create, mut errors) = (Vec::new(), Vec::new(), 0);
+    let started = Instant::now();
+    for n in 0..samples {
+        let mut waiting_mailbox = mailbox.clone();
+        let waiter = tokio::spawn(async move {
+            let request = pb::PullMessagesRequest {
+                max_messages: 1,
+                lease_duration: seconds(60),
+                wait_duration: seconds(20),
+            };
+            let response = waiting_mailbox.pull_messages(request).await;
+            (Instant::now(), response)
+        });
+        // Let the pull reach the server and start waiting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = Instant::now();
+        if kela
+            .create_referral(notification(&identity_code(n as u64)))
+            .await
+            .is_err()
+        {
+            errors += 1;
+        }
+        create.push(sent.elapsed());
+        let (woke, response) = waiter.await?;
+        match response.map(|r| r.into_inner().messages) {
+            Ok(messages) if messages.len() == 1 => {
+                wake.push(woke.duration_since(sent));
+                let ack_ids = messages.into_iter().map(|m| m.ack_id).collect();
+                mailbox
+                    .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
+                    .await?;
+            }
+            _ => errors += 1,
+        }
+    }
+    let mut out = Outcome::new("wakeup", 1, wake.len(), started.elapsed().as_secs_f64());
+    out.errors = errors;
+    out.latency_ms = Percentiles::of(&mut wake);
+    out.create_latency_ms = Percentiles::of(&mut create);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_identity_codes_are_valid_and_distinct() {
+        let codes: std::collections::HashSet<String> =
+            (0..5000).map(super::identity_code).collect();
+        assert_eq!(codes.len(), 5000);
+        assert!(
+            codes
+                .iter()
+                .all(|c| crate::domain::PersonalIdentityCode::parse(c).is_ok())
+        );
+    }
+}
