@@ -21,6 +21,7 @@
 //! | `--no-migrate` | `REFERRAL_EXCHANGE_NO_MIGRATE` | off: migrate on start |
 //! | `--health-listen` | `REFERRAL_EXCHANGE_HEALTH_LISTEN` | none |
 //! | `--drain-seconds` | `REFERRAL_EXCHANGE_DRAIN_SECONDS` | `0` |
+//! | `--group-commit-max` | `REFERRAL_EXCHANGE_GROUP_COMMIT_MAX` | `32` |
 //!
 //! The development defaults announce themselves loudly at start-up: a production deployment names its
 //! certificates and keys explicitly (see `deploy/README.md`).
@@ -161,6 +162,12 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_DRAIN_SECONDS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub drain_seconds: u64,
+
+    /// Calls whose transactions commit together at most (one fsync for the batch, each call still
+    /// atomic); 1 commits every call on its own.
+    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_MAX", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_MAX as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub group_commit_max: u64,
 }
 
 /// `referral-exchange migrate`.

@@ -35,6 +35,9 @@ use crate::{
     store::{self, Schema},
 };
 
+/// Calls committed together at most, by default.
+pub const DEFAULT_GROUP_COMMIT_MAX: usize = 32;
+
 /// Names the health service reports on: the whole server (`""`) and each API service.
 const HEALTH_SERVICES: &[&str] = &[
     "",
@@ -64,6 +67,8 @@ pub struct Settings {
     pub background: Schedule,
     /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
     pub drain: Duration,
+    /// Calls committed together at most (group commit); 1 commits each call alone.
+    pub group_commit_max: usize,
     pub audit_log: AuditLogSettings,
 }
 
@@ -115,6 +120,7 @@ impl Settings {
                 takeover: Duration::from_secs(10),
             },
             drain: Duration::ZERO,
+            group_commit_max: DEFAULT_GROUP_COMMIT_MAX,
             audit_log: AuditLogSettings::ephemeral(),
         }
     }
@@ -170,7 +176,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             settings.delivery,
             settings.deadlines,
         )
-        .with_log_signer(audit_log.signer.clone()),
+        .with_log_signer(audit_log.signer.clone())
+        .with_group_commit(settings.group_commit_max),
     );
     tracing::info!(
         verifier_key = %audit_log.signer.verifier(),

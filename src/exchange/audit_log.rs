@@ -137,7 +137,7 @@ impl Exchange {
             .log_signer
             .as_ref()
             .ok_or_else(|| Error::internal("no audit log signing key is configured"))?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_solo().await?;
         tx.lock_audit_sequencer().await?;
         let size = tx.audit_tree_size().await?;
         let pending = tx.pending_audit_events(max_events.max(1)).await?;
@@ -182,7 +182,7 @@ impl Exchange {
     /// GetCheckpoint: the latest signed checkpoint. Auditors only.
     pub async fn get_checkpoint(&self, call: &Call) -> Result<SignedCheckpoint> {
         call.require(&[Role::Auditor])?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let checkpoint = latest(tx.as_mut()).await?;
         self.commit(call, tx, Outbox::default()).await?;
         let (origin, verifier_key) = match &self.log_signer {
@@ -205,7 +205,7 @@ impl Exchange {
         tree_size: Option<i64>,
     ) -> Result<Proof> {
         call.require(&[Role::Auditor])?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let tree_size = self.proof_size(tx.as_mut(), tree_size, "tree_size").await?;
         if leaf_index < 0 || leaf_index >= tree_size {
             return Err(Error::invalid_field(
@@ -234,7 +234,7 @@ impl Exchange {
         second: Option<i64>,
     ) -> Result<Proof> {
         call.require(&[Role::Auditor])?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let second = self
             .proof_size(tx.as_mut(), second, "second_tree_size")
             .await?;
@@ -283,7 +283,7 @@ impl Exchange {
         end: Option<i64>,
     ) -> Result<(i64, i64)> {
         call.require(&[Role::Auditor])?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let size = tx.audit_tree_size().await?;
         let end = match end {
             Some(end) => end,
@@ -315,7 +315,7 @@ impl Exchange {
     /// Leaves `start..` (at most one page, never past `end`) with their data rebuilt from the event
     /// rows as they are now. Gaps (leaf rows gone) show as missing indexes.
     pub async fn export_page(&self, start: i64, end: i64) -> Result<Vec<ExportLeaf>> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_solo().await?;
         let leaves = tx
             .audit_leaf_range(start, end.min(start.saturating_add(EXPORT_PAGE)))
             .await?;
@@ -376,7 +376,7 @@ impl Exchange {
             ),
             subject: None,
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let processing = tx
             .list_audit_events(&AuditQuery {
                 subject_pseudonyms: pseudonyms.clone(),
@@ -460,7 +460,7 @@ impl Exchange {
     /// audit event for the round. Returns how many expired.
     pub async fn expire_consents(&self) -> Result<usize> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_solo().await?;
         let due = tx.consents_to_expire(now, EXPIRY_BATCH).await?;
         if due.is_empty() {
             return Ok(0);

@@ -25,7 +25,7 @@ impl Exchange {
         }
         let page_size = query.limit;
         query.limit = page_size + 1;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let mut items = tx.list_audit_events(&query).await?;
         let more = items.len() as i64 > page_size;
         items.truncate(page_size as usize);

@@ -50,7 +50,7 @@ impl Exchange {
         if !violations.is_empty() {
             return Err(Error::invalid(violations));
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(done) = self
             .replay::<Consent>(tx.as_mut(), caller, key.as_ref())
             .await?
@@ -81,7 +81,7 @@ impl Exchange {
         let caller = call.require(&[Role::Referrer, Role::Receiver, Role::Auditor])?;
         let name = format!("consents/{id}");
         call.touch_resource(&name);
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let consent = tx
             .get_consent(id, false)
             .await?
@@ -108,7 +108,7 @@ impl Exchange {
             after: query.after,
             limit: query.page_size + 1,
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let mut items = tx.list_consents(&filter).await?;
         let more = items.len() as i64 > query.page_size;
         items.truncate(query.page_size as usize);
@@ -136,7 +136,7 @@ impl Exchange {
         let caller = call.require(&[Role::Referrer])?;
         let name = format!("consents/{id}");
         call.touch_resource(&name);
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(done) = self
             .replay::<Consent>(tx.as_mut(), caller, key.as_ref())
             .await?
@@ -240,7 +240,7 @@ impl Exchange {
             after_id: query.after_id,
             limit: query.page_size + 1,
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let mut items = tx.list_consent_events(&filter).await?;
         let more = items.len() as i64 > query.page_size;
         items.truncate(query.page_size as usize);

@@ -54,7 +54,7 @@ impl Exchange {
 
     /// Records a call that touched no stored data.
     pub(crate) async fn audit_only(&self, call: &Call) -> Result<()> {
-        let tx = self.store.begin().await?;
+        let tx = self.begin().await?;
         self.commit(call, tx, Outbox::default()).await
     }
 }

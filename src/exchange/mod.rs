@@ -44,7 +44,10 @@ use crate::{
     },
     error::{Error, Reason, Result},
     mailbox::{DeliveryPolicy, NewMessage},
-    store::{Claim, Store, Tx},
+    store::{
+        Claim, Store, Tx,
+        group::{GroupCommit, TxHandle},
+    },
 };
 
 /// The service's core: storage, time, and the keys it computes pseudonyms with.
@@ -59,6 +62,8 @@ pub struct Exchange {
     closing: watch::Sender<bool>,
     /// Signs the audit log's checkpoints; without it the sequencer cannot run.
     pub(crate) log_signer: Option<NoteSigner>,
+    /// Batches the calls' transactions (see [`crate::store::group`]); `None`: one transaction each.
+    group_commit: Option<Arc<GroupCommit>>,
 }
 
 /// A client-chosen request id with a fingerprint of the request it came with (AIP-155).
@@ -97,6 +102,7 @@ impl Exchange {
             deadlines,
             closing: watch::channel(false).0,
             log_signer: None,
+            group_commit: None,
         }
     }
 
@@ -112,6 +118,32 @@ impl Exchange {
 
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Commits concurrent calls together, at most `max_members` per batch (1: each alone).
+    pub fn with_group_commit(mut self, max_members: usize) -> Self {
+        self.group_commit =
+            (max_members > 1).then(|| Arc::new(GroupCommit::new(self.store.clone(), max_members)));
+        self
+    }
+
+    /// Batches opened and members joined by group commit since start.
+    pub fn group_commit_counters(&self) -> Option<(u64, u64)> {
+        self.group_commit.as_ref().map(|g| g.counters())
+    }
+
+    /// The transaction of a call: a member of a group-commit batch when group commit is on. A call
+    /// holds one at a time: beginning a second while holding the first could wait for itself.
+    pub(crate) async fn begin(&self) -> Result<TxHandle> {
+        match &self.group_commit {
+            Some(group) => group.begin().await,
+            None => self.begin_solo().await,
+        }
+    }
+
+    /// A transaction of its own, for background work that is long or need not wait for a batch.
+    pub(crate) async fn begin_solo(&self) -> Result<TxHandle> {
+        Ok(TxHandle::Own(self.store.begin().await?))
     }
 
     /// The key that signs the audit log's checkpoints; its name is the log's origin.
@@ -151,12 +183,7 @@ impl Exchange {
 
     /// Writes the outbox and the call's audit event, commits, and wakes whoever waits on the
     /// mailboxes written to.
-    pub(crate) async fn commit(
-        &self,
-        call: &Call,
-        mut tx: Box<dyn Tx>,
-        outbox: Outbox,
-    ) -> Result<()> {
+    pub(crate) async fn commit(&self, call: &Call, mut tx: TxHandle, outbox: Outbox) -> Result<()> {
         let mut messages = outbox.0;
         messages.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
         for message in &messages {
@@ -184,7 +211,7 @@ impl Exchange {
         {
             let record = call.record(error.code(), self.clock.now());
             let written = async {
-                let mut tx = self.store.begin().await?;
+                let mut tx = self.begin().await?;
                 tx.insert_audit_event(&record).await?;
                 tx.commit().await
             }

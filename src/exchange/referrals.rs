@@ -71,7 +71,7 @@ impl Exchange {
             .validate(self.registry, calendar::helsinki_date(now))
             .map_err(Error::invalid)?;
 
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(done) = self
             .replay::<Referral>(tx.as_mut(), caller, key.as_ref())
             .await?
@@ -139,7 +139,7 @@ impl Exchange {
     pub async fn get_referral(&self, call: &Call, id: Uuid) -> Result<Referral> {
         let caller = call.require(READERS)?;
         call.touch_resource(format!("referrals/{id}"));
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let view = tx
             .get_referral(id, false)
             .await?
@@ -177,7 +177,7 @@ impl Exchange {
             after: query.after,
             limit: query.page_size + 1,
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let mut found = tx.list_referrals(&filter).await?;
         let more = found.len() as i64 > query.page_size;
         found.truncate(query.page_size as usize);
@@ -209,7 +209,7 @@ impl Exchange {
         let name = format!("referrals/{}", request.referral_id);
         call.touch_resource(&name);
 
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(done) = self
             .replay::<Referral>(tx.as_mut(), caller, request.key.as_ref())
             .await?

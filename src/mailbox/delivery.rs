@@ -147,7 +147,7 @@ impl Exchange {
         lease: Duration,
         even_if_empty: bool,
     ) -> Result<Option<Vec<Delivery>>> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mailbox = caller.organization.as_str();
         let leased = tx
@@ -228,7 +228,7 @@ impl Exchange {
         ack_ids: Vec<String>,
     ) -> Result<Vec<AckResult>> {
         let caller = call.require(MAILBOX_ROLES)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mut outbox = Outbox::default();
         let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
@@ -290,7 +290,7 @@ impl Exchange {
     ) -> Result<Vec<AckResult>> {
         let caller = call.require(MAILBOX_ROLES)?;
         let mailbox = caller.organization.as_str();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
         for (i, ack) in in_lock_order(&ack_ids) {
@@ -319,7 +319,7 @@ impl Exchange {
         page_size: i64,
     ) -> Result<Page<Delivery>> {
         let caller = call.require(MAILBOX_ROLES)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let mut found = tx
             .list_dead_letters(caller.organization.as_str(), after_sequence, page_size + 1)
             .await?;
@@ -346,7 +346,7 @@ impl Exchange {
     ) -> Result<u64> {
         let caller = call.require(MAILBOX_ROLES)?;
         let mailbox = caller.organization.as_str();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(done) = self
             .replay::<u64>(tx.as_mut(), caller, key.as_ref())
             .await?
@@ -374,7 +374,7 @@ impl Exchange {
         page_size: i64,
     ) -> Result<(Vec<Delivery>, i64)> {
         let caller = call.require(MAILBOX_ROLES)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let found = tx
             .mailbox_history(caller.organization.as_str(), since, page_size)
             .await?;
@@ -392,7 +392,7 @@ impl Exchange {
 
     pub async fn mailbox_stats(&self, call: &Call) -> Result<MailboxStats> {
         let caller = call.require(MAILBOX_ROLES)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         let now = self.clock.now();
         let counts = tx.mailbox_stats(caller.organization.as_str(), now).await?;
         self.commit(call, tx, Outbox::default()).await?;

@@ -92,7 +92,7 @@ impl Exchange {
         if outstanding.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_solo().await?;
         let live = tx
             .live_leases(mailbox.as_str(), outstanding, self.clock.now())
             .await?;

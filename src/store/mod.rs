@@ -12,6 +12,7 @@
 //! Times: PostgreSQL stores `timestamptz`; SQLite stores integer microseconds since the epoch, which
 //! compare correctly as numbers ([`DbTime`]). UUIDs are `uuid` and 16-byte blobs respectively.
 
+pub mod group;
 mod postgres;
 mod queries;
 mod sqlite;
@@ -346,6 +347,14 @@ pub trait Tx: Send {
     ) -> Result<GaugeReadings>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
+
+    // --- savepoints, for group commit (see `group`)
+    /// `SAVEPOINT sp<n>`.
+    async fn savepoint(&mut self, n: u64) -> Result<()>;
+    /// `RELEASE SAVEPOINT sp<n>`: keeps what was done since.
+    async fn release_savepoint(&mut self, n: u64) -> Result<()>;
+    /// `ROLLBACK TO SAVEPOINT sp<n>`: undoes what was done since, also after an error.
+    async fn rollback_to_savepoint(&mut self, n: u64) -> Result<()>;
 
     // --- the audit log's Merkle tree (see `audit::merkle`) and consent expiry
     /// Serialises sequencer rounds across the deployment: waits while another round is running.

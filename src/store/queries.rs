@@ -1299,6 +1299,21 @@ macro_rules! impl_tx {
                 Ok(())
             }
 
+            async fn savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
+            async fn release_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
+            async fn rollback_to_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
+                sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> $crate::error::Result<()> {
                 self.tx.commit().await?;
                 Ok(())

@@ -10,6 +10,7 @@ mod deadlines;
 mod delivery;
 mod deploy;
 mod exchange;
+mod group_commit;
 mod logs;
 mod mailbox;
 mod operations;
