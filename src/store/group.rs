@@ -33,11 +33,13 @@ pub enum TxHandle {
     Member(Member),
 }
 
-impl TxHandle {
-    pub fn as_mut(&mut self) -> &mut dyn Tx {
+impl AsMut<dyn Tx> for TxHandle {
+    fn as_mut(&mut self) -> &mut (dyn Tx + 'static) {
         &mut **self
     }
+}
 
+impl TxHandle {
     /// Commits. For a batch member: once the whole batch has committed.
     pub async fn commit(self) -> Result<()> {
         match self {
