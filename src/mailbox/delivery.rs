@@ -150,6 +150,7 @@ impl Exchange {
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mailbox = caller.organization.as_str();
+        tx.number_messages(mailbox).await?;
         let leased = tx
             .lease_messages(
                 mailbox,
@@ -375,6 +376,7 @@ impl Exchange {
     ) -> Result<(Vec<Delivery>, i64)> {
         let caller = call.require(MAILBOX_ROLES)?;
         let mut tx = self.begin().await?;
+        tx.number_messages(caller.organization.as_str()).await?;
         let found = tx
             .mailbox_history(caller.organization.as_str(), since, page_size)
             .await?;

@@ -270,9 +270,15 @@ pub trait Tx: Send {
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
 
     // --- mailboxes
-    /// Appends a message to its mailbox under the next sequence number. Call [`Tx::signal_mailbox`]
-    /// once per mailbox written to.
-    async fn insert_message(&mut self, message: &NewMessage) -> Result<i64>;
+    /// Appends a message to its mailbox, not yet numbered (see [`Tx::number_messages`]). Call
+    /// [`Tx::signal_mailbox`] once per mailbox written to.
+    async fn insert_message(&mut self, message: &NewMessage) -> Result<()>;
+    /// Numbers the committed, unnumbered messages of `mailbox` with the next sequence numbers, under
+    /// the mailbox counter's row lock so that numbering transactions commit in numbering order. Skips
+    /// (returns 0) when another transaction holds the counter: it is numbering this mailbox now.
+    async fn number_messages(&mut self, mailbox: &str) -> Result<u64>;
+    /// Mailboxes that have unnumbered messages.
+    async fn mailboxes_to_number(&mut self) -> Result<Vec<String>>;
     /// Leases up to `max` deliverable messages of `mailbox` (not acknowledged, not dead, fewer than
     /// `max_attempts` deliveries since the last redrive, lease free or expired) in sequence order until
     /// `lease_until`, incrementing their delivery attempt.

@@ -117,6 +117,7 @@ impl_tx!(
     Postgres,
     lock = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
+    position = "position",
     // Delivered to every listening replica when the transaction commits, not before.
     notify = "SELECT pg_notify('referral_exchange_mailbox', $1)"
 );

@@ -220,7 +220,8 @@ impl ReferralRow {
 pub(super) struct MessageRow {
     id: Uuid,
     mailbox: String,
-    sequence: i64,
+    /// Absent until the message is numbered (see `number_messages`).
+    sequence: Option<i64>,
     message_type: String,
     referral_id: Option<Uuid>,
     consent_id: Option<Uuid>,
@@ -243,7 +244,7 @@ impl MessageRow {
         Ok(StoredMessage {
             id: self.id,
             mailbox: self.mailbox,
-            sequence: self.sequence,
+            sequence: self.sequence.unwrap_or_default(),
             message_type: code(&self.message_type, MessageType::from_code, "message type")?,
             referral_id: self.referral_id,
             consent_id: self.consent_id,
@@ -468,6 +469,7 @@ macro_rules! impl_tx {
         $db:ty,
         lock = $lock:literal,
         skip_locked = $skip_locked:literal,
+        position = $position:literal,
         notify = $notify:literal
     ) => {
         #[async_trait::async_trait]
@@ -851,24 +853,15 @@ macro_rules! impl_tx {
                     .await?)
             }
 
-            async fn insert_message(&mut self, m: &$crate::mailbox::NewMessage) -> $crate::error::Result<i64> {
-                let sequence: i64 = sqlx::query_scalar(
-                    "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 1) \
-                     ON CONFLICT (organization) DO UPDATE SET last_sequence = mailboxes.last_sequence + 1 \
-                     RETURNING last_sequence",
-                )
-                .bind(m.mailbox.as_str())
-                .fetch_one(&mut *self.tx)
-                .await?;
+            async fn insert_message(&mut self, m: &$crate::mailbox::NewMessage) -> $crate::error::Result<()> {
                 let state_change = m.state_change.as_ref().map($crate::store::queries::to_json).transpose()?;
                 sqlx::query(
-                    "INSERT INTO messages (id, mailbox, sequence, message_type, referral_id, consent_id, state_change, \
+                    "INSERT INTO messages (id, mailbox, message_type, referral_id, consent_id, state_change, \
                      publish_time, deadline_kind, deadline_date, failed_message_id, failed_mailbox) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(m.id)
                 .bind(m.mailbox.as_str())
-                .bind(sequence)
                 .bind(m.message_type.as_str())
                 .bind(m.referral_id)
                 .bind(m.consent_id)
@@ -880,7 +873,49 @@ macro_rules! impl_tx {
                 .bind(m.failed.as_ref().map(|(_, mailbox)| mailbox.clone()))
                 .execute(&mut *self.tx)
                 .await?;
-                Ok(sequence)
+                Ok(())
+            }
+
+            async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
+                const LOCK: &str = concat!("SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked);
+                let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(&mut *self.tx).await?;
+                if last.is_none() {
+                    sqlx::query(
+                        "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 0) \
+                         ON CONFLICT (organization) DO NOTHING",
+                    )
+                    .bind(mailbox)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    last = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(&mut *self.tx).await?;
+                }
+                // Locked by a transaction that is numbering this mailbox now.
+                let Some(last) = last else { return Ok(0) };
+                let numbered = sqlx::query(concat!(
+                    "UPDATE messages SET sequence = $2 + numbered.n FROM (SELECT id, row_number() OVER (ORDER BY ",
+                    $position,
+                    ") AS n FROM messages WHERE mailbox = $1 AND sequence IS NULL) numbered \
+                     WHERE messages.id = numbered.id"
+                ))
+                .bind(mailbox)
+                .bind(last)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+                if numbered > 0 {
+                    sqlx::query("UPDATE mailboxes SET last_sequence = $2 WHERE organization = $1")
+                        .bind(mailbox)
+                        .bind(last + numbered as i64)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(numbered)
+            }
+
+            async fn mailboxes_to_number(&mut self) -> $crate::error::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT DISTINCT mailbox FROM messages WHERE sequence IS NULL ORDER BY mailbox")
+                    .fetch_all(&mut *self.tx)
+                    .await?)
             }
 
             async fn lease_messages(
@@ -895,7 +930,7 @@ macro_rules! impl_tx {
                 let rows: Vec<$crate::store::queries::MessageRow> = sqlx::query_as(concat!(
                     "UPDATE messages SET delivery_attempt = delivery_attempt + 1, lease_expire_time = $3 \
                      WHERE id IN (SELECT id FROM messages WHERE mailbox = $1 AND ack_time IS NULL \
-                     AND dead_letter_time IS NULL AND delivery_attempt - redrive_base < $5 \
+                     AND sequence IS NOT NULL AND dead_letter_time IS NULL AND delivery_attempt - redrive_base < $5 \
                      AND (lease_expire_time IS NULL OR lease_expire_time <= $2) ORDER BY sequence LIMIT $4",
                     $skip_locked,
                     ") RETURNING ",

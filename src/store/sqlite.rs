@@ -99,6 +99,8 @@ impl_tx!(
     Sqlite,
     lock = "",
     skip_locked = "",
+    // Insertion order: SQLite's implicit rowid.
+    position = "rowid",
     // One process: MailboxSignals already wakes every waiter.
     notify = ""
 );
