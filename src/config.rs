@@ -22,6 +22,7 @@
 //! | `--health-listen` | `REFERRAL_EXCHANGE_HEALTH_LISTEN` | none |
 //! | `--drain-seconds` | `REFERRAL_EXCHANGE_DRAIN_SECONDS` | `0` |
 //! | `--group-commit-max` | `REFERRAL_EXCHANGE_GROUP_COMMIT_MAX` | `32` |
+//! | `--group-commit-lanes` | `REFERRAL_EXCHANGE_GROUP_COMMIT_LANES` | `4` |
 //!
 //! The development defaults announce themselves loudly at start-up: a production deployment names its
 //! certificates and keys explicitly (see `deploy/README.md`).
@@ -168,6 +169,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_MAX", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_MAX as u64,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub group_commit_max: u64,
+
+    /// Group-commit batches open at a time, each on its own database connection.
+    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_LANES", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_LANES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub group_commit_lanes: u64,
 }
 
 /// `referral-exchange migrate`.

@@ -37,6 +37,8 @@ use crate::{
 
 /// Calls committed together at most, by default.
 pub const DEFAULT_GROUP_COMMIT_MAX: usize = 32;
+/// Group-commit batches open at a time, by default.
+pub const DEFAULT_GROUP_COMMIT_LANES: usize = 4;
 
 /// Names the health service reports on: the whole server (`""`) and each API service.
 const HEALTH_SERVICES: &[&str] = &[
@@ -69,6 +71,8 @@ pub struct Settings {
     pub drain: Duration,
     /// Calls committed together at most (group commit); 1 commits each call alone.
     pub group_commit_max: usize,
+    /// Batches open at a time (each on its own connection).
+    pub group_commit_lanes: usize,
     pub audit_log: AuditLogSettings,
 }
 
@@ -121,6 +125,7 @@ impl Settings {
             },
             drain: Duration::ZERO,
             group_commit_max: DEFAULT_GROUP_COMMIT_MAX,
+            group_commit_lanes: DEFAULT_GROUP_COMMIT_LANES,
             audit_log: AuditLogSettings::ephemeral(),
         }
     }
@@ -177,7 +182,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             settings.deadlines,
         )
         .with_log_signer(audit_log.signer.clone())
-        .with_group_commit(settings.group_commit_max),
+        .with_group_commit(settings.group_commit_max, settings.group_commit_lanes),
     );
     tracing::info!(
         verifier_key = %audit_log.signer.verifier(),

@@ -95,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
     settings.drain = std::time::Duration::from_secs(args.drain_seconds);
     settings.group_commit_max = usize::try_from(args.group_commit_max).unwrap_or(1);
+    settings.group_commit_lanes = usize::try_from(args.group_commit_lanes).unwrap_or(1);
     if args.no_migrate {
         settings.schema = crate::store::Schema::RequireCurrent;
     }

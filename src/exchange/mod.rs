@@ -120,10 +120,11 @@ impl Exchange {
         self.closing.subscribe()
     }
 
-    /// Commits concurrent calls together, at most `max_members` per batch (1: each alone).
-    pub fn with_group_commit(mut self, max_members: usize) -> Self {
-        self.group_commit =
-            (max_members > 1).then(|| Arc::new(GroupCommit::new(self.store.clone(), max_members)));
+    /// Commits concurrent calls together, at most `max_members` per batch (1: each alone), in
+    /// `lanes` batches at a time.
+    pub fn with_group_commit(mut self, max_members: usize, lanes: usize) -> Self {
+        self.group_commit = (max_members > 1)
+            .then(|| Arc::new(GroupCommit::new(self.store.clone(), max_members, lanes)));
         self
     }
 

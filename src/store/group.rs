@@ -9,6 +9,10 @@
 //! naturally from whoever arrives during a commit, as in the database's own group commit, up to
 //! `max_members` per batch.
 //!
+//! Members of a batch run one at a time, so one batch uses one connection. To keep the database busy
+//! on all its cores there are several *lanes*, each with its own open batch; calls are spread over
+//! them in turn.
+//!
 //! Members of one batch see each other's uncommitted writes, as later transactions would see them
 //! after the commit; nobody outside sees them before. If the commit itself fails, every member gets
 //! the error, and nothing of any of them was committed.
@@ -73,7 +77,9 @@ impl DerefMut for TxHandle {
 pub struct GroupCommit {
     store: Arc<dyn Store>,
     max_members: usize,
-    open: Mutex<Option<Arc<Batch>>>,
+    /// Each lane's open batch.
+    lanes: Vec<Mutex<Option<Arc<Batch>>>>,
+    next_lane: std::sync::atomic::AtomicUsize,
     batches: AtomicU64,
     members: AtomicU64,
 }
@@ -94,6 +100,7 @@ struct Counts {
 }
 
 struct Batch {
+    lane: usize,
     shared: Arc<tokio::sync::Mutex<Shared>>,
     counts: Mutex<Counts>,
     /// Set once, when the batch has committed (or failed to).
@@ -101,8 +108,9 @@ struct Batch {
 }
 
 impl Batch {
-    fn new() -> Self {
+    fn new(lane: usize) -> Self {
         Self {
+            lane,
             shared: Arc::new(tokio::sync::Mutex::new(Shared {
                 tx: None,
                 rollback_to: None,
@@ -142,11 +150,13 @@ impl Batch {
 }
 
 impl GroupCommit {
-    pub fn new(store: Arc<dyn Store>, max_members: usize) -> Self {
+    /// Batches of at most `max_members` calls, `lanes` batches open at a time.
+    pub fn new(store: Arc<dyn Store>, max_members: usize, lanes: usize) -> Self {
         Self {
             store,
             max_members: max_members.max(1),
-            open: Mutex::new(None),
+            lanes: (0..lanes.max(1)).map(|_| Mutex::new(None)).collect(),
+            next_lane: std::sync::atomic::AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             members: AtomicU64::new(0),
         }
@@ -162,8 +172,9 @@ impl GroupCommit {
 
     /// Joins the open batch, or opens one, and waits for this member's turn in it.
     pub async fn begin(self: &Arc<Self>) -> Result<TxHandle> {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let batch = {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = self.lanes[lane].lock().unwrap_or_else(|p| p.into_inner());
             let joined = open.as_ref().filter(|batch| {
                 let mut counts = batch.counts();
                 let room = !counts.closed && counts.joined < self.max_members;
@@ -175,7 +186,7 @@ impl GroupCommit {
             match joined {
                 Some(batch) => batch.clone(),
                 None => {
-                    let batch = Arc::new(Batch::new());
+                    let batch = Arc::new(Batch::new(lane));
                     batch.counts().joined = 1;
                     *open = Some(batch.clone());
                     self.batches.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +210,9 @@ impl GroupCommit {
 
     /// Marks a member of `batch` finished; true for the last one, which is then to commit the batch.
     fn finish(&self, batch: &Arc<Batch>) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.lanes[batch.lane]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut counts = batch.counts();
         counts.finished += 1;
         if counts.finished < counts.joined {

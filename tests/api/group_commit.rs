@@ -82,7 +82,8 @@ both_engines! {
         let database = TestDb::create(db).await;
         let store: Arc<dyn Store> =
             store::connect(database.url(), Schema::Migrate, Arc::new(MailboxSignals::default())).await.expect("open");
-        let group = Arc::new(GroupCommit::new(store.clone(), 64));
+        // One lane: all members go to the same batch.
+        let group = Arc::new(GroupCommit::new(store.clone(), 64, 1));
 
         // The first member holds its turn while the others arrive: they all join its batch.
         let mut first = group.begin().await.expect("first");
