@@ -171,6 +171,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let store = store::connect(&settings.database_url, settings.schema, signals)
         .await
         .context("opening the database")?;
+    // Every party's mailbox counter exists before any call can need it (see `ensure_mailboxes`).
+    let mut mailboxes = vec![crate::domain::OrganizationId::kela().to_string()];
+    mailboxes.extend(
+        crate::domain::municipality::embedded()
+            .receivers()
+            .iter()
+            .map(|r| r.id.to_string()),
+    );
+    let mut tx = store.begin().await?;
+    tx.ensure_mailboxes(&mailboxes).await?;
+    tx.commit().await?;
     let audit_log = settings.audit_log;
     let exchange = Arc::new(
         Exchange::new(

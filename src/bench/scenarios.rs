@@ -216,25 +216,28 @@ async fn work_mailbox(
     book: &Mutex<Lifecycles>,
     errors: &mut usize,
 ) -> anyhow::Result<usize> {
-    let messages = mailbox
-        .pull_messages(pb::PullMessagesRequest {
-            max_messages: 10,
-            lease_duration: seconds(60),
-            wait_duration: None,
-        })
-        .await?
-        .into_inner()
-        .messages;
+    let request = pb::PullMessagesRequest {
+        max_messages: 10,
+        lease_duration: seconds(60),
+        wait_duration: None,
+    };
+    let Ok(pulled) = mailbox.pull_messages(request).await else {
+        *errors += 1;
+        return Ok(0);
+    };
+    let messages = pulled.into_inner().messages;
     if messages.is_empty() {
         return Ok(0);
     }
-    let results = mailbox
-        .acknowledge_messages(pb::AcknowledgeMessagesRequest {
-            ack_ids: messages.iter().map(|m| m.ack_id.clone()).collect(),
-        })
-        .await?
-        .into_inner()
-        .results;
+    let ack_ids = messages.iter().map(|m| m.ack_id.clone()).collect();
+    let Ok(acked) = mailbox
+        .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
+        .await
+    else {
+        *errors += 1;
+        return Ok(0);
+    };
+    let results = acked.into_inner().results;
     let mut completed = 0;
     for (message, result) in messages.iter().zip(results) {
         if !result.applied || message.r#type != pb::message::Type::ReferralRouted as i32 {

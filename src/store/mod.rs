@@ -279,6 +279,10 @@ pub trait Tx: Send {
     async fn number_messages(&mut self, mailbox: &str) -> Result<u64>;
     /// Mailboxes that have unnumbered messages.
     async fn mailboxes_to_number(&mut self) -> Result<Vec<String>>;
+    /// Creates the counter rows of these mailboxes if they are missing. Done once at start: two
+    /// transactions inserting the same missing row wait for each other, and batches of group commit
+    /// that did so while holding other rows could deadlock.
+    async fn ensure_mailboxes(&mut self, organizations: &[String]) -> Result<()>;
     /// Leases up to `max` deliverable messages of `mailbox` (not acknowledged, not dead, fewer than
     /// `max_attempts` deliveries since the last redrive, lease free or expired) in sequence order until
     /// `lease_until`, incrementing their delivery attempt.

@@ -912,6 +912,19 @@ macro_rules! impl_tx {
                 Ok(numbered)
             }
 
+            async fn ensure_mailboxes(&mut self, organizations: &[String]) -> $crate::error::Result<()> {
+                if organizations.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO mailboxes (organization, last_sequence) ");
+                q.push_values(organizations, |mut row, organization| {
+                    row.push_bind(organization.clone()).push_bind(0_i64);
+                });
+                q.push(" ON CONFLICT (organization) DO NOTHING");
+                q.build().execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
             async fn mailboxes_to_number(&mut self) -> $crate::error::Result<Vec<String>> {
                 Ok(sqlx::query_scalar("SELECT DISTINCT mailbox FROM messages WHERE sequence IS NULL ORDER BY mailbox")
                     .fetch_all(&mut *self.tx)
