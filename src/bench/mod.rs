@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// `create`: also run the pgbench baseline at the same concurrency and print the ratio.
     #[arg(long)]
     baseline: bool,
+    /// `create`: issue this many creates per second in all (open loop, spread over the clients) instead
+    /// of as many as the server takes: latency at a given load.
+    #[arg(long)]
+    rate: Option<f64>,
     /// `pull`: messages in the mailbox per run.
     #[arg(long, default_value_t = 2000)]
     messages: usize,
@@ -176,7 +180,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(match args.scenario {
                 Scenario::Create => {
                     let server = start("server")?;
-                    let mut outcome = scenarios::create(server.target(), clients, duration).await?;
+                    let mut outcome =
+                        scenarios::create(server.target(), clients, duration, args.rate).await?;
                     outcome.server_peak_rss_mb = server.peak_rss_mb();
                     server.stop()?;
                     if args.baseline {

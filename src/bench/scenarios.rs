@@ -167,8 +167,15 @@ fn outcome(scenario: &str, clients: usize, mut result: ClientResult, seconds: f6
     outcome
 }
 
-/// Kela's clients create referrals against written consents, one consent per client.
-pub async fn create(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+/// Kela's clients create referrals against written consents, one consent per client. With `rate`,
+/// each client sends on a fixed schedule (its share of `rate` creates per second) and latency counts
+/// from the scheduled time, so that a slow answer is not hidden by the next request waiting for it.
+pub async fn create(
+    target: Target,
+    clients: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> anyhow::Result<Outcome> {
     let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
         let target = target.clone();
         async move {
@@ -177,10 +184,23 @@ pub async fn create(target: Target, clients: usize, duration: Duration) -> anyho
                 ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
             let code = identity_code(i as u64);
             barrier.wait().await;
-            let deadline = Instant::now() + duration;
+            let begun = Instant::now();
+            let deadline = begun + duration;
+            let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
             let mut result = ClientResult::default();
+            let mut sent = 0u32;
             while Instant::now() < deadline {
-                let started = Instant::now();
+                let started = match interval {
+                    Some(interval) => {
+                        // The clients' schedules are spread over one interval.
+                        let at =
+                            begun + interval.mul_f64(i as f64 / clients as f64) + interval * sent;
+                        tokio::time::sleep_until(at.into()).await;
+                        sent += 1;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 match referrals
                     .create_referral(referral_with_consent(&code, &consent))
                     .await

@@ -1,8 +1,8 @@
 //! PostgreSQL: production, and several replicas sharing one database.
 //!
-//! Transactions run at READ COMMITTED and lock exactly the rows they will change (`FOR UPDATE`), so
+//! Transactions run at READ COMMITTED and lock exactly the rows they will change (`FOR NO KEY UPDATE`), so
 //! concurrent changes to one referral or consent queue up instead of overwriting each other. Pullers
-//! of one mailbox claim messages with `FOR UPDATE SKIP LOCKED`: each takes rows no one else is
+//! of one mailbox claim messages with `SKIP LOCKED`: each takes rows no one else is
 //! taking, without waiting.
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -115,8 +115,10 @@ impl Leadership for AdvisoryLock {
 impl_tx!(
     PostgresTx,
     Postgres,
-    lock = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED",
+    // NO KEY UPDATE: serialises writers of a row without blocking the KEY SHARE locks that foreign-key
+    // checks of other transactions take on it (a message referencing a referral being accepted).
+    lock = " FOR NO KEY UPDATE",
+    skip_locked = " FOR NO KEY UPDATE SKIP LOCKED",
     position = "position",
     // Delivered to every listening replica when the transaction commits, not before.
     notify = "SELECT pg_notify('referral_exchange_mailbox', $1)"

@@ -2,7 +2,7 @@
 //!
 //! Both SQLite and PostgreSQL accept `$n` placeholders, `RETURNING`, `ON CONFLICT`, partial indexes
 //! and row-value comparisons, so one text serves both. What differs is spliced in by [`impl_tx!`]:
-//! PostgreSQL locks the rows a transaction will change (`FOR UPDATE`) and lets concurrent pullers skip
+//! PostgreSQL locks the rows a transaction will change (`FOR NO KEY UPDATE`) and lets concurrent pullers skip
 //! each other's rows (`SKIP LOCKED`); SQLite has one writer at a time (`BEGIN IMMEDIATE`), so it needs
 //! neither. Rows decode through [`sqlx::FromRow`] structs that are generic over the engine.
 
@@ -879,7 +879,14 @@ macro_rules! impl_tx {
             async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
                 const LOCK: &str = concat!("SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked);
                 let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(&mut *self.tx).await?;
-                if last.is_none() {
+                // No row may mean "locked" (skipped) or "missing"; only a missing one is created. Inserting
+                // over a locked row would wait for its locker, which is what SKIP LOCKED is to avoid.
+                let missing = last.is_none()
+                    && !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)")
+                        .bind(mailbox)
+                        .fetch_one(&mut *self.tx)
+                        .await?;
+                if missing {
                     sqlx::query(
                         "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 0) \
                          ON CONFLICT (organization) DO NOTHING",
