@@ -75,9 +75,6 @@ async fn add_rows(conn: &mut sqlx::PgConnection, from: u64, to: u64) -> anyhow::
         .bind(base)
         .execute(&mut *tx)
         .await?;
-        let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM audit_events")
-            .fetch_one(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, status_code, \
                correlation_id, disclosures) \
@@ -90,20 +87,7 @@ async fn add_rows(conn: &mut sqlx::PgConnection, from: u64, to: u64) -> anyhow::
         .bind(b)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO audit_event_subjects (subject_pseudonym, event_sequence) \
-             SELECT subject_pseudonyms::json->>0, sequence FROM audit_events WHERE sequence > $1",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO audit_event_resources (resource, event_sequence) \
-             SELECT resources::json->>0, sequence FROM audit_events WHERE sequence > $1",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?;
+        // The subject and resource index rows come from the audit_events trigger.
         tx.commit().await?;
         start = end;
     }

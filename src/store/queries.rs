@@ -1031,21 +1031,8 @@ macro_rules! impl_tx {
                 .bind(to_json(&e.disclosures)?)
                 .fetch_one(&mut *self.tx)
                 .await?;
-                // One statement per index table, however many rows: a pull of 100 messages touches
-                // 200 resources.
-                for (table, column, values) in [
-                    ("audit_event_subjects", "subject_pseudonym", &e.subject_pseudonyms),
-                    ("audit_event_resources", "resource", &e.resources),
-                ] {
-                    if values.is_empty() {
-                        continue;
-                    }
-                    let mut q = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO {table} ({column}, event_sequence) "));
-                    q.push_values(values, |mut row, value| {
-                        row.push_bind(value.clone()).push_bind(sequence);
-                    });
-                    q.build().execute(&mut *self.tx).await?;
-                }
+                // The subject and resource index rows are written by the database's trigger
+                // (migration 0005) from the JSON columns, in this same statement.
                 Ok(sequence)
             }
 
