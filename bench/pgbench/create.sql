@@ -31,20 +31,16 @@ INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, 
 INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES (md5(:rid::text)::uuid, 'hva-15', now());
 UPDATE idempotency_keys SET response = repeat('x', 1400)
   WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;
-INSERT INTO mailboxes (organization, last_sequence) VALUES ('hva-15', 1)
-  ON CONFLICT (organization) DO UPDATE SET last_sequence = mailboxes.last_sequence + 1
-  RETURNING last_sequence AS seq \gset
-INSERT INTO messages (id, mailbox, sequence, message_type, referral_id, consent_id, state_change, publish_time,
+-- Unnumbered: the mailbox numbers its messages when it is read (migration 0004).
+INSERT INTO messages (id, mailbox, message_type, referral_id, consent_id, state_change, publish_time,
     deadline_kind, deadline_date, failed_message_id, failed_mailbox)
-  VALUES (md5(:mid::text)::uuid, 'hva-15', :seq, 'REFERRAL_ROUTED', md5(:rid::text)::uuid, NULL, NULL, now(),
+  VALUES (md5(:mid::text)::uuid, 'hva-15', 'REFERRAL_ROUTED', md5(:rid::text)::uuid, NULL, NULL, now(),
     NULL, NULL, NULL, NULL);
 SELECT pg_notify('referral_exchange_mailbox', 'hva-15');
 INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, status_code,
     correlation_id, disclosures)
   VALUES (now(), 'kela', 'bench-client', '/referral_exchange.v1.ReferralService/CreateReferral',
     '["referrals/' || md5(:rid::text)::uuid || '","consents/x"]', '["' || md5(:c::text) || md5(:c::text) || '"]', 0, '', '[]')
-  RETURNING sequence AS aseq \gset
-INSERT INTO audit_event_subjects (subject_pseudonym, event_sequence) VALUES (md5(:c::text) || md5(:c::text), :aseq);
-INSERT INTO audit_event_resources (resource, event_sequence)
-  VALUES ('referrals/' || md5(:rid::text)::uuid, :aseq), ('consents/' || :c, :aseq);
+;
+-- The audit_events trigger writes the subject and resource index rows, as for the server.
 COMMIT;
