@@ -74,8 +74,8 @@ pub struct RequestKey {
     pub fingerprint: String,
 }
 
-/// Messages a use case sends, written at commit in mailbox order so that two transactions writing to
-/// the same mailboxes always take their sequence locks in the same order and cannot deadlock.
+/// Messages a use case sends, written at commit (in mailbox order, so that what one transaction wrote
+/// reads in a stable order).
 #[derive(Debug, Default)]
 pub struct Outbox(Vec<NewMessage>);
 

@@ -12,8 +12,9 @@
 //! A message delivered `max_delivery_attempts` times without an acknowledgement goes to the mailbox's
 //! dead letters, and Kela is told when a message about one of its referrals does: a receiver whose
 //! system cannot process a referral must not make it vanish. Every message has a per-mailbox
-//! `sequence` handed out under a row lock, so sequence order is commit order and a reader paging the
-//! history by sequence never misses a message.
+//! `sequence`, given when the mailbox is read (a pull, the history, the sweeper) under the mailbox
+//! counter's row lock, so numbering order is commit order and a reader paging the history by sequence
+//! never misses a message.
 //!
 //! - [`delivery`]: pull, acknowledge, modify leases, dead letters, history, stats.
 //! - [`stream`]: the same deliveries as a server stream with a bound on messages in flight.
