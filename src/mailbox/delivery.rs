@@ -1,6 +1,6 @@
 //! Pull, acknowledge, modify leases, dead letters, history and stats: the delivery use cases.
 
-use std::time::Duration as StdDuration;
+use std::{collections::HashMap, time::Duration as StdDuration};
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -232,21 +232,16 @@ impl Exchange {
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mut outbox = Outbox::default();
-        let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
-        for (i, ack) in in_lock_order(&ack_ids) {
-            let message = tx
-                .get_message(caller.organization.as_str(), ack.message_id)
-                .await?;
-            outcomes[i] = check_lease(message.as_ref(), ack, now);
-            if let (AckOutcome::Applied, Some(message)) = (outcomes[i], message) {
-                call.touch_resource(format!("messages/{}", message.id));
-                tx.acknowledge_message(message.id, now).await?;
-                if message.message_type == MessageType::ReferralRouted
-                    && let Some(referral_id) = message.referral_id
-                {
-                    self.take_delivery(tx.as_mut(), call, caller, referral_id, now, &mut outbox)
-                        .await?;
-                }
+        let (outcomes, applied) = check_leases(tx.as_mut(), caller, &ack_ids, now, true).await?;
+        let ids: Vec<Uuid> = applied.iter().map(|m| m.id).collect();
+        tx.acknowledge_messages(&ids, now).await?;
+        for message in applied {
+            call.touch_resource(format!("messages/{}", message.id));
+            if message.message_type == MessageType::ReferralRouted
+                && let Some(referral_id) = message.referral_id
+            {
+                self.take_delivery(tx.as_mut(), call, caller, referral_id, now, &mut outbox)
+                    .await?;
             }
         }
         self.commit(call, tx, outbox).await?;
@@ -293,15 +288,12 @@ impl Exchange {
         let mailbox = caller.organization.as_str();
         let mut tx = self.begin().await?;
         let now = self.clock.now();
-        let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
-        for (i, ack) in in_lock_order(&ack_ids) {
-            let message = tx.get_message(mailbox, ack.message_id).await?;
-            outcomes[i] = check_lease(message.as_ref(), ack, now);
-            if let (AckOutcome::Applied, Some(message)) = (outcomes[i], message) {
-                call.touch_resource(format!("messages/{}", message.id));
-                tx.set_message_lease(message.id, now + lease).await?;
-            }
+        let (outcomes, applied) = check_leases(tx.as_mut(), caller, &ack_ids, now, false).await?;
+        let ids: Vec<Uuid> = applied.iter().map(|m| m.id).collect();
+        for id in &ids {
+            call.touch_resource(format!("messages/{id}"));
         }
+        tx.set_message_leases(&ids, now + lease).await?;
         if lease.is_zero() && outcomes.contains(&AckOutcome::Applied) {
             tx.signal_mailbox(mailbox).await?;
         }
@@ -406,6 +398,42 @@ impl Exchange {
             oldest_pending_age,
         })
     }
+}
+
+/// Locks the messages that `ack_ids` name in the caller's mailbox (one statement) and judges each ack
+/// id against its message's live lease. Returns the outcome of every ack id, in request order, and
+/// the messages whose lease an ack id holds, each once; when `acknowledging`, an ack id repeated in
+/// one request finds its message already acknowledged, as it would in a second request.
+async fn check_leases(
+    tx: &mut dyn Tx,
+    caller: &Caller,
+    ack_ids: &[String],
+    now: DateTime<Utc>,
+    acknowledging: bool,
+) -> Result<(Vec<AckOutcome>, Vec<StoredMessage>)> {
+    let order = in_lock_order(ack_ids);
+    let ids: Vec<Uuid> = order.iter().map(|(_, ack)| ack.message_id).collect();
+    let mut messages: HashMap<Uuid, StoredMessage> = tx
+        .get_messages(caller.organization.as_str(), &ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    let mut outcomes = vec![AckOutcome::UnknownAckId; ack_ids.len()];
+    let mut applied: Vec<StoredMessage> = Vec::new();
+    for (i, ack) in order {
+        let message = messages.get_mut(&ack.message_id);
+        outcomes[i] = check_lease(message.as_deref(), ack, now);
+        if let (AckOutcome::Applied, Some(message)) = (outcomes[i], message)
+            && applied.last().is_none_or(|last| last.id != message.id)
+        {
+            applied.push(message.clone());
+            if acknowledging {
+                message.ack_time = Some(now);
+            }
+        }
+    }
+    Ok((outcomes, applied))
 }
 
 /// The parseable ack ids with their positions, ordered by message id: concurrent requests then lock

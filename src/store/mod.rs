@@ -294,10 +294,12 @@ pub trait Tx: Send {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<StoredMessage>>;
-    async fn get_message(&mut self, mailbox: &str, id: Uuid) -> Result<Option<StoredMessage>>;
-    async fn acknowledge_message(&mut self, id: Uuid, now: DateTime<Utc>) -> Result<()>;
-    /// Sets the lease end; a time in the past releases the message for redelivery.
-    async fn set_message_lease(&mut self, id: Uuid, lease_until: DateTime<Utc>) -> Result<()>;
+    /// The messages of `mailbox` among `ids`, locked, in id order; ids of other mailboxes are left
+    /// out. One statement for a whole acknowledgement request.
+    async fn get_messages(&mut self, mailbox: &str, ids: &[Uuid]) -> Result<Vec<StoredMessage>>;
+    async fn acknowledge_messages(&mut self, ids: &[Uuid], now: DateTime<Utc>) -> Result<()>;
+    /// Sets the lease end; a time in the past releases the messages for redelivery.
+    async fn set_message_leases(&mut self, ids: &[Uuid], lease_until: DateTime<Utc>) -> Result<()>;
 
     // --- audit
     async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<i64>;

@@ -968,48 +968,79 @@ macro_rules! impl_tx {
                 Ok(messages)
             }
 
-            async fn get_message(
+            async fn get_messages(
                 &mut self,
                 mailbox: &str,
-                id: uuid::Uuid,
-            ) -> $crate::error::Result<Option<$crate::mailbox::StoredMessage>> {
-                sqlx::query_as::<_, $crate::store::queries::MessageRow>(concat!(
+                ids: &[uuid::Uuid],
+            ) -> $crate::error::Result<Vec<$crate::mailbox::StoredMessage>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // By primary key alone, then the mailbox checked here: with `mailbox = …` in the
+                // WHERE clause, PostgreSQL planning on young statistics walked the whole mailbox
+                // through (mailbox, sequence) to find one id (0.8 ms an acknowledgement at 500
+                // messages, growing with the mailbox). Rows come back and are locked in id order, the
+                // order every other acknowledgement locks in.
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
                     "SELECT ",
                     $crate::store::queries::message_columns!(),
-                    " FROM messages WHERE mailbox = $1 AND id = $2",
-                    $lock
-                ))
-                .bind(mailbox)
-                .bind(id)
-                .fetch_optional(&mut *self.tx)
-                .await?
-                .map(|row| row.into_domain())
-                .transpose()
+                    " FROM messages WHERE id IN ("
+                ));
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(") ORDER BY id");
+                q.push($lock);
+                let rows: Vec<$crate::store::queries::MessageRow> =
+                    q.build_query_as().fetch_all(&mut *self.tx).await?;
+                let mut messages = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let message = row.into_domain()?;
+                    if message.mailbox == mailbox {
+                        messages.push(message);
+                    }
+                }
+                Ok(messages)
             }
 
-            async fn acknowledge_message(
+            async fn acknowledge_messages(
                 &mut self,
-                id: uuid::Uuid,
+                ids: &[uuid::Uuid],
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::error::Result<()> {
-                sqlx::query("UPDATE messages SET ack_time = $2, lease_expire_time = NULL WHERE id = $1")
-                    .bind(id)
-                    .bind($crate::store::DbTime(now))
-                    .execute(&mut *self.tx)
-                    .await?;
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE messages SET ack_time = ");
+                q.push_bind($crate::store::DbTime(now));
+                q.push(", lease_expire_time = NULL WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *self.tx).await?;
                 Ok(())
             }
 
-            async fn set_message_lease(
+            async fn set_message_leases(
                 &mut self,
-                id: uuid::Uuid,
+                ids: &[uuid::Uuid],
                 lease_until: chrono::DateTime<chrono::Utc>,
             ) -> $crate::error::Result<()> {
-                sqlx::query("UPDATE messages SET lease_expire_time = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind($crate::store::DbTime(lease_until))
-                    .execute(&mut *self.tx)
-                    .await?;
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE messages SET lease_expire_time = ");
+                q.push_bind($crate::store::DbTime(lease_until));
+                q.push(" WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *self.tx).await?;
                 Ok(())
             }
 

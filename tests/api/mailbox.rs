@@ -56,13 +56,20 @@ both_engines! {
         // Per-id answers, in request order.
         let results = ack(
             &mut hva15,
-            vec!["garbage".into(), third[0].ack_id.clone(), format!("{}.1", uuid::Uuid::new_v4().simple())],
+            vec![
+                "garbage".into(),
+                third[0].ack_id.clone(),
+                format!("{}.1", uuid::Uuid::new_v4().simple()),
+                third[0].ack_id.clone(),
+            ],
         )
         .await;
         let answers: Vec<(String, bool, i32)> = results.iter().map(|r| (r.ack_id.clone(), r.applied, r.reason)).collect();
         assert_eq!(answers[0], ("garbage".to_string(), false, AckReason::UnknownAckId as i32));
         assert_eq!(answers[1], (third[0].ack_id.clone(), true, AckReason::Unspecified as i32));
         assert_eq!(answers[2].2, AckReason::UnknownAckId as i32);
+        // The same ack id twice in one request counts once, as it would in two requests.
+        assert_eq!(answers[3], (third[0].ack_id.clone(), false, AckReason::AlreadyAcknowledged as i32));
         let again = ack(&mut hva15, vec![third[0].ack_id.clone()]).await;
         assert_eq!(again[0].reason, AckReason::AlreadyAcknowledged as i32);
 
