@@ -288,12 +288,8 @@ impl Member {
     /// Keeps this member's work, lets the next member in, and waits for the batch to commit.
     async fn commit(mut self) -> Result<()> {
         let mut outcome = self.batch.outcome.subscribe();
-        if let (Some(shared), Some(n)) = (self.guard.as_mut(), self.savepoint)
-            && let Some(tx) = shared.tx.as_mut()
-        {
-            // On failure, dropping `self` rolls back to the savepoint instead.
-            tx.release_savepoint(n).await?;
-        }
+        // The savepoint stays open (see `Tx::savepoint`): the next member's nests inside it, and a
+        // rollback to a later one leaves this member's work alone.
         self.savepoint = None;
         self.guard = None;
         self.finished = true;

@@ -361,10 +361,9 @@ pub trait Tx: Send {
     async fn commit(self: Box<Self>) -> Result<()>;
 
     // --- savepoints, for group commit (see `group`)
-    /// `SAVEPOINT sp<n>`.
+    /// `SAVEPOINT sp<n>`. Never released: the commit keeps them all, and a release would be one
+    /// more round trip per call.
     async fn savepoint(&mut self, n: u64) -> Result<()>;
-    /// `RELEASE SAVEPOINT sp<n>`: keeps what was done since.
-    async fn release_savepoint(&mut self, n: u64) -> Result<()>;
     /// `ROLLBACK TO SAVEPOINT sp<n>`: undoes what was done since, also after an error.
     async fn rollback_to_savepoint(&mut self, n: u64) -> Result<()>;
 

@@ -992,8 +992,9 @@ macro_rules! impl_tx {
                 }
                 q.push(") ORDER BY id");
                 q.push($lock);
+                // One text per list length: not worth a place in the prepared-statement cache.
                 let rows: Vec<$crate::store::queries::MessageRow> =
-                    q.build_query_as().fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
                 let mut messages = Vec::with_capacity(rows.len());
                 for row in rows {
                     let message = row.into_domain()?;
@@ -1020,7 +1021,7 @@ macro_rules! impl_tx {
                     list.push_bind(*id);
                 }
                 q.push(")");
-                q.build().execute(&mut *self.tx).await?;
+                q.build().persistent(false).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
@@ -1040,7 +1041,7 @@ macro_rules! impl_tx {
                     list.push_bind(*id);
                 }
                 q.push(")");
-                q.build().execute(&mut *self.tx).await?;
+                q.build().persistent(false).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
@@ -1372,18 +1373,15 @@ macro_rules! impl_tx {
                 Ok(())
             }
 
+            // Savepoint statements go by the simple protocol: one round trip, and their names (one
+            // per member of a batch) do not crowd the prepared-statement cache.
             async fn savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
-                sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
-                Ok(())
-            }
-
-            async fn release_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
-                sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
             async fn rollback_to_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
-                sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
