@@ -419,24 +419,36 @@ impl Exchange {
         recipient: &OrganizationId,
         referral: &Referral,
     ) -> Result<Disclosure> {
-        let (consent_state, consent_version) = match referral.basis {
-            Basis::Consent(id) => match tx.get_consent(id, false).await? {
-                Some(c) => (
-                    Some(c.state_at(self.clock.now()).as_str().to_owned()),
-                    Some(c.version),
-                ),
-                None => (None, None),
-            },
-            Basis::Statutory(_) => (None, None),
+        let consent = match referral.basis {
+            Basis::Consent(id) => tx.get_consent(id, false).await?,
+            Basis::Statutory(_) => None,
         };
-        Ok(Disclosure {
+        Ok(self.referral_disclosure_with(recipient, referral, consent.as_ref()))
+    }
+
+    /// [`Self::referral_disclosure`] with the referral's consent already read (`None` for a
+    /// statutory referral, or a consent that is gone).
+    pub(crate) fn referral_disclosure_with(
+        &self,
+        recipient: &OrganizationId,
+        referral: &Referral,
+        consent: Option<&Consent>,
+    ) -> Disclosure {
+        let (consent_state, consent_version) = match (referral.basis, consent) {
+            (Basis::Consent(_), Some(c)) => (
+                Some(c.state_at(self.clock.now()).as_str().to_owned()),
+                Some(c.version),
+            ),
+            _ => (None, None),
+        };
+        Disclosure {
             recipient: recipient.resource_name(),
             resource: referral.name(),
             subject_pseudonym: self.pseudonym(&referral.subject.personal_identity_code),
             basis: referral.basis.name(),
             consent_state,
             consent_version,
-        })
+        }
     }
 
     /// The disclosure log entry for delivering a consent record to a receiver it names.

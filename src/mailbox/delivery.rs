@@ -10,7 +10,8 @@ use crate::{
     access::{Call, Caller},
     domain::{
         OrganizationId, Role,
-        referral::{Action, Referral, State},
+        consent::Consent,
+        referral::{Action, Basis, Referral, State},
     },
     error::{Error, Result},
     exchange::{Exchange, Outbox, RequestKey, referrals::Page},
@@ -173,53 +174,79 @@ impl Exchange {
                 .lease_expiries
                 .add(redelivered, &[mailbox]);
         }
-        let mut deliveries = Vec::with_capacity(leased.len());
-        for message in leased {
-            deliveries.push(
-                self.render(tx.as_mut(), call, caller, message, true)
-                    .await?,
-            );
-        }
+        let deliveries = self.render(tx.as_mut(), call, caller, leased, true).await?;
         self.commit(call, tx, Outbox::default()).await?;
         Ok(Some(deliveries))
     }
 
-    /// Attaches the referral as the mailbox owner may see it, and logs the disclosure.
+    /// Attaches to each message its referral as the mailbox owner may see it, and logs the
+    /// disclosures. The referrals and their consents are read in one statement each, not two per
+    /// message: Kela's pull of a hundred state changes was two hundred round trips.
     async fn render(
         &self,
         tx: &mut dyn Tx,
         call: &Call,
         caller: &Caller,
-        message: StoredMessage,
+        messages: Vec<StoredMessage>,
         leased: bool,
-    ) -> Result<Delivery> {
-        call.touch_resource(format!("messages/{}", message.id));
-        let Some(referral_id) = message.referral_id else {
-            return Ok(Delivery {
+    ) -> Result<Vec<Delivery>> {
+        let mut referral_ids: Vec<Uuid> = messages.iter().filter_map(|m| m.referral_id).collect();
+        referral_ids.sort_unstable();
+        referral_ids.dedup();
+        let referrals: HashMap<Uuid, Referral> = tx
+            .get_referrals(&referral_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let mut consent_ids: Vec<Uuid> = referrals
+            .values()
+            .filter_map(|r| match r.basis {
+                Basis::Consent(id) => Some(id),
+                Basis::Statutory(_) => None,
+            })
+            .collect();
+        consent_ids.sort_unstable();
+        consent_ids.dedup();
+        let consents: HashMap<Uuid, Consent> = tx
+            .get_consents(&consent_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for message in messages {
+            call.touch_resource(format!("messages/{}", message.id));
+            let Some(referral_id) = message.referral_id else {
+                deliveries.push(Delivery {
+                    message,
+                    referral: None,
+                    leased,
+                });
+                continue;
+            };
+            let stored = referrals
+                .get(&referral_id)
+                .ok_or_else(|| crate::store::corrupt("message referral"))?;
+            let referral = stored.view_for(&caller.organization);
+            if let Some(view) = &referral {
+                let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
+                call.touch_resource(view.name());
+                call.touch_subject(&pseudonym);
+                let consent = match view.basis {
+                    Basis::Consent(id) => consents.get(&id),
+                    Basis::Statutory(_) => None,
+                };
+                call.disclose(self.referral_disclosure_with(&caller.organization, view, consent));
+            }
+            deliveries.push(Delivery {
                 message,
-                referral: None,
+                referral,
                 leased,
             });
-        };
-        let stored = tx
-            .get_referral(referral_id, false)
-            .await?
-            .ok_or_else(|| crate::store::corrupt("message referral"))?;
-        let referral = stored.view_for(&caller.organization);
-        if let Some(view) = &referral {
-            let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
-            call.touch_resource(view.name());
-            call.touch_subject(&pseudonym);
-            call.disclose(
-                self.referral_disclosure(tx, &caller.organization, view)
-                    .await?,
-            );
         }
-        Ok(Delivery {
-            message,
-            referral,
-            leased,
-        })
+        Ok(deliveries)
     }
 
     /// Acknowledges deliveries. Acknowledging a routed referral is taking delivery of it.
@@ -318,13 +345,7 @@ impl Exchange {
             .await?;
         let more = found.len() as i64 > page_size;
         found.truncate(page_size as usize);
-        let mut items = Vec::with_capacity(found.len());
-        for message in found {
-            items.push(
-                self.render(tx.as_mut(), call, caller, message, false)
-                    .await?,
-            );
-        }
+        let items = self.render(tx.as_mut(), call, caller, found, false).await?;
         self.commit(call, tx, Outbox::default()).await?;
         Ok(Page { items, more })
     }
@@ -373,13 +394,7 @@ impl Exchange {
             .mailbox_history(caller.organization.as_str(), since, page_size)
             .await?;
         let next = found.last().map_or(since, |m| m.sequence);
-        let mut items = Vec::with_capacity(found.len());
-        for message in found {
-            items.push(
-                self.render(tx.as_mut(), call, caller, message, false)
-                    .await?,
-            );
-        }
+        let items = self.render(tx.as_mut(), call, caller, found, false).await?;
         self.commit(call, tx, Outbox::default()).await?;
         Ok((items, next))
     }

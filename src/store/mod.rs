@@ -245,6 +245,8 @@ pub trait Tx: Send {
     async fn insert_consent(&mut self, consent: &Consent, subject_pseudonym: &str) -> Result<()>;
     /// With `lock`, other transactions that want to change the consent wait for this one.
     async fn get_consent(&mut self, id: Uuid, lock: bool) -> Result<Option<Consent>>;
+    /// Those of `ids` that exist, unlocked, in no particular order.
+    async fn get_consents(&mut self, ids: &[Uuid]) -> Result<Vec<Consent>>;
     async fn update_consent(&mut self, consent: &Consent) -> Result<()>;
     async fn list_consents(&mut self, filter: &ConsentFilter) -> Result<Vec<Consent>>;
     async fn insert_consent_event(&mut self, event: &ConsentEvent) -> Result<()>;
@@ -257,6 +259,9 @@ pub trait Tx: Send {
     async fn insert_referral(&mut self, referral: &Referral, subject_pseudonym: &str)
     -> Result<()>;
     async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>>;
+    /// Those of `ids` that exist, unlocked, in no particular order: one statement for a page of
+    /// messages.
+    async fn get_referrals(&mut self, ids: &[Uuid]) -> Result<Vec<Referral>>;
     /// Writes every field that can change after creation.
     async fn update_referral(&mut self, referral: &Referral) -> Result<()>;
     /// Records that `recipient` holds the referral from now on, for access and listing.

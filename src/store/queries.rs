@@ -571,6 +571,24 @@ macro_rules! impl_tx {
                     .transpose()
             }
 
+            async fn get_consents(
+                &mut self,
+                ids: &[uuid::Uuid],
+            ) -> $crate::error::Result<Vec<$crate::domain::consent::Consent>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<$crate::store::queries::ConsentRow> =
+                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
+                rows.into_iter().map(|row| row.into_domain()).collect()
+            }
+
             async fn update_consent(&mut self, c: &$crate::domain::consent::Consent) -> $crate::error::Result<()> {
                 use $crate::store::DbTime;
                 sqlx::query(
@@ -753,6 +771,24 @@ macro_rules! impl_tx {
                     .await?
                     .map(|row| row.into_domain())
                     .transpose()
+            }
+
+            async fn get_referrals(
+                &mut self,
+                ids: &[uuid::Uuid],
+            ) -> $crate::error::Result<Vec<$crate::domain::referral::Referral>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM referrals WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<$crate::store::queries::ReferralRow> =
+                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
+                rows.into_iter().map(|row| row.into_domain()).collect()
             }
 
             async fn update_referral(&mut self, r: &$crate::domain::referral::Referral) -> $crate::error::Result<()> {
