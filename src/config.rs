@@ -23,6 +23,7 @@
 //! | `--drain-seconds` | `REFERRAL_EXCHANGE_DRAIN_SECONDS` | `0` |
 //! | `--group-commit-max` | `REFERRAL_EXCHANGE_GROUP_COMMIT_MAX` | `32` |
 //! | `--group-commit-lanes` | `REFERRAL_EXCHANGE_GROUP_COMMIT_LANES` | `4` |
+//! | `--cpu-affinity` | `REFERRAL_EXCHANGE_CPU_AFFINITY` | `auto`: one CPU for SQLite, all for PostgreSQL |
 //!
 //! The development defaults announce themselves loudly at start-up: a production deployment names its
 //! certificates and keys explicitly (see `deploy/README.md`).
@@ -52,6 +53,29 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Which CPUs the server's threads may run on (see [`crate::affinity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CpuAffinity {
+    /// One CPU with SQLite, all with PostgreSQL.
+    #[default]
+    Auto,
+    /// The CPU the server starts on.
+    One,
+    /// Whatever the process was allowed at start (the operating system's choice).
+    All,
+}
+
+impl CpuAffinity {
+    /// Whether a server on `database_url` keeps to one CPU.
+    pub fn one_cpu_for(self, database_url: &str) -> bool {
+        match self {
+            CpuAffinity::Auto => database_url.starts_with("sqlite:"),
+            CpuAffinity::One => true,
+            CpuAffinity::All => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,6 +198,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_LANES", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_LANES as u64,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub group_commit_lanes: u64,
+
+    /// CPUs the server runs on: `auto` keeps a SQLite server on one CPU, where its single writer's
+    /// hand-offs between threads cost least, and leaves a PostgreSQL server on all of them.
+    #[arg(long, env = "REFERRAL_EXCHANGE_CPU_AFFINITY", value_enum, default_value_t = CpuAffinity::Auto)]
+    pub cpu_affinity: CpuAffinity,
 }
 
 /// `referral-exchange migrate`.

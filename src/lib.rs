@@ -16,9 +16,11 @@
 //!   default) and PostgreSQL (production, several replicas).
 //! - [`error`]: the one place where errors become `tonic::Status`.
 //! - [`config`], [`tls`], [`telemetry`], [`server`], [`cli`]: running it; [`background`]: tasks that run
-//!   once per deployment; [`bench`]: the benchmark.
+//!   once per deployment; [`affinity`]: why a SQLite server keeps to one CPU; [`bench`]: the
+//!   benchmark.
 
 pub mod access;
+pub mod affinity;
 pub mod audit;
 pub mod background;
 pub mod bench;

@@ -84,8 +84,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let telemetry = telemetry::init(args.log_format);
     let tls = args.tls_files()?;
-    let mut settings =
-        server::Settings::new(args.listen, args.database_url(), tls, args.pseudonym_key()?);
+    let database_url = args.database_url();
+    // Before the store starts its threads: they inherit the affinity of the thread that starts them.
+    if args.cpu_affinity.one_cpu_for(&database_url) {
+        match crate::affinity::keep_on_one_cpu() {
+            Ok(cpu) => tracing::info!(cpu, "keeping the server on one CPU (--cpu-affinity)"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "could not keep the server on one CPU; running on all")
+            }
+        }
+    }
+    let mut settings = server::Settings::new(args.listen, database_url, tls, args.pseudonym_key()?);
     settings.delivery.max_delivery_attempts = args.max_delivery_attempts;
     settings.delivery.history_retention = chrono::Duration::days(args.message_retention_days);
     settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;

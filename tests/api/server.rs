@@ -228,3 +228,46 @@ both_engines! {
         let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
 }
+
+/// The CPUs each thread of process `pid` may run on, as the kernel lists them ("0-1", "1").
+fn allowed_cpus(pid: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|cpus| cpus.trim().to_string())
+        })
+        .collect()
+}
+
+both_engines! {
+    async fn a_sqlite_server_keeps_to_one_cpu_and_a_postgres_server_to_all_unless_told(db) {
+        let dir = tempfile::tempdir().expect("dir");
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
+        };
+        let url = database.as_ref().map(TestDb::url);
+        let ours = allowed_cpus("self").into_iter().next().expect("this test's CPUs");
+        let single = |cpus: &str| !cpus.contains(['-', ',']);
+
+        for (setting, one_cpu) in [("auto", db == Db::Sqlite), ("one", true), ("all", false)] {
+            let (mut child, addr) = start_binary_with(dir.path(), url, &[("REFERRAL_EXCHANGE_CPU_AFFINITY", setting)]);
+            // Serving, and the store's connection threads started: every thread is counted.
+            let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+            kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("create");
+            let threads = allowed_cpus(&child.id().to_string());
+            assert!(threads.len() > 2, "{setting}: read the server's threads: {threads:?}");
+            if one_cpu {
+                assert!(threads.iter().all(|cpus| single(cpus) && cpus == &threads[0]), "{setting}: one CPU for all: {threads:?}");
+            } else {
+                assert!(threads.iter().all(|cpus| cpus == &ours), "{setting}: as allowed to the test ({ours}): {threads:?}");
+            }
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+}
