@@ -275,8 +275,9 @@ pub trait Tx: Send {
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
 
     // --- mailboxes
-    /// Appends a message to its mailbox, not yet numbered (see [`Tx::number_messages`]). Call
-    /// [`Tx::signal_mailbox`] once per mailbox written to.
+    /// Appends a message to its mailbox, not yet numbered (see [`Tx::number_messages`]). Announces
+    /// the mailbox to other replicas at commit (PostgreSQL: by trigger, migration 0006); waking this
+    /// process's own waiters is the caller's, after the commit.
     async fn insert_message(&mut self, message: &NewMessage) -> Result<()>;
     /// Numbers the committed, unnumbered messages of `mailbox` with the next sequence numbers, under
     /// the mailbox counter's row lock so that numbering transactions commit in numbering order. Skips
