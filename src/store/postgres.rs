@@ -37,7 +37,10 @@ impl PostgresStore {
         // Each replica's sessions carry its process id, so that an operator (or a test) can see in
         // pg_stat_activity and pg_locks which replica holds what.
         let options = PgConnectOptions::from_str(url)?
-            .application_name(&format!("referral-exchange/{}", std::process::id()));
+            .application_name(&format!("referral-exchange/{}", std::process::id()))
+            // Room for every statement of the queries plus short id lists (`queries::cacheable`);
+            // the default of 100 evicted and re-parsed under load.
+            .statement_cache_capacity(256);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

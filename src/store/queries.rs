@@ -281,6 +281,14 @@ macro_rules! message_columns {
 pub(super) use message_columns;
 
 /// Binds `values` as a comma-separated list and closes the parenthesis the caller opened.
+/// Whether a statement with a list of `n` ids is worth a place in the connection's prepared-statement
+/// cache. Its text differs with every list length, so only short lists, the common ones (a pull of one
+/// or a few messages), are kept: a PostgreSQL statement that is not cached costs a second round trip
+/// (parse, then execute), one that is cached takes one.
+pub(crate) fn cacheable(n: usize) -> bool {
+    n <= 8
+}
+
 pub(super) fn push_list<DB>(q: &mut QueryBuilder<DB>, values: &[String])
 where
     DB: Database,
@@ -585,7 +593,7 @@ macro_rules! impl_tx {
                 }
                 q.push(")");
                 let rows: Vec<$crate::store::queries::ConsentRow> =
-                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
             }
 
@@ -787,7 +795,7 @@ macro_rules! impl_tx {
                 }
                 q.push(")");
                 let rows: Vec<$crate::store::queries::ReferralRow> =
-                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
             }
 
@@ -1028,9 +1036,8 @@ macro_rules! impl_tx {
                 }
                 q.push(") ORDER BY id");
                 q.push($lock);
-                // One text per list length: not worth a place in the prepared-statement cache.
                 let rows: Vec<$crate::store::queries::MessageRow> =
-                    q.build_query_as().persistent(false).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
                 let mut messages = Vec::with_capacity(rows.len());
                 for row in rows {
                     let message = row.into_domain()?;
@@ -1057,7 +1064,7 @@ macro_rules! impl_tx {
                     list.push_bind(*id);
                 }
                 q.push(")");
-                q.build().persistent(false).execute(&mut *self.tx).await?;
+                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
@@ -1077,7 +1084,7 @@ macro_rules! impl_tx {
                     list.push_bind(*id);
                 }
                 q.push(")");
-                q.build().persistent(false).execute(&mut *self.tx).await?;
+                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
                 Ok(())
             }
 

@@ -37,6 +37,8 @@ impl SqliteStore {
     ) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
+            // As for PostgreSQL (see `postgres.rs`).
+            .statement_cache_capacity(256)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
