@@ -21,7 +21,7 @@
 //! | `--no-migrate` | `REFERRAL_EXCHANGE_NO_MIGRATE` | off: migrate on start |
 //! | `--health-listen` | `REFERRAL_EXCHANGE_HEALTH_LISTEN` | none |
 //! | `--drain-seconds` | `REFERRAL_EXCHANGE_DRAIN_SECONDS` | `0` |
-//! | `--group-commit-max` | `REFERRAL_EXCHANGE_GROUP_COMMIT_MAX` | `32` |
+//! | `--group-commit-max` | `REFERRAL_EXCHANGE_GROUP_COMMIT_MAX` | `32` (at most 64) |
 //! | `--group-commit-lanes` | `REFERRAL_EXCHANGE_GROUP_COMMIT_LANES` | `4` |
 //! | `--cpu-affinity` | `REFERRAL_EXCHANGE_CPU_AFFINITY` | `auto`: one CPU for SQLite, all for PostgreSQL |
 //!
@@ -44,6 +44,9 @@ use crate::{
 /// The audit log's origin (the first line of its checkpoints and the name of its key) when none is
 /// configured. A deployment should name itself, e.g. `referral-exchange.example.fi/audit-log`.
 pub const DEFAULT_AUDIT_LOG_ORIGIN: &str = "referral-exchange/audit-log";
+
+/// The largest group-commit batch: PostgreSQL's PGPROC_MAX_CACHED_SUBXIDS (see `--group-commit-max`).
+pub const MAX_GROUP_COMMIT: u64 = 64;
 
 /// Organisations the development PKI issues client certificates for on first start.
 pub const DEV_ORGANIZATIONS: &[&str] = &["kela", "hva-15", "helsinki", "auditor-dpo"];
@@ -189,9 +192,11 @@ pub struct ServeArgs {
     pub drain_seconds: u64,
 
     /// Calls whose transactions commit together at most (one fsync for the batch, each call still
-    /// atomic); 1 commits every call on its own.
+    /// atomic); 1 commits every call on its own. At most 64: each member writes in a savepoint, a
+    /// subtransaction, and PostgreSQL keeps the ids of only 64 of them per session in shared memory;
+    /// a transaction with more makes every other session's snapshots look them up on disk.
     #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_MAX", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_MAX as u64,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_GROUP_COMMIT))]
     pub group_commit_max: u64,
 
     /// Group-commit batches open at a time, each on its own database connection.
@@ -398,4 +403,28 @@ fn write_new_key(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn a_group_commit_batch_stays_within_postgres_cached_subtransactions() {
+        let at = |n: u64| Serve::try_parse_from(["serve", "--group-commit-max", &n.to_string()]);
+        assert_eq!(
+            at(MAX_GROUP_COMMIT).map(|s| s.args.group_commit_max).ok(),
+            Some(64)
+        );
+        let refused = at(MAX_GROUP_COMMIT + 1).err().map(|e| e.kind());
+        assert_eq!(refused, Some(clap::error::ErrorKind::ValueValidation));
+    }
 }

@@ -71,7 +71,7 @@ pub struct BenchArgs {
     /// The server binary (default: this one).
     #[arg(long)]
     server_binary: Option<PathBuf>,
-    /// Extra `serve` arguments for the server under test, e.g. `--server-arg=--group-commit-max=64`.
+    /// Extra `serve` arguments for the server under test, e.g. `--server-arg=--group-commit-max=1`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
     /// Also write the results as JSON to this file.
