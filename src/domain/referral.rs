@@ -172,6 +172,14 @@ impl Basis {
             Basis::Statutory(ground) => ground.as_str().to_owned(),
         }
     }
+
+    /// The consent the referral rests on, if it rests on one.
+    pub fn consent_id(&self) -> Option<Uuid> {
+        match self {
+            Basis::Consent(id) => Some(*id),
+            Basis::Statutory(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

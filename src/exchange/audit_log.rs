@@ -419,9 +419,9 @@ impl Exchange {
         recipient: &OrganizationId,
         referral: &Referral,
     ) -> Result<Disclosure> {
-        let consent = match referral.basis {
-            Basis::Consent(id) => tx.get_consent(id, false).await?,
-            Basis::Statutory(_) => None,
+        let consent = match referral.basis.consent_id() {
+            Some(id) => tx.get_consent(id, false).await?,
+            None => None,
         };
         Ok(self.referral_disclosure_with(recipient, referral, consent.as_ref()))
     }

@@ -11,7 +11,7 @@ use crate::{
     domain::{
         OrganizationId, Role,
         consent::Consent,
-        referral::{Action, Basis, Referral, State},
+        referral::{Action, Referral, State},
     },
     error::{Error, Result},
     exchange::{Exchange, Outbox, RequestKey, referrals::Page},
@@ -201,10 +201,7 @@ impl Exchange {
             .collect();
         let mut consent_ids: Vec<Uuid> = referrals
             .values()
-            .filter_map(|r| match r.basis {
-                Basis::Consent(id) => Some(id),
-                Basis::Statutory(_) => None,
-            })
+            .filter_map(|r| r.basis.consent_id())
             .collect();
         consent_ids.sort_unstable();
         consent_ids.dedup();
@@ -234,10 +231,7 @@ impl Exchange {
                 let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
                 call.touch_resource(view.name());
                 call.touch_subject(&pseudonym);
-                let consent = match view.basis {
-                    Basis::Consent(id) => consents.get(&id),
-                    Basis::Statutory(_) => None,
-                };
+                let consent = view.basis.consent_id().and_then(|id| consents.get(&id));
                 call.disclose(self.referral_disclosure_with(&caller.organization, view, consent));
             }
             deliveries.push(Delivery {

@@ -280,7 +280,6 @@ macro_rules! message_columns {
 }
 pub(super) use message_columns;
 
-/// Binds `values` as a comma-separated list and closes the parenthesis the caller opened.
 /// Whether a statement with a list of `n` ids is worth a place in the connection's prepared-statement
 /// cache. Its text differs with every list length, so only short lists, the common ones (a pull of one
 /// or a few messages), are kept: a PostgreSQL statement that is not cached costs a second round trip
@@ -289,15 +288,16 @@ pub(crate) fn cacheable(n: usize) -> bool {
     n <= 8
 }
 
-pub(super) fn push_list<DB>(q: &mut QueryBuilder<DB>, values: &[String])
+/// Binds `values` as a comma-separated list and closes the parenthesis the caller opened.
+pub(super) fn push_list<DB, T>(q: &mut QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
 where
     DB: Database,
     DB::Arguments: Default,
-    String: for<'q> Encode<'q, DB> + Type<DB>,
+    T: for<'q> Encode<'q, DB> + Type<DB>,
 {
     let mut list = q.separated(", ");
     for value in values {
-        list.push_bind(value.clone());
+        list.push_bind(value);
     }
     q.push(")");
 }
@@ -587,11 +587,7 @@ macro_rules! impl_tx {
                     return Ok(Vec::new());
                 }
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
+                $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 let rows: Vec<$crate::store::queries::ConsentRow> =
                     q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
@@ -622,7 +618,7 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE 1 = 1");
                 if !filter.subject_pseudonyms.is_empty() {
                     q.push(" AND subject_pseudonym IN (");
-                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
+                    $crate::store::queries::push_list(&mut q, filter.subject_pseudonyms.iter().cloned());
                 }
                 let now = DbTime(filter.now.unwrap_or_else(chrono::Utc::now));
                 match filter.state {
@@ -679,7 +675,7 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT e.* FROM consent_events e");
                 if !filter.subject_pseudonyms.is_empty() {
                     q.push(" JOIN consents c ON c.id = e.consent_id AND c.subject_pseudonym IN (");
-                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
+                    $crate::store::queries::push_list(&mut q, filter.subject_pseudonyms.iter().cloned());
                 }
                 q.push(" WHERE 1 = 1");
                 if let Some(id) = filter.consent_id {
@@ -789,11 +785,7 @@ macro_rules! impl_tx {
                     return Ok(Vec::new());
                 }
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM referrals WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
+                $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 let rows: Vec<$crate::store::queries::ReferralRow> =
                     q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
@@ -867,7 +859,7 @@ macro_rules! impl_tx {
                 }
                 if !filter.subject_pseudonyms.is_empty() {
                     q.push(" AND r.subject_pseudonym IN (");
-                    $crate::store::queries::push_list(&mut q, &filter.subject_pseudonyms);
+                    $crate::store::queries::push_list(&mut q, filter.subject_pseudonyms.iter().cloned());
                 }
                 if let Some(t) = filter.create_time_start {
                     q.push(" AND r.create_time >= ").push_bind(DbTime(t));
@@ -1030,11 +1022,8 @@ macro_rules! impl_tx {
                     $crate::store::queries::message_columns!(),
                     " FROM messages WHERE id IN ("
                 ));
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(") ORDER BY id");
+                $crate::store::queries::push_list(&mut q, ids.iter().copied());
+                q.push(" ORDER BY id");
                 q.push($lock);
                 let rows: Vec<$crate::store::queries::MessageRow> =
                     q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
@@ -1059,11 +1048,7 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE messages SET ack_time = ");
                 q.push_bind($crate::store::DbTime(now));
                 q.push(", lease_expire_time = NULL WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
+                $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
                 Ok(())
             }
@@ -1079,11 +1064,7 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE messages SET lease_expire_time = ");
                 q.push_bind($crate::store::DbTime(lease_until));
                 q.push(" WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
+                $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
                 Ok(())
             }
@@ -1124,7 +1105,7 @@ macro_rules! impl_tx {
                 // keys never match the same event twice.
                 if !query.subject_pseudonyms.is_empty() {
                     q.push(" JOIN audit_event_subjects s ON s.event_sequence = e.sequence AND s.subject_pseudonym IN (");
-                    $crate::store::queries::push_list(&mut q, &query.subject_pseudonyms);
+                    $crate::store::queries::push_list(&mut q, query.subject_pseudonyms.iter().cloned());
                 }
                 if let Some(r) = &query.resource {
                     q.push(" JOIN audit_event_resources r ON r.event_sequence = e.sequence AND r.resource = ")
@@ -1230,11 +1211,7 @@ macro_rules! impl_tx {
                         return Ok(0);
                     }
                     q.push(" AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in ids {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
+                    $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 }
                 let redriven = q.build().execute(&mut *self.tx).await?.rows_affected();
                 if redriven > 0 {
@@ -1306,11 +1283,7 @@ macro_rules! impl_tx {
                     .push(" AND ack_time IS NULL AND dead_letter_time IS NULL AND lease_expire_time > ")
                     .push_bind($crate::store::DbTime(now))
                     .push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for (id, _) in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
+                $crate::store::queries::push_list(&mut q, ids.iter().map(|(id, _)| *id));
                 let rows: Vec<(uuid::Uuid, i32)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
                 Ok(rows.into_iter().filter(|row| ids.contains(row)).map(|(id, _)| id).collect())
             }
@@ -1531,11 +1504,7 @@ macro_rules! impl_tx {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "DELETE FROM audit_pending WHERE event_sequence IN (",
                     );
-                    let mut list = q.separated(", ");
-                    for leaf in chunk {
-                        list.push_bind(leaf.event_sequence);
-                    }
-                    q.push(")");
+                    $crate::store::queries::push_list(&mut q, chunk.iter().map(|leaf| leaf.event_sequence));
                     let deleted = q.build().execute(&mut *self.tx).await?.rows_affected();
                     if deleted != chunk.len() as u64 {
                         // Another round took some of these events: give this one up.
