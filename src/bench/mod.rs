@@ -2,7 +2,7 @@
 //! measured. Not a test: run it on purpose, and read `bench/README.md` for how to read the figures.
 //!
 //! - [`server`]: the server under test as a child process, on a database of its own.
-//! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, pull, wakeup).
+//! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, transport, pull, wakeup).
 //! - [`baseline`]: pgbench committing the same rows as a create, for the ratio ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 
@@ -30,6 +30,8 @@ pub enum Scenario {
     Read,
     /// ListAuditEvents by subject, as an auditor.
     Audit,
+    /// Health checks over the same mutual TLS: a call's cost with no database, the floor under all.
+    Transport,
     /// A mailbox drained by pullers that pull and acknowledge.
     Pull,
     /// A long-poll woken by a write through another server process.
@@ -93,6 +95,8 @@ pub struct Outcome {
     /// `wakeup`: the create alone, to set the wake-up against.
     pub create_latency_ms: Option<Percentiles>,
     pub errors: usize,
+    /// `roundtrip`: RPCs per completed lifecycle, to set against `transport`'s calls per second.
+    pub calls_per_operation: Option<f64>,
     pub server_peak_rss_mb: Option<f64>,
     /// `create` with `--baseline`: pgbench's transactions per second for the same rows, and ours / it.
     pub baseline_per_second: Option<f64>,
@@ -117,6 +121,7 @@ impl Outcome {
             latency_ms: None,
             create_latency_ms: None,
             errors: 0,
+            calls_per_operation: None,
             server_peak_rss_mb: None,
             baseline_per_second: None,
             ratio_to_baseline: None,
@@ -208,6 +213,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     with_server(start("server")?, |s| scenarios::audit(s, clients, duration))
                         .await?
                 }
+                Scenario::Transport => {
+                    with_server(start("server")?, |s| {
+                        scenarios::transport(s, clients, duration)
+                    })
+                    .await?
+                }
                 Scenario::Pull => {
                     with_server(start("server")?, |s| {
                         scenarios::pull(s, clients, args.messages)
@@ -289,6 +300,9 @@ fn print_row(o: &Outcome) {
     );
     if o.create_latency_ms.is_some() {
         line.push_str(&format!("  create {}", latency(&o.create_latency_ms)));
+    }
+    if let Some(calls) = o.calls_per_operation {
+        line.push_str(&format!("  calls/op {calls:.2}"));
     }
     if let Some(stored) = o.stored_referrals {
         line.push_str(&format!("  stored {stored}"));

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context;
 use tokio::sync::Barrier;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::{Outcome, Percentiles, server::Target};
 use crate::{
@@ -128,6 +129,8 @@ pub struct ClientResult {
     pub ops: usize,
     pub errors: usize,
     pub latencies: Vec<Duration>,
+    /// RPCs sent, where an operation takes more than one (`roundtrip`).
+    pub calls: usize,
 }
 
 /// Runs `clients` clients: each sets up, all start together, each runs until `duration` has passed.
@@ -152,6 +155,7 @@ where
         let result = task.await??;
         total.ops += result.ops;
         total.errors += result.errors;
+        total.calls += result.calls;
         total.latencies.extend(result.latencies);
     }
     Ok((
@@ -163,6 +167,9 @@ where
 fn outcome(scenario: &str, clients: usize, mut result: ClientResult, seconds: f64) -> Outcome {
     let mut outcome = Outcome::new(scenario, clients, result.ops, seconds);
     outcome.errors = result.errors;
+    if result.calls > 0 && result.ops > 0 {
+        outcome.calls_per_operation = Some(result.calls as f64 / result.ops as f64);
+    }
     outcome.latency_ms = Percentiles::of(&mut result.latencies);
     outcome
 }
@@ -234,15 +241,16 @@ async fn work_mailbox(
     mailbox: &mut MailboxServiceClient<super::server::Authenticated>,
     referrals: &mut ReferralServiceClient<super::server::Authenticated>,
     book: &Mutex<Lifecycles>,
-    errors: &mut usize,
+    tally: &mut ClientResult,
 ) -> anyhow::Result<usize> {
     let request = pb::PullMessagesRequest {
         max_messages: 10,
         lease_duration: seconds(60),
         wait_duration: None,
     };
+    tally.calls += 1;
     let Ok(pulled) = mailbox.pull_messages(request).await else {
-        *errors += 1;
+        tally.errors += 1;
         return Ok(0);
     };
     let messages = pulled.into_inner().messages;
@@ -250,11 +258,12 @@ async fn work_mailbox(
         return Ok(0);
     }
     let ack_ids = messages.iter().map(|m| m.ack_id.clone()).collect();
+    tally.calls += 1;
     let Ok(acked) = mailbox
         .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
         .await
     else {
-        *errors += 1;
+        tally.errors += 1;
         return Ok(0);
     };
     let results = acked.into_inner().results;
@@ -273,6 +282,7 @@ async fn work_mailbox(
             .entry(referral.name.clone())
             .or_default() += 1;
         let name = referral.name.clone();
+        tally.calls += 3;
         let steps = async {
             let accepted = referrals
                 .accept_referral(pb::AcceptReferralRequest {
@@ -307,7 +317,7 @@ async fn work_mailbox(
                 }
                 completed += 1;
             }
-            Err(_) => *errors += 1,
+            Err(_) => tally.errors += 1,
         }
     }
     Ok(completed)
@@ -316,7 +326,9 @@ async fn work_mailbox(
 /// Kela takes the coded state changes out of its mailbox.
 async fn drain_kela(
     mailbox: &mut MailboxServiceClient<super::server::Authenticated>,
+    tally: &mut ClientResult,
 ) -> anyhow::Result<usize> {
+    tally.calls += 1;
     let messages = mailbox
         .pull_messages(pb::PullMessagesRequest {
             max_messages: 100,
@@ -328,6 +340,7 @@ async fn drain_kela(
         .messages;
     if !messages.is_empty() {
         let ack_ids = messages.iter().map(|m| m.ack_id.clone()).collect();
+        tally.calls += 1;
         mailbox
             .acknowledge_messages(pb::AcknowledgeMessagesRequest { ack_ids })
             .await?;
@@ -362,6 +375,7 @@ pub async fn roundtrip(
             let mut result = ClientResult::default();
             while Instant::now() < deadline {
                 let created_at = Instant::now();
+                result.calls += 1;
                 match kela
                     .create_referral(referral_with_consent(&code, &consent))
                     .await
@@ -374,9 +388,10 @@ pub async fn roundtrip(
                     }
                     Err(_) => result.errors += 1,
                 }
-                result.ops +=
-                    work_mailbox(&mut mailbox, &mut referrals, &book, &mut result.errors).await?;
-                drain_kela(&mut kela_mailbox).await?;
+                let completed =
+                    work_mailbox(&mut mailbox, &mut referrals, &book, &mut result).await?;
+                result.ops += completed;
+                drain_kela(&mut kela_mailbox, &mut result).await?;
             }
             Ok(result)
         }
@@ -390,9 +405,10 @@ pub async fn roundtrip(
         ReferralServiceClient::new(receiver),
     );
     let mut kela_mailbox = MailboxServiceClient::new(target.channel("kela", "bench-drain").await?);
-    let mut extra_errors = 0;
-    while work_mailbox(&mut mailbox, &mut referrals, &book, &mut extra_errors).await? > 0 {}
-    while drain_kela(&mut kela_mailbox).await? > 0 {}
+    // Not counted in the throughput: the clock has stopped. Only errors are added.
+    let mut after = ClientResult::default();
+    while work_mailbox(&mut mailbox, &mut referrals, &book, &mut after).await? > 0 {}
+    while drain_kela(&mut kela_mailbox, &mut after).await? > 0 {}
     let book = book.lock().unwrap_or_else(|p| p.into_inner());
     let duplicates = book.taken.values().filter(|n| **n > 1).count();
     anyhow::ensure!(
@@ -412,9 +428,9 @@ pub async fn roundtrip(
         "roundtrip",
         clients,
         ClientResult {
-            ops: result.ops,
-            errors: result.errors + extra_errors,
+            errors: result.errors + after.errors,
             latencies: Vec::new(),
+            ..result
         },
         seconds,
     );
@@ -485,6 +501,42 @@ pub async fn read(target: Target, clients: usize, duration: Duration) -> anyhow:
     })
     .await?;
     Ok(outcome("read", clients, result, seconds))
+}
+
+/// Health checks (`grpc.health.v1.Health/Check`) over the same mutual-TLS channels as the API: the
+/// cost of a call when no database is involved, which no API call can undercut. With the calls a
+/// `roundtrip` lifecycle takes, it bounds the lifecycles per second this machine can serve at all.
+pub async fn transport(
+    target: Target,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        async move {
+            let mut health =
+                HealthClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                match health.check(request).await {
+                    Ok(_) => {
+                        result.ops += 1;
+                        result.latencies.push(started.elapsed());
+                    }
+                    Err(_) => result.errors += 1,
+                }
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+    Ok(outcome("transport", clients, result, seconds))
 }
 
 /// Auditors list a person's audit events (ListAuditEvents by subject, 100 per page).
