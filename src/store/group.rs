@@ -287,6 +287,8 @@ impl Member {
 
     /// Keeps this member's work, lets the next member in, and waits for the batch to commit.
     async fn commit(mut self) -> Result<()> {
+        // Held writes go now, so that an error in one fails this member alone (and is undone).
+        self.tx_mut().flush().await?;
         let mut outcome = self.batch.outcome.subscribe();
         // The savepoint stays open (see `Tx::savepoint`): the next member's nests inside it, and a
         // rollback to a later one leaves this member's work alone.

@@ -308,7 +308,7 @@ pub trait Tx: Send {
     async fn set_message_leases(&mut self, ids: &[Uuid], lease_until: DateTime<Utc>) -> Result<()>;
 
     // --- audit
-    async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<i64>;
+    async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<()>;
     async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>>;
 
     // --- dead letters, history, stats, deadlines
@@ -364,6 +364,10 @@ pub trait Tx: Send {
         today: NaiveDate,
     ) -> Result<GaugeReadings>;
 
+    /// Sends the writes this transaction has held back, if any: an engine may hold writes whose
+    /// results nobody reads (inserts, updates by key) and send them together, before the next read
+    /// and at the latest here or at commit. A held write's error surfaces at this point.
+    async fn flush(&mut self) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 
     // --- savepoints, for group commit (see `group`)

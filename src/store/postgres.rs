@@ -9,12 +9,16 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    Postgres,
-    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
+    PgConnection, Postgres,
+    error::BoxDynError,
+    postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
-use crate::{error::Result, mailbox::MailboxSignals};
+use crate::{
+    error::{Error, Result},
+    mailbox::MailboxSignals,
+};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -26,6 +30,28 @@ pub(super) struct PostgresTx {
     tx: sqlx::Transaction<'static, Postgres>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
+}
+
+/// Each write goes at once: PostgreSQL's extended protocol takes one statement per query, and sqlx
+/// has no pipelining; unlike SQLite's (see `sqlite.rs`), a statement here costs no thread hand-off.
+impl PostgresTx {
+    pub(super) async fn write(
+        &mut self,
+        sql: &'static str,
+        bind: impl FnOnce(&mut PgArguments) -> std::result::Result<(), BoxDynError>,
+    ) -> Result<()> {
+        let mut args = PgArguments::default();
+        bind(&mut args).map_err(Error::internal)?;
+        sqlx::query_with(sql, args).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    pub(super) async fn conn(&mut self) -> Result<&mut PgConnection> {
+        Ok(&mut *self.tx)
+    }
+
+    /// Nothing is held back.
+    pub(super) fn discard(&mut self) {}
 }
 
 impl PostgresStore {

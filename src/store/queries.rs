@@ -480,6 +480,8 @@ macro_rules! impl_tx {
         position = $position:literal,
         notify = $notify:literal
     ) => {
+        use sqlx::Arguments as _;
+
         #[async_trait::async_trait]
         impl $crate::store::Tx for $tx {
             async fn claim_request(
@@ -497,7 +499,7 @@ macro_rules! impl_tx {
                 .bind(request_id)
                 .bind(fingerprint)
                 .bind($crate::store::DbTime(now))
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?
                 .rows_affected();
                 if inserted == 1 {
@@ -508,7 +510,7 @@ macro_rules! impl_tx {
                 )
                 .bind(organization)
                 .bind(request_id)
-                .fetch_one(&mut *self.tx)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok($crate::store::Claim::Existing { fingerprint, response })
             }
@@ -519,13 +521,16 @@ macro_rules! impl_tx {
                 request_id: &str,
                 response: &str,
             ) -> $crate::error::Result<()> {
-                sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE organization = $1 AND request_id = $2")
-                    .bind(organization)
-                    .bind(request_id)
-                    .bind(response)
-                    .execute(&mut *self.tx)
-                    .await?;
-                Ok(())
+                self.write(
+                    "UPDATE idempotency_keys SET response = $3 WHERE organization = $1 AND request_id = $2",
+                    |args| {
+                        args.add(organization)?;
+                        args.add(request_id)?;
+                        args.add(response)?;
+                        Ok(())
+                    },
+                )
+                .await
             }
 
             async fn insert_consent(
@@ -556,7 +561,7 @@ macro_rules! impl_tx {
                 .bind(c.withdraw_time.map(DbTime))
                 .bind(c.used_by)
                 .bind(c.version)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -573,7 +578,7 @@ macro_rules! impl_tx {
                 };
                 sqlx::query_as::<_, $crate::store::queries::ConsentRow>(sql)
                     .bind(id)
-                    .fetch_optional(&mut *self.tx)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(|row| row.into_domain())
                     .transpose()
@@ -589,25 +594,26 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM consents WHERE id IN (");
                 $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 let rows: Vec<$crate::store::queries::ConsentRow> =
-                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(self.conn().await?).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
             }
 
             async fn update_consent(&mut self, c: &$crate::domain::consent::Consent) -> $crate::error::Result<()> {
                 use $crate::store::DbTime;
-                sqlx::query(
+                self.write(
                     "UPDATE consents SET state = $2, update_time = $3, withdraw_time = $4, used_by = $5, version = $6 \
                      WHERE id = $1",
+                    |args| {
+                        args.add(c.id)?;
+                        args.add(c.state.as_str())?;
+                        args.add(DbTime(c.update_time))?;
+                        args.add(c.withdraw_time.map(DbTime))?;
+                        args.add(c.used_by)?;
+                        args.add(c.version)?;
+                        Ok(())
+                    },
                 )
-                .bind(c.id)
-                .bind(c.state.as_str())
-                .bind(DbTime(c.update_time))
-                .bind(c.withdraw_time.map(DbTime))
-                .bind(c.used_by)
-                .bind(c.version)
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn list_consents(
@@ -640,7 +646,7 @@ macro_rules! impl_tx {
                 }
                 q.push(" ORDER BY create_time, id LIMIT ").push_bind(filter.limit);
                 q.build_query_as::<$crate::store::queries::ConsentRow>()
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|row| row.into_domain())
@@ -651,20 +657,21 @@ macro_rules! impl_tx {
                 &mut self,
                 e: &$crate::domain::consent::ConsentEvent,
             ) -> $crate::error::Result<()> {
-                sqlx::query(
+                self.write(
                     "INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, \
                      consent_state) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    |args| {
+                        args.add(e.consent_id)?;
+                        args.add(e.event_type.as_str())?;
+                        args.add($crate::store::DbTime(e.time))?;
+                        args.add(e.organization.as_ref().map_or("", |o| o.as_str()))?;
+                        args.add(&e.user_id)?;
+                        args.add(e.referral_id)?;
+                        args.add(e.consent_state.as_str())?;
+                        Ok(())
+                    },
                 )
-                .bind(e.consent_id)
-                .bind(e.event_type.as_str())
-                .bind($crate::store::DbTime(e.time))
-                .bind(e.organization.as_ref().map_or("", |o| o.as_str()))
-                .bind(&e.user_id)
-                .bind(e.referral_id)
-                .bind(e.consent_state.as_str())
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn list_consent_events(
@@ -695,7 +702,7 @@ macro_rules! impl_tx {
                 }
                 q.push(" ORDER BY e.id LIMIT ").push_bind(filter.limit);
                 q.build_query_as::<$crate::store::queries::ConsentEventRow>()
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|row| row.into_domain())
@@ -712,7 +719,7 @@ macro_rules! impl_tx {
                     Basis::Consent(id) => (Some(id), None),
                     Basis::Statutory(g) => (None, Some(g.as_str())),
                 };
-                sqlx::query(
+                self.write(
                     "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, subject_phone, \
                      subject_language, home_municipality_code, current_municipality_code, recipient, reasons, \
                      reason_text, urgent, deadline_group, consent_id, statutory_ground, \
@@ -721,42 +728,43 @@ macro_rules! impl_tx {
                      receive_time, assessment_due_date, version, completion_due_date, receive_due_date) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
                      $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+                    |args| {
+                        args.add(r.id)?;
+                        args.add(r.kind.as_str())?;
+                        args.add(r.subject.personal_identity_code.as_str())?;
+                        args.add(subject_pseudonym)?;
+                        args.add(&r.subject.name)?;
+                        args.add(&r.subject.contact_phone)?;
+                        args.add(&r.subject.preferred_language)?;
+                        args.add(&r.home_municipality_code)?;
+                        args.add(&r.current_municipality_code)?;
+                        args.add(r.recipient.as_str())?;
+                        args.add(to_json(&r.reasons)?)?;
+                        args.add(&r.reason_text)?;
+                        args.add(r.urgent)?;
+                        args.add(r.deadline_group.as_str())?;
+                        args.add(consent_id)?;
+                        args.add(ground)?;
+                        args.add(r.personal_discussion_requested)?;
+                        args.add(&r.application_reference)?;
+                        args.add(r.state.as_str())?;
+                        args.add(&r.state_reason)?;
+                        args.add(r.outcome.map(|o| o.as_str()))?;
+                        args.add(r.rejection_reason.map(|o| o.as_str()))?;
+                        args.add(&r.rejection_text)?;
+                        args.add(&r.cancellation_text)?;
+                        args.add(to_json(&r.history)?)?;
+                        args.add(DbTime(r.create_time))?;
+                        args.add(DbTime(r.update_time))?;
+                        args.add(r.receive_time.map(DbTime))?;
+                        args.add(r.assessment_due_date)?;
+                        args.add(r.version)?;
+                        args.add(r.completion_due_date)?;
+                        args.add(r.receive_due_date)?;
+                        Ok(())
+                    },
                 )
-                .bind(r.id)
-                .bind(r.kind.as_str())
-                .bind(r.subject.personal_identity_code.as_str())
-                .bind(subject_pseudonym)
-                .bind(&r.subject.name)
-                .bind(&r.subject.contact_phone)
-                .bind(&r.subject.preferred_language)
-                .bind(&r.home_municipality_code)
-                .bind(&r.current_municipality_code)
-                .bind(r.recipient.as_str())
-                .bind(to_json(&r.reasons)?)
-                .bind(&r.reason_text)
-                .bind(r.urgent)
-                .bind(r.deadline_group.as_str())
-                .bind(consent_id)
-                .bind(ground)
-                .bind(r.personal_discussion_requested)
-                .bind(&r.application_reference)
-                .bind(r.state.as_str())
-                .bind(&r.state_reason)
-                .bind(r.outcome.map(|o| o.as_str()))
-                .bind(r.rejection_reason.map(|o| o.as_str()))
-                .bind(&r.rejection_text)
-                .bind(&r.cancellation_text)
-                .bind(to_json(&r.history)?)
-                .bind(DbTime(r.create_time))
-                .bind(DbTime(r.update_time))
-                .bind(r.receive_time.map(DbTime))
-                .bind(r.assessment_due_date)
-                .bind(r.version)
-                .bind(r.completion_due_date)
-                .bind(r.receive_due_date)
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn get_referral(
@@ -771,7 +779,7 @@ macro_rules! impl_tx {
                 };
                 sqlx::query_as::<_, $crate::store::queries::ReferralRow>(sql)
                     .bind(id)
-                    .fetch_optional(&mut *self.tx)
+                    .fetch_optional(self.conn().await?)
                     .await?
                     .map(|row| row.into_domain())
                     .transpose()
@@ -787,36 +795,37 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM referrals WHERE id IN (");
                 $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 let rows: Vec<$crate::store::queries::ReferralRow> =
-                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(self.conn().await?).await?;
                 rows.into_iter().map(|row| row.into_domain()).collect()
             }
 
             async fn update_referral(&mut self, r: &$crate::domain::referral::Referral) -> $crate::error::Result<()> {
                 use $crate::store::{DbTime, queries::to_json};
-                sqlx::query(
+                self.write(
                     "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
                      rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
                      update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13, \
                      completion_due_date = $14, receive_due_date = $15 WHERE id = $1",
+                    |args| {
+                        args.add(r.id)?;
+                        args.add(r.recipient.as_str())?;
+                        args.add(r.state.as_str())?;
+                        args.add(&r.state_reason)?;
+                        args.add(r.outcome.map(|o| o.as_str()))?;
+                        args.add(r.rejection_reason.map(|o| o.as_str()))?;
+                        args.add(&r.rejection_text)?;
+                        args.add(&r.cancellation_text)?;
+                        args.add(to_json(&r.history)?)?;
+                        args.add(DbTime(r.update_time))?;
+                        args.add(r.receive_time.map(DbTime))?;
+                        args.add(r.assessment_due_date)?;
+                        args.add(r.version)?;
+                        args.add(r.completion_due_date)?;
+                        args.add(r.receive_due_date)?;
+                        Ok(())
+                    },
                 )
-                .bind(r.id)
-                .bind(r.recipient.as_str())
-                .bind(r.state.as_str())
-                .bind(&r.state_reason)
-                .bind(r.outcome.map(|o| o.as_str()))
-                .bind(r.rejection_reason.map(|o| o.as_str()))
-                .bind(&r.rejection_text)
-                .bind(&r.cancellation_text)
-                .bind(to_json(&r.history)?)
-                .bind(DbTime(r.update_time))
-                .bind(r.receive_time.map(DbTime))
-                .bind(r.assessment_due_date)
-                .bind(r.version)
-                .bind(r.completion_due_date)
-                .bind(r.receive_due_date)
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn insert_route(
@@ -825,16 +834,17 @@ macro_rules! impl_tx {
                 recipient: &$crate::domain::OrganizationId,
                 at: chrono::DateTime<chrono::Utc>,
             ) -> $crate::error::Result<()> {
-                sqlx::query(
+                self.write(
                     "INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (recipient, referral_id) DO NOTHING",
+                    |args| {
+                        args.add(referral_id)?;
+                        args.add(recipient.as_str())?;
+                        args.add($crate::store::DbTime(at))?;
+                        Ok(())
+                    },
                 )
-                .bind(referral_id)
-                .bind(recipient.as_str())
-                .bind($crate::store::DbTime(at))
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn list_referrals(
@@ -875,7 +885,7 @@ macro_rules! impl_tx {
                 }
                 q.push(" ORDER BY r.create_time, r.id LIMIT ").push_bind(filter.limit);
                 q.build_query_as::<$crate::store::queries::ReferralRow>()
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|row| row.into_domain())
@@ -885,42 +895,43 @@ macro_rules! impl_tx {
             async fn referrals_by_consent(&mut self, consent_id: uuid::Uuid) -> $crate::error::Result<Vec<uuid::Uuid>> {
                 Ok(sqlx::query_scalar("SELECT id FROM referrals WHERE consent_id = $1 ORDER BY id")
                     .bind(consent_id)
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?)
             }
 
             async fn insert_message(&mut self, m: &$crate::mailbox::NewMessage) -> $crate::error::Result<()> {
                 let state_change = m.state_change.as_ref().map($crate::store::queries::to_json).transpose()?;
-                sqlx::query(
+                self.write(
                     "INSERT INTO messages (id, mailbox, message_type, referral_id, consent_id, state_change, \
                      publish_time, deadline_kind, deadline_date, failed_message_id, failed_mailbox) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    |args| {
+                        args.add(m.id)?;
+                        args.add(m.mailbox.as_str())?;
+                        args.add(m.message_type.as_str())?;
+                        args.add(m.referral_id)?;
+                        args.add(m.consent_id)?;
+                        args.add(state_change)?;
+                        args.add($crate::store::DbTime(m.publish_time))?;
+                        args.add(m.deadline.map(|(kind, _)| kind.as_str()))?;
+                        args.add(m.deadline.map(|(_, date)| date))?;
+                        args.add(m.failed.as_ref().map(|(id, _)| *id))?;
+                        args.add(m.failed.as_ref().map(|(_, mailbox)| mailbox.clone()))?;
+                        Ok(())
+                    },
                 )
-                .bind(m.id)
-                .bind(m.mailbox.as_str())
-                .bind(m.message_type.as_str())
-                .bind(m.referral_id)
-                .bind(m.consent_id)
-                .bind(state_change)
-                .bind($crate::store::DbTime(m.publish_time))
-                .bind(m.deadline.map(|(kind, _)| kind.as_str()))
-                .bind(m.deadline.map(|(_, date)| date))
-                .bind(m.failed.as_ref().map(|(id, _)| *id))
-                .bind(m.failed.as_ref().map(|(_, mailbox)| mailbox.clone()))
-                .execute(&mut *self.tx)
-                .await?;
-                Ok(())
+                .await
             }
 
             async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
                 const LOCK: &str = concat!("SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked);
-                let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(&mut *self.tx).await?;
+                let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(self.conn().await?).await?;
                 // No row may mean "locked" (skipped) or "missing"; only a missing one is created. Inserting
                 // over a locked row would wait for its locker, which is what SKIP LOCKED is to avoid.
                 let missing = last.is_none()
                     && !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)")
                         .bind(mailbox)
-                        .fetch_one(&mut *self.tx)
+                        .fetch_one(self.conn().await?)
                         .await?;
                 if missing {
                     sqlx::query(
@@ -928,9 +939,9 @@ macro_rules! impl_tx {
                          ON CONFLICT (organization) DO NOTHING",
                     )
                     .bind(mailbox)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn().await?)
                     .await?;
-                    last = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(&mut *self.tx).await?;
+                    last = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(self.conn().await?).await?;
                 }
                 // Locked by a transaction that is numbering this mailbox now.
                 let Some(last) = last else { return Ok(0) };
@@ -942,14 +953,14 @@ macro_rules! impl_tx {
                 ))
                 .bind(mailbox)
                 .bind(last)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?
                 .rows_affected();
                 if numbered > 0 {
                     sqlx::query("UPDATE mailboxes SET last_sequence = $2 WHERE organization = $1")
                         .bind(mailbox)
                         .bind(last + numbered as i64)
-                        .execute(&mut *self.tx)
+                        .execute(self.conn().await?)
                         .await?;
                 }
                 Ok(numbered)
@@ -964,13 +975,13 @@ macro_rules! impl_tx {
                     row.push_bind(organization.clone()).push_bind(0_i64);
                 });
                 q.push(" ON CONFLICT (organization) DO NOTHING");
-                q.build().execute(&mut *self.tx).await?;
+                q.build().execute(self.conn().await?).await?;
                 Ok(())
             }
 
             async fn mailboxes_to_number(&mut self) -> $crate::error::Result<Vec<String>> {
                 Ok(sqlx::query_scalar("SELECT DISTINCT mailbox FROM messages WHERE sequence IS NULL ORDER BY mailbox")
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?)
             }
 
@@ -997,7 +1008,7 @@ macro_rules! impl_tx {
                 .bind(DbTime(lease_until))
                 .bind(max)
                 .bind(max_attempts)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?;
                 let mut messages = rows.into_iter().map(|r| r.into_domain()).collect::<$crate::error::Result<Vec<_>>>()?;
                 messages.sort_by_key(|m| m.sequence);
@@ -1026,7 +1037,7 @@ macro_rules! impl_tx {
                 q.push(" ORDER BY id");
                 q.push($lock);
                 let rows: Vec<$crate::store::queries::MessageRow> =
-                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(&mut *self.tx).await?;
+                    q.build_query_as().persistent($crate::store::queries::cacheable(ids.len())).fetch_all(self.conn().await?).await?;
                 let mut messages = Vec::with_capacity(rows.len());
                 for row in rows {
                     let message = row.into_domain()?;
@@ -1049,7 +1060,7 @@ macro_rules! impl_tx {
                 q.push_bind($crate::store::DbTime(now));
                 q.push(", lease_expire_time = NULL WHERE id IN (");
                 $crate::store::queries::push_list(&mut q, ids.iter().copied());
-                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
+                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(self.conn().await?).await?;
                 Ok(())
             }
 
@@ -1065,31 +1076,33 @@ macro_rules! impl_tx {
                 q.push_bind($crate::store::DbTime(lease_until));
                 q.push(" WHERE id IN (");
                 $crate::store::queries::push_list(&mut q, ids.iter().copied());
-                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(&mut *self.tx).await?;
+                q.build().persistent($crate::store::queries::cacheable(ids.len())).execute(self.conn().await?).await?;
                 Ok(())
             }
 
-            async fn insert_audit_event(&mut self, e: &$crate::audit::AuditRecord) -> $crate::error::Result<i64> {
+            async fn insert_audit_event(&mut self, e: &$crate::audit::AuditRecord) -> $crate::error::Result<()> {
                 use $crate::store::queries::to_json;
-                let sequence: i64 = sqlx::query_scalar(
-                    "INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, \
-                     status_code, correlation_id, disclosures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     RETURNING sequence",
-                )
-                .bind($crate::store::DbTime(e.time))
-                .bind(&e.organization)
-                .bind(&e.user_id)
-                .bind(&e.method)
-                .bind(to_json(&e.resources)?)
-                .bind(to_json(&e.subject_pseudonyms)?)
-                .bind(e.status_code)
-                .bind(&e.correlation_id)
-                .bind(to_json(&e.disclosures)?)
-                .fetch_one(&mut *self.tx)
-                .await?;
+                let (resources, subjects, disclosures) =
+                    (to_json(&e.resources)?, to_json(&e.subject_pseudonyms)?, to_json(&e.disclosures)?);
                 // The subject and resource index rows are written by the database's trigger
                 // (migration 0005) from the JSON columns, in this same statement.
-                Ok(sequence)
+                self.write(
+                    "INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, \
+                     status_code, correlation_id, disclosures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    |args| {
+                        args.add($crate::store::DbTime(e.time))?;
+                        args.add(&e.organization)?;
+                        args.add(&e.user_id)?;
+                        args.add(&e.method)?;
+                        args.add(resources)?;
+                        args.add(subjects)?;
+                        args.add(e.status_code)?;
+                        args.add(&e.correlation_id)?;
+                        args.add(disclosures)?;
+                        Ok(())
+                    },
+                )
+                .await
             }
 
             async fn list_audit_events(
@@ -1136,7 +1149,7 @@ macro_rules! impl_tx {
                 }
                 q.push(" ORDER BY e.sequence LIMIT ").push_bind(query.limit);
                 q.build_query_as::<$crate::store::queries::AuditRow>()
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|row| row.into_domain())
@@ -1164,7 +1177,7 @@ macro_rules! impl_tx {
                 q.push(concat!(" RETURNING ", $crate::store::queries::message_columns!()));
                 let mut dead = q
                     .build_query_as::<$crate::store::queries::MessageRow>()
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|row| row.into_domain())
@@ -1188,7 +1201,7 @@ macro_rules! impl_tx {
                 .bind(mailbox)
                 .bind(after_sequence)
                 .bind(limit)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| row.into_domain())
@@ -1213,7 +1226,7 @@ macro_rules! impl_tx {
                     q.push(" AND id IN (");
                     $crate::store::queries::push_list(&mut q, ids.iter().copied());
                 }
-                let redriven = q.build().execute(&mut *self.tx).await?.rows_affected();
+                let redriven = q.build().execute(self.conn().await?).await?.rows_affected();
                 if redriven > 0 {
                     $crate::store::Tx::signal_mailbox(self, mailbox).await?;
                 }
@@ -1234,7 +1247,7 @@ macro_rules! impl_tx {
                 .bind(mailbox)
                 .bind(since)
                 .bind(limit)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| row.into_domain())
@@ -1259,7 +1272,7 @@ macro_rules! impl_tx {
                 )
                 .bind(mailbox)
                 .bind(DbTime(now))
-                .fetch_one(&mut *self.tx)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok($crate::store::MailboxCounts {
                     pending,
@@ -1284,7 +1297,7 @@ macro_rules! impl_tx {
                     .push_bind($crate::store::DbTime(now))
                     .push(" AND id IN (");
                 $crate::store::queries::push_list(&mut q, ids.iter().map(|(id, _)| *id));
-                let rows: Vec<(uuid::Uuid, i32)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                let rows: Vec<(uuid::Uuid, i32)> = q.build_query_as().fetch_all(self.conn().await?).await?;
                 Ok(rows.into_iter().filter(|row| ids.contains(row)).map(|(id, _)| id).collect())
             }
 
@@ -1294,7 +1307,7 @@ macro_rules! impl_tx {
             ) -> $crate::error::Result<u64> {
                 Ok(sqlx::query("DELETE FROM messages WHERE ack_time IS NOT NULL AND ack_time < $1")
                     .bind($crate::store::DbTime(cutoff))
-                    .execute(&mut *self.tx)
+                    .execute(self.conn().await?)
                     .await?
                     .rows_affected())
             }
@@ -1307,7 +1320,7 @@ macro_rules! impl_tx {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT r.id FROM referrals r WHERE 1 = 1");
                 $crate::store::queries::push_overdue(&mut q, today, true);
                 q.push(" ORDER BY r.id LIMIT ").push_bind(limit);
-                Ok(q.build_query_scalar().fetch_all(&mut *self.tx).await?)
+                Ok(q.build_query_scalar().fetch_all(self.conn().await?).await?)
             }
 
             async fn insert_overdue_notice(
@@ -1325,7 +1338,7 @@ macro_rules! impl_tx {
                 .bind(kind.as_str())
                 .bind(due)
                 .bind($crate::store::DbTime(now))
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?
                 .rows_affected();
                 Ok(inserted == 1)
@@ -1347,7 +1360,7 @@ macro_rules! impl_tx {
                      FROM messages WHERE ack_time IS NULL GROUP BY mailbox",
                 )
                 .bind(DbTime(now))
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?;
                 let mailboxes = rows
                     .into_iter()
@@ -1365,14 +1378,14 @@ macro_rules! impl_tx {
                 for kind in $crate::domain::referral::DeadlineKind::ALL {
                     let mut q = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM referrals r WHERE 1 = 1");
                     $crate::store::queries::push_overdue_of(&mut q, today, false, Some(kind.as_str()));
-                    let count: i64 = q.build_query_scalar().fetch_one(&mut *self.tx).await?;
+                    let count: i64 = q.build_query_scalar().fetch_one(self.conn().await?).await?;
                     overdue.push((*kind, count));
                 }
                 let (audit_pending, oldest_audit): (i64, Option<DbTime>) = sqlx::query_as(
                     "SELECT COUNT(*), MIN(e.time) FROM audit_pending p \
                      JOIN audit_events e ON e.sequence = p.event_sequence",
                 )
-                .fetch_one(&mut *self.tx)
+                .fetch_one(self.conn().await?)
                 .await?;
                 Ok($crate::store::GaugeReadings {
                     mailboxes,
@@ -1384,7 +1397,7 @@ macro_rules! impl_tx {
 
             async fn signal_mailbox(&mut self, mailbox: &str) -> $crate::error::Result<()> {
                 if !$notify.is_empty() {
-                    sqlx::query($notify).bind(mailbox).execute(&mut *self.tx).await?;
+                    sqlx::query($notify).bind(mailbox).execute(self.conn().await?).await?;
                 }
                 Ok(())
             }
@@ -1392,29 +1405,36 @@ macro_rules! impl_tx {
             // Savepoint statements go by the simple protocol: one round trip, and their names (one
             // per member of a batch) do not crowd the prepared-statement cache.
             async fn savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SAVEPOINT sp{n}"))).execute(self.conn().await?).await?;
                 Ok(())
             }
 
             async fn rollback_to_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
+                // Writes held back since the savepoint are undone by not sending them.
+                self.discard();
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
                 Ok(())
             }
 
-            async fn commit(self: Box<Self>) -> $crate::error::Result<()> {
+            async fn flush(&mut self) -> $crate::error::Result<()> {
+                self.conn().await.map(|_| ())
+            }
+
+            async fn commit(mut self: Box<Self>) -> $crate::error::Result<()> {
+                self.conn().await?;
                 self.tx.commit().await?;
                 Ok(())
             }
             async fn lock_audit_sequencer(&mut self) -> $crate::error::Result<()> {
                 sqlx::query(concat!("SELECT id FROM audit_sequencer WHERE id = 1", $lock))
-                    .execute(&mut *self.tx)
+                    .execute(self.conn().await?)
                     .await?;
                 Ok(())
             }
 
             async fn audit_tree_size(&mut self) -> $crate::error::Result<i64> {
                 let max: Option<i64> = sqlx::query_scalar("SELECT MAX(leaf_index) FROM audit_leaves")
-                    .fetch_one(&mut *self.tx)
+                    .fetch_one(self.conn().await?)
                     .await?;
                 Ok(max.map_or(0, |m| m + 1))
             }
@@ -1429,7 +1449,7 @@ macro_rules! impl_tx {
                      ORDER BY p.event_sequence LIMIT $1",
                 )
                 .bind(limit)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| row.into_domain())
@@ -1452,7 +1472,7 @@ macro_rules! impl_tx {
                         list.push_bind(i64::try_from(n.index).map_err($crate::error::Error::internal)?);
                     }
                     q.push(")");
-                    let rows: Vec<(i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                    let rows: Vec<(i64, Vec<u8>)> = q.build_query_as().fetch_all(self.conn().await?).await?;
                     for (index, hash) in rows {
                         let index = u64::try_from(index).map_err($crate::error::Error::internal)?;
                         found.push((Node { level: 0, index }, to_hash(hash, "leaf hash")?));
@@ -1472,7 +1492,7 @@ macro_rules! impl_tx {
                             .push_bind(i64::try_from(n.index).map_err($crate::error::Error::internal)?)
                             .push(")");
                     }
-                    let rows: Vec<(i16, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                    let rows: Vec<(i16, i64, Vec<u8>)> = q.build_query_as().fetch_all(self.conn().await?).await?;
                     for (level, index, hash) in rows {
                         let node = Node {
                             level: u8::try_from(level).map_err($crate::error::Error::internal)?,
@@ -1499,13 +1519,13 @@ macro_rules! impl_tx {
                             .push_bind(leaf.event_sequence)
                             .push_bind(leaf.leaf_hash.to_vec());
                     });
-                    q.build().execute(&mut *self.tx).await?;
+                    q.build().execute(self.conn().await?).await?;
 
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "DELETE FROM audit_pending WHERE event_sequence IN (",
                     );
                     $crate::store::queries::push_list(&mut q, chunk.iter().map(|leaf| leaf.event_sequence));
-                    let deleted = q.build().execute(&mut *self.tx).await?.rows_affected();
+                    let deleted = q.build().execute(self.conn().await?).await?.rows_affected();
                     if deleted != chunk.len() as u64 {
                         // Another round took some of these events: give this one up.
                         return Err($crate::error::Error::internal(
@@ -1528,7 +1548,7 @@ macro_rules! impl_tx {
                     q.push_values(rows, |mut row, (level, index, hash)| {
                         row.push_bind(level).push_bind(index).push_bind(hash);
                     });
-                    q.build().execute(&mut *self.tx).await?;
+                    q.build().execute(self.conn().await?).await?;
                 }
                 Ok(())
             }
@@ -1544,7 +1564,7 @@ macro_rules! impl_tx {
                 .bind(c.root_hash.to_vec())
                 .bind($crate::store::DbTime(c.time))
                 .bind(&c.note)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
                 Ok(())
             }
@@ -1556,7 +1576,7 @@ macro_rules! impl_tx {
                     "SELECT tree_size, root_hash, time, note FROM audit_checkpoints \
                      ORDER BY tree_size DESC LIMIT 1",
                 )
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn().await?)
                 .await?;
                 row.map(|(tree_size, root, time, note)| {
                     Ok($crate::store::StoredCheckpoint {
@@ -1582,7 +1602,7 @@ macro_rules! impl_tx {
                 )
                 .bind(start)
                 .bind(end)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| row.into_domain())
@@ -1601,7 +1621,7 @@ macro_rules! impl_tx {
                 ))
                 .bind($crate::store::DbTime(now))
                 .bind(limit)
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn().await?)
                 .await?
                 .into_iter()
                 .map(|row| row.into_domain())
