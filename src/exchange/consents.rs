@@ -59,7 +59,7 @@ impl Exchange {
             self.commit(call, tx, Outbox::default()).await?;
             return Ok(done);
         }
-        let consent = Consent::record(Uuid::new_v4(), new, now);
+        let consent = Consent::record(crate::domain::new_id(now), new, now);
         call.touch_resource(consent.name());
         tx.insert_consent(&consent, &pseudonym).await?;
         tx.insert_consent_event(&event(

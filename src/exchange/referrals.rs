@@ -81,7 +81,7 @@ impl Exchange {
             return Ok(done);
         }
         let referral = Referral::create(
-            Uuid::new_v4(),
+            crate::domain::new_id(now),
             new,
             recipient.clone(),
             caller.organization.clone(),

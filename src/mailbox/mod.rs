@@ -77,7 +77,7 @@ impl NewMessage {
         now: DateTime<Utc>,
     ) -> NewMessage {
         NewMessage {
-            id: Uuid::new_v4(),
+            id: crate::domain::new_id(now),
             mailbox,
             message_type,
             referral_id: Some(referral_id),
