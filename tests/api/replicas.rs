@@ -12,7 +12,7 @@ use referral_exchange::proto::v1 as pb;
 
 use crate::{
     helpers::*,
-    server::{binary_client, start_binary_with},
+    server::{ServerChild, binary_client, start_binary_with},
 };
 
 /// The deployment-wide tasks a server runs (see `server::background_jobs`).
@@ -70,7 +70,7 @@ async fn two_replicas_share_delivery_run_each_task_once_and_take_over_from_a_kil
     let (second, second_addr) = start_binary_with(dir.path(), Some(database.url()), &env);
     let addrs: HashMap<u32, std::net::SocketAddr> =
         HashMap::from([(first.id(), first_addr), (second.id(), second_addr)]);
-    let mut replicas: HashMap<u32, std::process::Child> =
+    let mut replicas: HashMap<u32, ServerChild> =
         HashMap::from([(first.id(), first), (second.id(), second)]);
 
     // Each task runs on one replica.

@@ -74,11 +74,39 @@ both_engines! {
     }
 }
 
+/// A server process that ends with its test: killed when dropped, so that a test that fails half-way
+/// leaves no server running behind it.
+pub(crate) struct ServerChild(std::process::Child);
+
+impl std::ops::Deref for ServerChild {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerChild {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        // Nothing to do for one the test already stopped and waited for.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the real binary on port 0 in `dir` and returns it with the address it logged.
 pub(crate) fn start_binary(
     dir: &std::path::Path,
     database_url: Option<&str>,
-) -> (std::process::Child, std::net::SocketAddr) {
+) -> (ServerChild, std::net::SocketAddr) {
     start_binary_with(dir, database_url, &[])
 }
 
@@ -87,7 +115,7 @@ pub(crate) fn start_binary_with(
     dir: &std::path::Path,
     database_url: Option<&str>,
     env: &[(&str, &str)],
-) -> (std::process::Child, std::net::SocketAddr) {
+) -> (ServerChild, std::net::SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_referral-exchange"));
     command
         .args([
@@ -106,7 +134,7 @@ pub(crate) fn start_binary_with(
         command.args(["--database-url", url]);
     }
     command.envs(env.iter().copied());
-    let mut child = command.spawn().expect("start the binary");
+    let mut child = ServerChild(command.spawn().expect("start the binary"));
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
