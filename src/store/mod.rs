@@ -13,6 +13,7 @@
 //! compare correctly as numbers ([`DbTime`]). UUIDs are `uuid` and 16-byte blobs respectively.
 
 pub mod group;
+mod held;
 mod postgres;
 mod queries;
 mod sqlite;

@@ -14,11 +14,12 @@ use sqlx::{
     postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
 
-use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
-use crate::{
-    error::{Error, Result},
-    mailbox::MailboxSignals,
+use super::{
+    Engine, Leadership, Schema, Store, Tx,
+    held::{Held, MAX_HELD_STATEMENTS},
+    queries::impl_tx,
 };
+use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -28,30 +29,57 @@ pub struct PostgresStore {
 
 pub(super) struct PostgresTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    held: Held<PgArguments>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
 }
 
-/// Each write goes at once: PostgreSQL's extended protocol takes one statement per query, and sqlx
-/// has no pipelining; unlike SQLite's (see `sqlite.rs`), a statement here costs no thread hand-off.
 impl PostgresTx {
+    /// Holds back a write whose result nobody reads (see [`super::held`]). One statement never writes
+    /// a table twice: all its parts see the data as it was before the statement, so a second write to
+    /// a table would not see the first (and of two updates of one row, only one would happen).
     pub(super) async fn write(
         &mut self,
         sql: &'static str,
         bind: impl FnOnce(&mut PgArguments) -> std::result::Result<(), BoxDynError>,
     ) -> Result<()> {
-        let mut args = PgArguments::default();
-        bind(&mut args).map_err(Error::internal)?;
-        sqlx::query_with(sql, args).execute(&mut *self.tx).await?;
+        if self.held.writes_table_of(sql) {
+            self.conn().await?;
+        }
+        self.held.add(sql, bind)?;
+        if self.held.len() >= MAX_HELD_STATEMENTS {
+            self.conn().await?;
+        }
         Ok(())
     }
 
+    /// The connection, once the held writes have gone ahead as one statement: the last write with
+    /// the others as data-modifying `WITH` clauses. What follows reads their effects.
     pub(super) async fn conn(&mut self) -> Result<&mut PgConnection> {
+        if let Some((statements, args)) = self.held.take()? {
+            let sql = match statements.split_last() {
+                Some((last, [])) => last.sql.clone(),
+                Some((last, before)) => {
+                    let clauses: Vec<String> = before
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| format!("w{i} AS ({})", s.sql))
+                        .collect();
+                    format!("WITH {} {}", clauses.join(", "), last.sql)
+                }
+                None => return Ok(&mut *self.tx),
+            };
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         Ok(&mut *self.tx)
     }
 
-    /// Nothing is held back.
-    pub(super) fn discard(&mut self) {}
+    /// Forgets the held writes (a rollback to a savepoint).
+    pub(super) fn discard(&mut self) {
+        self.held = Held::default();
+    }
 }
 
 impl PostgresStore {
@@ -100,6 +128,7 @@ impl Store for PostgresStore {
         );
         Ok(Box::new(PostgresTx {
             tx: self.pool.begin().await?,
+            held: Held::default(),
             _span: span,
         }))
     }

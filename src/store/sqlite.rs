@@ -7,8 +7,8 @@
 //!
 //! sqlx runs each SQLite connection on a thread of its own and hands it every statement through a
 //! channel; the hand-off there and back costs more than most of our statements do. So a transaction
-//! holds back its plain writes (see [`SqliteTx::write`]) and sends them as one multi-statement command
-//! when it next reads or ends: a create's seven writes cross once instead of seven times.
+//! holds back its plain writes ([`super::held`]) and sends them as one multi-statement command when it
+//! next reads or ends: a create's seven writes cross once instead of seven times.
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -22,11 +22,12 @@ use sqlx::{
     },
 };
 
-use super::{Engine, Leadership, Schema, Store, Tx, queries::impl_tx};
-use crate::{
-    error::{Error, Result},
-    mailbox::MailboxSignals,
+use super::{
+    Engine, Leadership, Schema, Store, Tx,
+    held::{Held, MAX_HELD_STATEMENTS},
+    queries::impl_tx,
 };
+use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -35,95 +36,45 @@ pub struct SqliteStore {
 
 pub(super) struct SqliteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
-    held: HeldWrites,
+    held: Held<SqliteArguments>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
 }
 
-/// Writes not yet sent: their statements, `;`-separated, with `$n` placeholders numbered into one
-/// argument list.
-#[derive(Default)]
-struct HeldWrites {
-    sql: String,
-    args: SqliteArguments,
-    statements: usize,
-    /// A write's arguments failed to encode half-way: the list no longer matches the statements.
-    broken: bool,
-}
-
-/// At most this many statements are held; a large write set goes in several commands.
-const MAX_HELD_STATEMENTS: usize = 32;
-
 impl SqliteTx {
-    /// Holds back a write whose result nobody reads: `sql` with `$n` placeholders, `bind` adding its
-    /// arguments in order. It is sent, with the other held writes, before the transaction's next read
-    /// and at the latest when it flushes or commits; an error of the write surfaces there. Not
-    /// sending it is undoing it, which is all a rollback to a savepoint needs (see [`Self::discard`]).
+    /// Holds back a write whose result nobody reads (see [`super::held`]).
     pub(super) async fn write(
         &mut self,
         sql: &'static str,
         bind: impl FnOnce(&mut SqliteArguments) -> std::result::Result<(), BoxDynError>,
     ) -> Result<()> {
-        let held = &mut self.held;
-        let offset = held.args.len();
-        if let Err(e) = bind(&mut held.args) {
-            held.broken = true;
-            return Err(Error::internal(e));
-        }
-        renumber(sql, offset, &mut held.sql);
-        held.sql.push_str(";\n");
-        held.statements += 1;
-        if held.statements >= MAX_HELD_STATEMENTS {
+        self.held.add(sql, bind)?;
+        if self.held.len() >= MAX_HELD_STATEMENTS {
             self.conn().await?;
         }
         Ok(())
     }
 
-    /// The connection, once the held writes have gone ahead: what follows reads their effects.
+    /// The connection, once the held writes have gone ahead as one multi-statement command: what
+    /// follows reads their effects.
     pub(super) async fn conn(&mut self) -> Result<&mut SqliteConnection> {
-        if self.held.statements > 0 || self.held.broken {
-            let held = std::mem::take(&mut self.held);
-            if held.broken {
-                return Err(Error::internal(
-                    "a held write could not encode its arguments",
-                ));
-            }
-            sqlx::query_with(sqlx::AssertSqlSafe(held.sql), held.args)
+        if let Some((statements, args)) = self.held.take()? {
+            let sql = statements
+                .iter()
+                .map(|s| s.sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n");
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
                 .execute(&mut *self.tx)
                 .await?;
         }
         Ok(&mut *self.tx)
     }
 
-    /// Forgets the held writes: all of them came after the savepoint being rolled back to, since a
-    /// savepoint is set only on a connection with nothing held (it goes through [`Self::conn`]).
+    /// Forgets the held writes (a rollback to a savepoint).
     pub(super) fn discard(&mut self) {
-        self.held = HeldWrites::default();
+        self.held = Held::default();
     }
-}
-
-/// Appends `sql` to `out` with each `$n` turned into `$(n + offset)`: the statements of one command
-/// share one argument list, and sqlx binds a parameter named `$n` to its n-th argument. (Not `?NNN`:
-/// to SQLite that fixes the slot number, and sqlx would fill the empty slots below it in order.)
-fn renumber(sql: &str, offset: usize, out: &mut String) {
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
-        match rest[at + 1..at + 1 + digits].parse::<usize>() {
-            Ok(n) => {
-                out.push('$');
-                out.push_str(&(n + offset).to_string());
-            }
-            // A `$` that is not a placeholder stays as it is.
-            Err(_) => out.push('$'),
-        }
-        rest = &rest[at + 1 + digits..];
-    }
-    out.push_str(rest);
 }
 
 impl SqliteStore {
@@ -177,7 +128,7 @@ impl Store for SqliteStore {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteTx {
             tx,
-            held: HeldWrites::default(),
+            held: Held::default(),
             _span: span,
         }))
     }
@@ -215,20 +166,3 @@ impl_tx!(
     // One process: MailboxSignals already wakes every waiter.
     notify = ""
 );
-
-#[cfg(test)]
-mod tests {
-    use super::renumber;
-
-    #[test]
-    fn placeholders_are_renumbered_past_the_arguments_already_held() {
-        let mut out = String::new();
-        renumber("UPDATE t SET a = $2 WHERE id = $1", 0, &mut out);
-        out.push(';');
-        renumber("INSERT INTO u VALUES ($1, $10, '$x', '$')", 2, &mut out);
-        assert_eq!(
-            out,
-            "UPDATE t SET a = $2 WHERE id = $1;INSERT INTO u VALUES ($3, $12, '$x', '$')"
-        );
-    }
-}

@@ -167,6 +167,50 @@ both_engines! {
         store.close().await;
     }
 
+    async fn a_row_inserted_and_updated_by_held_writes_ends_as_updated(db) {
+        use referral_exchange::domain::referral::{
+            Basis, DeadlineGroup, DeadlinePolicy, Kind, NewReferral, Reason, Referral, StatutoryGround,
+            Subject,
+        };
+        let database = TestDb::create(db).await;
+        let store: Arc<dyn Store> =
+            store::connect(database.url(), Schema::Migrate, Arc::new(MailboxSignals::default())).await.expect("open");
+        let new = NewReferral {
+            kind: Kind::NeedForSocialWork,
+            subject: Subject {
+                personal_identity_code: PersonalIdentityCode::parse(PIC).expect("valid"),
+                name: None,
+                contact_phone: None,
+                preferred_language: None,
+            },
+            home_municipality_code: JYVASKYLA.into(),
+            current_municipality_code: None,
+            reasons: vec![Reason::Housing],
+            reason_text: String::new(),
+            urgent: false,
+            deadline_group: DeadlineGroup::NoStatutoryGroup,
+            basis: Basis::Statutory(StatutoryGround::UnableToCareForSelf),
+            personal_discussion_requested: false,
+            application_reference: None,
+        };
+        let hva15 = OrganizationId::parse("hva-15").expect("valid");
+        let kela = OrganizationId::parse("kela").expect("valid");
+        let mut referral =
+            Referral::create(uuid::Uuid::new_v4(), new, hva15, kela, Utc::now(), DeadlinePolicy::default());
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_referral(&referral, "pseudonym").await.expect("insert");
+        // No read in between: on PostgreSQL both could go as one statement, where the update would
+        // not see the inserted row.
+        referral.version = 2;
+        tx.update_referral(&referral).await.expect("update");
+        tx.commit().await.expect("commit");
+        let mut tx = store.begin().await.expect("begin");
+        let stored = tx.get_referral(referral.id, false).await.expect("read").expect("committed");
+        assert_eq!(stored.version, 2, "the update took effect after the insert");
+        drop(tx);
+        store.close().await;
+    }
+
     async fn calls_through_the_api_are_batched_and_each_refusal_stays_its_own(db) {
         let app = TestApp::spawn(db).await;
         let mut kela = app.kela().await;
