@@ -2,8 +2,9 @@
 -- writes them: the baseline for the `create` scenario. `referral-exchange bench --scenario create
 -- --database-url …` runs it with pgbench at the same concurrency against the same database, after
 -- preparing `bench_consents` (one written consent per client, as the server's own run uses).
--- Identifiers derive from random 64-bit integers (md5(n)::uuid) so that one statement can refer to the
--- row another wrote.
+-- Identifiers derive from random 64-bit integers so that one statement can refer to the row another
+-- wrote; the referral's and the message's lead with the transaction's time in milliseconds, as the
+-- server's UUIDv7 ids do (`domain::new_id`), so that their index inserts land where the server's do.
 \set c random(1, :consents)
 \set rid random(1, 9223372036854775807)
 \set mid random(1, 9223372036854775807)
@@ -16,31 +17,31 @@ SELECT * FROM consents WHERE id = (SELECT id FROM bench_consents WHERE n = :c) F
 UPDATE consents SET update_time = now(), version = version + 1
   WHERE id = (SELECT id FROM bench_consents WHERE n = :c);
 INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, consent_state)
-  SELECT id, 'USED', now(), 'kela', 'bench-client', md5(:rid::text)::uuid, 'ACTIVE' FROM bench_consents WHERE n = :c;
+  SELECT id, 'USED', now(), 'kela', 'bench-client', (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'ACTIVE' FROM bench_consents WHERE n = :c;
 INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, subject_phone, subject_language,
     home_municipality_code, current_municipality_code, recipient, reasons, reason_text, urgent, deadline_group,
     consent_id, statutory_ground, personal_discussion_requested, application_reference, state, state_reason,
     outcome, rejection_reason, rejection_text, cancellation_text, history, create_time, update_time, receive_time,
     assessment_due_date, version, completion_due_date, receive_due_date)
-  SELECT md5(:rid::text)::uuid, 'NEED_FOR_SOCIAL_WORK', '131052-308T', md5(:c::text) || md5(:c::text), NULL, NULL, NULL,
+  SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'NEED_FOR_SOCIAL_WORK', '131052-308T', md5(:c::text) || md5(:c::text), NULL, NULL, NULL,
     '179', NULL, 'hva-15', '["HOUSING","DEBT"]', 'Benchmark referral', false, 'NO_STATUTORY_GROUP',
     id, NULL, false, NULL, 'REQUESTED', 'ROUTED', NULL, NULL, NULL, NULL,
     '[{"state":"REQUESTED","time":"2026-11-22T10:00:00Z","organization":"kela","reason":"ROUTED","recipient":"hva-15"}]',
     now(), now(), NULL, NULL, 1, NULL, current_date + 3
   FROM bench_consents WHERE n = :c;
-INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES (md5(:rid::text)::uuid, 'hva-15', now());
+INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'hva-15', now());
 UPDATE idempotency_keys SET response = repeat('x', 1400)
   WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;
 -- Unnumbered: the mailbox numbers its messages when it is read (migration 0004).
 INSERT INTO messages (id, mailbox, message_type, referral_id, consent_id, state_change, publish_time,
     deadline_kind, deadline_date, failed_message_id, failed_mailbox)
-  VALUES (md5(:mid::text)::uuid, 'hva-15', 'REFERRAL_ROUTED', md5(:rid::text)::uuid, NULL, NULL, now(),
+  VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:mid::text), 13))::uuid, 'hva-15', 'REFERRAL_ROUTED', (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, NULL, NULL, now(),
     NULL, NULL, NULL, NULL);
-SELECT pg_notify('referral_exchange_mailbox', 'hva-15');
+-- The messages trigger (migration 0006) announces the mailbox, as for the server.
 INSERT INTO audit_events (time, organization, user_id, method, resources, subject_pseudonyms, status_code,
     correlation_id, disclosures)
   VALUES (now(), 'kela', 'bench-client', '/referral_exchange.v1.ReferralService/CreateReferral',
-    '["referrals/' || md5(:rid::text)::uuid || '","consents/x"]', '["' || md5(:c::text) || md5(:c::text) || '"]', 0, '', '[]')
+    '["referrals/' || (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid || '","consents/x"]', '["' || md5(:c::text) || md5(:c::text) || '"]', 0, '', '[]')
 ;
 -- The audit_events trigger writes the subject and resource index rows, as for the server.
 COMMIT;
