@@ -287,14 +287,18 @@ fn print_row(o: &Outcome) {
             )
         })
     };
+    // Modes that time single operations (datasize) have no run length to divide by.
+    let rate = if o.seconds > 0.0 {
+        format!("in {:>5.1} s = {:>8.1}/s", o.seconds, o.per_second)
+    } else {
+        "timed one by one".to_owned()
+    };
     let mut line = format!(
-        "{:<9} {:<8} clients {:>3}  {:>7} ops in {:>5.1} s = {:>8.1}/s  errors {}  latency {}",
+        "{:<9} {:<8} clients {:>3}  {:>7} ops {rate}  errors {}  latency {}",
         o.scenario,
         o.engine,
         o.clients,
         o.operations,
-        o.seconds,
-        o.per_second,
         o.errors,
         latency(&o.latency_ms),
     );
