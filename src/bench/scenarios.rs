@@ -133,6 +133,19 @@ pub struct ClientResult {
     pub calls: usize,
 }
 
+impl ClientResult {
+    /// Counts one call that began at `started`: its latency if it succeeded, an error if not.
+    fn record<T, E>(&mut self, started: Instant, outcome: Result<T, E>) {
+        match outcome {
+            Ok(_) => {
+                self.ops += 1;
+                self.latencies.push(started.elapsed());
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
+}
+
 /// Runs `clients` clients: each sets up, all start together, each runs until `duration` has passed.
 /// `client(i, start)` returns the client's work as a future.
 async fn run_clients<F, Fut>(
@@ -208,16 +221,12 @@ pub async fn create(
                     }
                     None => Instant::now(),
                 };
-                match referrals
-                    .create_referral(referral_with_consent(&code, &consent))
-                    .await
-                {
-                    Ok(_) => {
-                        result.ops += 1;
-                        result.latencies.push(started.elapsed());
-                    }
-                    Err(_) => result.errors += 1,
-                }
+                result.record(
+                    started,
+                    referrals
+                        .create_referral(referral_with_consent(&code, &consent))
+                        .await,
+                );
             }
             Ok(result)
         }
@@ -483,18 +492,10 @@ pub async fn read(target: Target, clients: usize, duration: Duration) -> anyhow:
             while Instant::now() < deadline {
                 n = (n * 7919 + 13) % names.len();
                 let started = Instant::now();
-                match referrals
-                    .get_referral(pb::GetReferralRequest {
-                        name: names[n].clone(),
-                    })
-                    .await
-                {
-                    Ok(_) => {
-                        result.ops += 1;
-                        result.latencies.push(started.elapsed());
-                    }
-                    Err(_) => result.errors += 1,
-                }
+                let request = pb::GetReferralRequest {
+                    name: names[n].clone(),
+                };
+                result.record(started, referrals.get_referral(request).await);
             }
             Ok(result)
         }
@@ -524,13 +525,7 @@ pub async fn transport(
                 let request = HealthCheckRequest {
                     service: String::new(),
                 };
-                match health.check(request).await {
-                    Ok(_) => {
-                        result.ops += 1;
-                        result.latencies.push(started.elapsed());
-                    }
-                    Err(_) => result.errors += 1,
-                }
+                result.record(started, health.check(request).await);
             }
             Ok(result)
         }
@@ -562,13 +557,7 @@ pub async fn audit(target: Target, clients: usize, duration: Duration) -> anyhow
                     page_size: 100,
                     ..Default::default()
                 };
-                match audit.list_audit_events(request).await {
-                    Ok(_) => {
-                        result.ops += 1;
-                        result.latencies.push(started.elapsed());
-                    }
-                    Err(_) => result.errors += 1,
-                }
+                result.record(started, audit.list_audit_events(request).await);
             }
             Ok(result)
         }

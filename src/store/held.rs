@@ -5,8 +5,8 @@
 //! Every statement costs a round trip besides its execution: on SQLite a hand-off to sqlx's
 //! connection thread and back, on PostgreSQL a message exchange and the backend's per-statement work.
 //! A create's seven writes go as one: on SQLite as one multi-statement command, on PostgreSQL as one
-//! statement of data-modifying `WITH` clauses. Each engine's adapter decides how to send them
-//! (`sqlite.rs`, `postgres.rs`); this file only collects them.
+//! statement of data-modifying `WITH` clauses ([`Sending`]). `Tx::write` and `Tx::conn`, written once
+//! for both engines in `queries.rs`, hold and send them.
 //!
 //! The statements share one argument list, so each statement's `$n` becomes `$(n + offset)`.
 //! A held write's error surfaces where it is sent, and fails the call that made it; a rollback to a
@@ -18,7 +18,20 @@ use sqlx::{Arguments, error::BoxDynError};
 use crate::error::{Error, Result};
 
 /// At most this many statements are held; a larger write set goes in several parts.
-pub(super) const MAX_HELD_STATEMENTS: usize = 32;
+const MAX_HELD_STATEMENTS: usize = 32;
+
+/// How an engine takes several held writes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sending {
+    /// SQLite: one command of `;`-separated statements, run in order: each sees those before it.
+    Commands,
+    /// PostgreSQL, whose protocol takes one statement per query: the last write, with the others
+    /// as data-modifying `WITH` clauses. All parts of one statement see the data as it was before
+    /// it, so a write to a table that a held write already writes goes only after what is held (an
+    /// update would not see a row inserted in the same statement; of two updates of one row, only
+    /// one would happen).
+    OneStatement,
+}
 
 /// The writes a transaction holds, with their arguments.
 pub(super) struct Held<A> {
@@ -28,11 +41,11 @@ pub(super) struct Held<A> {
     broken: bool,
 }
 
-pub(super) struct Statement {
+struct Statement {
     /// The statement with its placeholders renumbered into the shared argument list.
-    pub sql: String,
+    sql: String,
     /// The table it writes.
-    pub table: &'static str,
+    table: &'static str,
 }
 
 impl<A: Arguments> Default for Held<A> {
@@ -66,25 +79,44 @@ impl<A: Arguments> Held<A> {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.statements.len()
-    }
-
-    /// Whether a held write already writes the table `sql` writes.
-    pub fn writes_table_of(&self, sql: &str) -> bool {
+    /// Whether what is held must be sent before `sql` is held, sent as `sending` does.
+    pub fn must_send_before(&self, sql: &str, sending: Sending) -> bool {
         let table = target_table(sql);
-        self.statements.iter().any(|s| s.table == table)
+        sending == Sending::OneStatement && self.statements.iter().any(|s| s.table == table)
     }
 
-    /// Takes what is held, leaving nothing; `None` when nothing is.
-    pub fn take(&mut self) -> Result<Option<(Vec<Statement>, A)>> {
+    pub fn is_full(&self) -> bool {
+        self.statements.len() >= MAX_HELD_STATEMENTS
+    }
+
+    /// Takes what is held, leaving nothing: the SQL to send it with, as `sending` says, and its
+    /// arguments; `None` when nothing is held.
+    pub fn take(&mut self, sending: Sending) -> Result<Option<(String, A)>> {
         let held = std::mem::take(self);
         if held.broken {
             return Err(Error::internal(
                 "a held write could not encode its arguments",
             ));
         }
-        Ok((!held.statements.is_empty()).then_some((held.statements, held.args)))
+        let sql = match (sending, held.statements.split_last()) {
+            (_, None) => return Ok(None),
+            (_, Some((last, []))) => last.sql.clone(),
+            (Sending::Commands, Some(_)) => held
+                .statements
+                .iter()
+                .map(|s| s.sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n"),
+            (Sending::OneStatement, Some((last, before))) => {
+                let clauses: Vec<String> = before
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| format!("w{i} AS ({})", s.sql))
+                    .collect();
+                format!("WITH {} {}", clauses.join(", "), last.sql)
+            }
+        };
+        Ok(Some((sql, held.args)))
     }
 }
 
@@ -124,7 +156,63 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use super::{renumber, target_table};
+    use sqlx::{Arguments, postgres::PgArguments};
+
+    use super::{Held, Sending, renumber, target_table};
+
+    fn held() -> Held<PgArguments> {
+        let mut held = Held::default();
+        held.add(
+            "UPDATE consents SET version = $2 WHERE id = $1",
+            |a: &mut PgArguments| {
+                a.add(1_i64)?;
+                a.add(2_i64)
+            },
+        )
+        .expect("add");
+        held.add(
+            "INSERT INTO referrals (id) VALUES ($1)",
+            |a: &mut PgArguments| a.add(3_i64),
+        )
+        .expect("add");
+        held
+    }
+
+    #[test]
+    fn held_writes_go_as_commands_or_as_one_statement() {
+        let (sql, args) = held().take(Sending::Commands).expect("take").expect("held");
+        assert_eq!(
+            sql,
+            "UPDATE consents SET version = $2 WHERE id = $1;\nINSERT INTO referrals (id) VALUES ($3)"
+        );
+        assert_eq!(args.len(), 3);
+        let (sql, _) = held()
+            .take(Sending::OneStatement)
+            .expect("take")
+            .expect("held");
+        assert_eq!(
+            sql,
+            "WITH w0 AS (UPDATE consents SET version = $2 WHERE id = $1) \
+             INSERT INTO referrals (id) VALUES ($3)"
+        );
+        assert!(
+            Held::<PgArguments>::default()
+                .take(Sending::Commands)
+                .expect("take")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn one_statement_never_writes_a_table_twice() {
+        let held = held();
+        assert!(held.must_send_before("UPDATE referrals SET a = $1", Sending::OneStatement));
+        assert!(!held.must_send_before(
+            "INSERT INTO messages (id) VALUES ($1)",
+            Sending::OneStatement
+        ));
+        assert!(!held.must_send_before("UPDATE referrals SET a = $1", Sending::Commands));
+    }
 
     #[test]
     fn placeholders_are_renumbered_past_the_arguments_already_held() {

@@ -9,14 +9,13 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    PgConnection, Postgres,
-    error::BoxDynError,
+    Postgres,
     postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
 
 use super::{
     Engine, Leadership, Schema, Store, Tx,
-    held::{Held, MAX_HELD_STATEMENTS},
+    held::{Held, Sending},
     queries::impl_tx,
 };
 use crate::{error::Result, mailbox::MailboxSignals};
@@ -32,54 +31,6 @@ pub(super) struct PostgresTx {
     held: Held<PgArguments>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
-}
-
-impl PostgresTx {
-    /// Holds back a write whose result nobody reads (see [`super::held`]). One statement never writes
-    /// a table twice: all its parts see the data as it was before the statement, so a second write to
-    /// a table would not see the first (and of two updates of one row, only one would happen).
-    pub(super) async fn write(
-        &mut self,
-        sql: &'static str,
-        bind: impl FnOnce(&mut PgArguments) -> std::result::Result<(), BoxDynError>,
-    ) -> Result<()> {
-        if self.held.writes_table_of(sql) {
-            self.conn().await?;
-        }
-        self.held.add(sql, bind)?;
-        if self.held.len() >= MAX_HELD_STATEMENTS {
-            self.conn().await?;
-        }
-        Ok(())
-    }
-
-    /// The connection, once the held writes have gone ahead as one statement: the last write with
-    /// the others as data-modifying `WITH` clauses. What follows reads their effects.
-    pub(super) async fn conn(&mut self) -> Result<&mut PgConnection> {
-        if let Some((statements, args)) = self.held.take()? {
-            let sql = match statements.split_last() {
-                Some((last, [])) => last.sql.clone(),
-                Some((last, before)) => {
-                    let clauses: Vec<String> = before
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| format!("w{i} AS ({})", s.sql))
-                        .collect();
-                    format!("WITH {} {}", clauses.join(", "), last.sql)
-                }
-                None => return Ok(&mut *self.tx),
-            };
-            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        Ok(&mut *self.tx)
-    }
-
-    /// Forgets the held writes (a rollback to a savepoint).
-    pub(super) fn discard(&mut self) {
-        self.held = Held::default();
-    }
 }
 
 impl PostgresStore {
@@ -179,7 +130,9 @@ impl_tx!(
     skip_locked = " FOR NO KEY UPDATE SKIP LOCKED",
     position = "position",
     // Delivered to every listening replica when the transaction commits, not before.
-    notify = "SELECT pg_notify('referral_exchange_mailbox', $1)"
+    notify = "SELECT pg_notify('referral_exchange_mailbox', $1)",
+    // One statement per query in PostgreSQL's protocol, and no pipelining in sqlx.
+    sending = Sending::OneStatement
 );
 
 /// The channel mailbox writes are announced on.

@@ -469,8 +469,9 @@ pub(super) fn to_hash(bytes: Vec<u8>, what: &str) -> Result<crate::audit::merkle
 }
 
 /// Implements [`Tx`](super::Tx) for `$tx` (a struct with a `tx: sqlx::Transaction<'static, $db>`
-/// field) on engine `$db`. `$lock` is appended to reads of rows the transaction will change;
-/// `$skip_locked` to the selection of messages to lease.
+/// field and a `held: Held<…>` of the engine's arguments) on engine `$db`. `$lock` is appended to
+/// reads of rows the transaction will change; `$skip_locked` to the selection of messages to lease;
+/// `$sending` says how held writes go ([`super::held`]).
 macro_rules! impl_tx {
     (
         $tx:ident,
@@ -478,9 +479,41 @@ macro_rules! impl_tx {
         lock = $lock:literal,
         skip_locked = $skip_locked:literal,
         position = $position:literal,
-        notify = $notify:literal
+        notify = $notify:literal,
+        sending = $sending:expr
     ) => {
         use sqlx::Arguments as _;
+
+        impl $tx {
+            /// Holds back a write whose result nobody reads: `sql` with `$n` placeholders, `bind`
+            /// adding its arguments in order (see [`super::held`]).
+            async fn write(
+                &mut self,
+                sql: &'static str,
+                bind: impl FnOnce(
+                    &mut <$db as sqlx::Database>::Arguments,
+                ) -> std::result::Result<(), sqlx::error::BoxDynError>,
+            ) -> $crate::error::Result<()> {
+                if self.held.must_send_before(sql, $sending) {
+                    self.conn().await?;
+                }
+                self.held.add(sql, bind)?;
+                if self.held.is_full() {
+                    self.conn().await?;
+                }
+                Ok(())
+            }
+
+            /// The connection, once the held writes have gone ahead: what follows reads their effects.
+            async fn conn(&mut self) -> $crate::error::Result<&mut <$db as sqlx::Database>::Connection> {
+                if let Some((sql, args)) = self.held.take($sending)? {
+                    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(&mut *self.tx)
+            }
+        }
 
         #[async_trait::async_trait]
         impl $crate::store::Tx for $tx {
@@ -1411,7 +1444,7 @@ macro_rules! impl_tx {
 
             async fn rollback_to_savepoint(&mut self, n: u64) -> $crate::error::Result<()> {
                 // Writes held back since the savepoint are undone by not sending them.
-                self.discard();
+                self.held = Default::default();
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT sp{n}"))).execute(&mut *self.tx).await?;
                 Ok(())
             }

@@ -14,8 +14,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    Sqlite, SqliteConnection,
-    error::BoxDynError,
+    Sqlite,
     sqlite::{
         SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
         SqliteSynchronous,
@@ -24,7 +23,7 @@ use sqlx::{
 
 use super::{
     Engine, Leadership, Schema, Store, Tx,
-    held::{Held, MAX_HELD_STATEMENTS},
+    held::{Held, Sending},
     queries::impl_tx,
 };
 use crate::{error::Result, mailbox::MailboxSignals};
@@ -39,42 +38,6 @@ pub(super) struct SqliteTx {
     held: Held<SqliteArguments>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
-}
-
-impl SqliteTx {
-    /// Holds back a write whose result nobody reads (see [`super::held`]).
-    pub(super) async fn write(
-        &mut self,
-        sql: &'static str,
-        bind: impl FnOnce(&mut SqliteArguments) -> std::result::Result<(), BoxDynError>,
-    ) -> Result<()> {
-        self.held.add(sql, bind)?;
-        if self.held.len() >= MAX_HELD_STATEMENTS {
-            self.conn().await?;
-        }
-        Ok(())
-    }
-
-    /// The connection, once the held writes have gone ahead as one multi-statement command: what
-    /// follows reads their effects.
-    pub(super) async fn conn(&mut self) -> Result<&mut SqliteConnection> {
-        if let Some((statements, args)) = self.held.take()? {
-            let sql = statements
-                .iter()
-                .map(|s| s.sql.as_str())
-                .collect::<Vec<_>>()
-                .join(";\n");
-            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        Ok(&mut *self.tx)
-    }
-
-    /// Forgets the held writes (a rollback to a savepoint).
-    pub(super) fn discard(&mut self) {
-        self.held = Held::default();
-    }
 }
 
 impl SqliteStore {
@@ -164,5 +127,6 @@ impl_tx!(
     // Insertion order: SQLite's implicit rowid.
     position = "rowid",
     // One process: MailboxSignals already wakes every waiter.
-    notify = ""
+    notify = "",
+    sending = Sending::Commands
 );

@@ -74,6 +74,15 @@ both_engines! {
     }
 }
 
+/// The database a server binary of a test runs on: a fresh PostgreSQL one, or none for SQLite (the
+/// server then makes its file in its data directory).
+async fn binary_database(db: Db) -> Option<TestDb> {
+    match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(TestDb::create(Db::Postgres).await),
+    }
+}
+
 /// A server process that ends with its test: killed when dropped, so that a test that fails half-way
 /// leaves no server running behind it.
 pub(crate) struct ServerChild(std::process::Child);
@@ -195,10 +204,7 @@ pub(crate) async fn binary_client(
 both_engines! {
     async fn sigterm_lets_calls_in_flight_finish_then_exits_zero(db) {
         let dir = tempfile::tempdir().expect("dir");
-        let database = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
-        };
+        let database = binary_database(db).await;
         let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
         assert!(dir.path().join("pki/clients/kela/cert.pem").exists(), "created a development PKI");
         assert!(dir.path().join("pseudonym.key").exists(), "created a development pseudonym key");
@@ -235,10 +241,7 @@ both_engines! {
 
     async fn a_restarted_server_reuses_its_development_pki_and_answers_retries_the_same(db) {
         let dir = tempfile::tempdir().expect("dir");
-        let database = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
-        };
+        let database = binary_database(db).await;
         let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
         let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("ca");
         let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
@@ -274,10 +277,7 @@ fn allowed_cpus(pid: &str) -> Vec<String> {
 both_engines! {
     async fn a_sqlite_server_keeps_to_one_cpu_and_a_postgres_server_to_all_unless_told(db) {
         let dir = tempfile::tempdir().expect("dir");
-        let database = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(TestDb::create(Db::Postgres).await),
-        };
+        let database = binary_database(db).await;
         let url = database.as_ref().map(TestDb::url);
         let ours = allowed_cpus("self").into_iter().next().expect("this test's CPUs");
         let single = |cpus: &str| !cpus.contains(['-', ',']);
