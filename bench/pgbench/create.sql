@@ -1,11 +1,14 @@
 -- The rows one CreateReferral (with a written consent) commits, in one transaction, as the server
 -- writes them: the baseline for the `create` scenario. `referral-exchange bench --scenario create
 -- --database-url …` runs it with pgbench at the same concurrency against the same database, after
--- preparing `bench_consents` (one written consent per client, as the server's own run uses).
+-- preparing `bench_consents` (one written consent per client, as the server's own run uses; pgbench's
+-- client n refers against the n-th, so that no two clients queue on one consent's row lock).
 -- Identifiers derive from random 64-bit integers so that one statement can refer to the row another
 -- wrote; the referral's and the message's lead with the transaction's time in milliseconds, as the
 -- server's UUIDv7 ids do (`domain::new_id`), so that their index inserts land where the server's do.
-\set c random(1, :consents)
+-- The referral's id comes back in `:ref` (no extra round trip) for `roundtrip.sql`, which follows this
+-- script in the lifecycle baseline.
+\set c :client_id % :consents + 1
 \set rid random(1, 9223372036854775807)
 \set mid random(1, 9223372036854775807)
 \set req random(1, 9223372036854775807)
@@ -26,9 +29,10 @@ INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, 
   SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'NEED_FOR_SOCIAL_WORK', '131052-308T', md5(:c::text) || md5(:c::text), NULL, NULL, NULL,
     '179', NULL, 'hva-15', '["HOUSING","DEBT"]', 'Benchmark referral', false, 'NO_STATUTORY_GROUP',
     id, NULL, false, NULL, 'REQUESTED', 'ROUTED', NULL, NULL, NULL, NULL,
-    '[{"state":"REQUESTED","time":"2026-11-22T10:00:00Z","organization":"kela","reason":"ROUTED","recipient":"hva-15"}]',
+    '[{"state": "REQUESTED","time": ' || to_json(now())::text || ',"organization": "kela","reason": "ROUTED","recipient": "hva-15"}]',
     now(), now(), NULL, NULL, 1, NULL, current_date + 3
-  FROM bench_consents WHERE n = :c;
+  FROM bench_consents WHERE n = :c
+  RETURNING id AS ref \gset
 INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'hva-15', now());
 UPDATE idempotency_keys SET response = repeat('x', 1400)
   WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;

@@ -1,18 +1,44 @@
-//! The baseline: pgbench committing the same rows as one CreateReferral (`bench/pgbench/create.sql`),
-//! one transaction each, at the same concurrency against the same database. What PostgreSQL does
-//! when nothing else is in the way is the honest limit of a durable create.
+//! The baselines: pgbench committing the same rows as one CreateReferral (`bench/pgbench/create.sql`),
+//! or as one whole lifecycle (that script, then `bench/pgbench/roundtrip.sql`), one transaction per
+//! call, at the same concurrency against the same database. What PostgreSQL does when nothing else is
+//! in the way is the honest limit of a durable call.
 
 use std::{process::Command, time::Duration};
 
 use anyhow::Context;
 use sqlx::Connection;
 
-/// The script, shipped inside the binary so that the benchmark runs from anywhere.
-const SCRIPT: &str = include_str!("../../bench/pgbench/create.sql");
+/// The scripts, shipped inside the binary so that the benchmark runs from anywhere.
+const CREATE: &str = include_str!("../../bench/pgbench/create.sql");
+const REST_OF_LIFECYCLE: &str = include_str!("../../bench/pgbench/roundtrip.sql");
 
-/// Runs the baseline for `duration` with `clients` connections; returns its transactions per second.
-/// Needs the written consents the `create` scenario recorded (one per client).
-pub async fn run_pgbench(url: &str, clients: usize, duration: Duration) -> anyhow::Result<f64> {
+/// Which scenario's rows pgbench commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// One CreateReferral per pgbench transaction.
+    Create,
+    /// One lifecycle per pgbench transaction: eight transactions, one per call of the `roundtrip`.
+    Roundtrip,
+}
+
+impl Baseline {
+    fn script(self) -> String {
+        match self {
+            Self::Create => CREATE.to_string(),
+            Self::Roundtrip => format!("{CREATE}\n{REST_OF_LIFECYCLE}"),
+        }
+    }
+}
+
+/// Runs the baseline for `duration` with `clients` connections; returns its scripts per second
+/// (creates or lifecycles). Needs the written consents the scenario recorded (one per client) and,
+/// for the lifecycle, the mailboxes' counter rows the server made at start.
+pub async fn run_pgbench(
+    url: &str,
+    baseline: Baseline,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::query(
         "CREATE TABLE bench_consents AS \
@@ -29,11 +55,14 @@ pub async fn run_pgbench(url: &str, clients: usize, duration: Duration) -> anyho
     anyhow::ensure!(consents > 0, "no written consents to refer against");
 
     let dir = tempfile::tempdir()?;
-    let script = dir.path().join("create.sql");
-    std::fs::write(&script, SCRIPT)?;
+    let script = dir.path().join("baseline.sql");
+    std::fs::write(&script, baseline.script())?;
     let output = Command::new("pgbench")
         .args([
             "--no-vacuum",
+            // Parsed and planned once per connection, as the server's statements are.
+            "--protocol",
+            "prepared",
             "--client",
             &clients.to_string(),
             "--jobs",
@@ -44,6 +73,9 @@ pub async fn run_pgbench(url: &str, clients: usize, duration: Duration) -> anyho
         .arg("--file")
         .arg(&script)
         .arg(url)
+        // The server talks to PostgreSQL without TLS (sqlx's `tls-none`); so does its baseline, unless
+        // the URL asks otherwise.
+        .env("PGSSLMODE", "disable")
         .output()
         .context("running pgbench (Debian package postgresql-client)")?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -3,7 +3,7 @@
 //!
 //! - [`server`]: the server under test as a child process, on a database of its own.
 //! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, transport, pull, wakeup).
-//! - [`baseline`]: pgbench committing the same rows as a create, for the ratio ours/pgbench.
+//! - [`baseline`]: pgbench committing the same rows as a create or a lifecycle, for ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 
 pub mod baseline;
@@ -40,6 +40,17 @@ pub enum Scenario {
     Datasize,
 }
 
+impl Scenario {
+    /// The pgbench script committing the same rows, for the scenarios that have one.
+    fn baseline(self) -> Option<baseline::Baseline> {
+        match self {
+            Self::Create => Some(baseline::Baseline::Create),
+            Self::Roundtrip => Some(baseline::Baseline::Roundtrip),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[arg(long, value_enum)]
@@ -54,7 +65,8 @@ pub struct BenchArgs {
     /// Seconds each run lasts (create, roundtrip, read, audit).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// `create`: also run the pgbench baseline at the same concurrency and print the ratio.
+    /// `create`, `roundtrip`: also run the pgbench baseline (the same rows, one transaction per call)
+    /// at the same concurrency and print the ratio.
     #[arg(long)]
     baseline: bool,
     /// `create`: issue this many creates per second in all (open loop, spread over the clients) instead
@@ -98,7 +110,7 @@ pub struct Outcome {
     /// `roundtrip`: RPCs per completed lifecycle, to set against `transport`'s calls per second.
     pub calls_per_operation: Option<f64>,
     pub server_peak_rss_mb: Option<f64>,
-    /// `create` with `--baseline`: pgbench's transactions per second for the same rows, and ours / it.
+    /// With `--baseline`: pgbench's creates or lifecycles per second for the same rows, and ours / it.
     pub baseline_per_second: Option<f64>,
     pub ratio_to_baseline: Option<f64>,
     /// `datasize`: stored referrals.
@@ -163,6 +175,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?,
     };
+    anyhow::ensure!(
+        !args.baseline || args.scenario.baseline().is_some(),
+        "--baseline is for the create and roundtrip scenarios"
+    );
     let duration = Duration::from_secs(args.duration);
     let mut outcomes = Vec::new();
     let client_counts = if matches!(args.scenario, Scenario::Wakeup | Scenario::Datasize) {
@@ -184,21 +200,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let result: anyhow::Result<Vec<Outcome>> = async {
             Ok(match args.scenario {
                 Scenario::Create => {
-                    let server = start("server")?;
-                    let mut outcome =
-                        scenarios::create(server.target(), clients, duration, args.rate).await?;
-                    outcome.server_peak_rss_mb = server.peak_rss_mb();
-                    server.stop()?;
-                    if args.baseline {
-                        anyhow::ensure!(
-                            db.is_postgres(),
-                            "the pgbench baseline needs --database-url postgres://…"
-                        );
-                        let tps = baseline::run_pgbench(&db.url, clients, duration).await?;
-                        outcome.baseline_per_second = Some(tps);
-                        outcome.ratio_to_baseline = Some(outcome.per_second / tps);
-                    }
-                    vec![outcome]
+                    with_server(start("server")?, |s| {
+                        scenarios::create(s, clients, duration, args.rate)
+                    })
+                    .await?
                 }
                 Scenario::Roundtrip => {
                     with_server(start("server")?, |s| {
@@ -253,6 +258,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
         }
         .await;
+        // pgbench runs after the server has stopped, on the database our run left.
+        let result = match (result, args.scenario.baseline()) {
+            (Ok(mut outcomes), Some(baseline)) if args.baseline => {
+                let with_baseline = async {
+                    anyhow::ensure!(
+                        db.is_postgres(),
+                        "the pgbench baseline needs --database-url postgres://…"
+                    );
+                    let tps = baseline::run_pgbench(&db.url, baseline, clients, duration).await?;
+                    for outcome in &mut outcomes {
+                        outcome.baseline_per_second = Some(tps);
+                        outcome.ratio_to_baseline = Some(outcome.per_second / tps);
+                    }
+                    Ok(outcomes)
+                };
+                with_baseline.await
+            }
+            (result, _) => result,
+        };
         db.drop_database().await?;
         for mut outcome in result? {
             outcome.engine = engine;

@@ -5,6 +5,7 @@ mod helpers;
 
 mod audit;
 mod background;
+mod bench;
 mod consents;
 mod deadlines;
 mod delivery;

@@ -1,0 +1,65 @@
+//! The benchmark's pgbench baselines run against the schema as it is now: a migration that renames a
+//! column the scripts write would otherwise break them silently, until someone measures again.
+
+use std::process::Command;
+
+use crate::helpers::DEFAULT_POSTGRES_URL;
+
+/// Runs `bench --scenario <scenario> --baseline` for a second at two clients; returns its JSON line.
+fn bench_with_baseline(scenario: &str) -> serde_json::Value {
+    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let dir = tempfile::tempdir().expect("dir");
+    let json = dir.path().join("outcome.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .args([
+            "bench",
+            "--scenario",
+            scenario,
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+        ])
+        .args(["--database-url", &url, "--baseline", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        output.status.success(),
+        "bench --scenario {scenario} --baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcomes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    outcomes[0].clone()
+}
+
+#[test]
+fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
+    for scenario in ["create", "roundtrip"] {
+        let outcome = bench_with_baseline(scenario);
+        assert_eq!(outcome["errors"], 0, "{scenario}: {outcome}");
+        assert!(
+            outcome["operations"].as_u64().unwrap_or(0) > 0,
+            "{scenario}: {outcome}"
+        );
+        // pgbench's own failures abort the run above; here: it committed something.
+        let baseline = outcome["baseline_per_second"].as_f64().unwrap_or(0.0);
+        assert!(baseline > 0.0, "{scenario}: {outcome}");
+    }
+}
+
+#[test]
+fn a_baseline_is_refused_for_a_scenario_without_one() {
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .args(["bench", "--scenario", "read", "--baseline"])
+        .output()
+        .expect("run the benchmark");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--baseline is for the create and roundtrip"),
+        "{stderr}"
+    );
+}
