@@ -480,7 +480,8 @@ macro_rules! impl_tx {
         skip_locked = $skip_locked:literal,
         position = $position:literal,
         notify = $notify:literal,
-        sending = $sending:expr
+        sending = $sending:expr,
+        number_in_one_statement = $number_in_one_statement:literal
     ) => {
         use sqlx::Arguments as _;
 
@@ -957,6 +958,30 @@ macro_rules! impl_tx {
             }
 
             async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
+                if $number_in_one_statement {
+                    // The steps below in one round trip: take the counter (or skip it), number, advance
+                    // the counter to the last number given. `present` tells a counter that is locked
+                    // from one that is missing, which only the steps below create.
+                    const NUMBER: &str = concat!(
+                        "WITH counter AS (SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked, "), \
+                         numbered AS (UPDATE messages SET sequence = counter.last_sequence + n.n \
+                           FROM counter, (SELECT id, row_number() OVER (ORDER BY ", $position, ") AS n FROM messages \
+                                          WHERE mailbox = $1 AND sequence IS NULL) n \
+                           WHERE messages.id = n.id RETURNING messages.sequence), \
+                         advanced AS (UPDATE mailboxes SET last_sequence = (SELECT max(sequence) FROM numbered) \
+                           WHERE organization = $1 AND EXISTS (SELECT 1 FROM numbered)) \
+                         SELECT EXISTS (SELECT 1 FROM counter), (SELECT count(*) FROM numbered), \
+                                EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)"
+                    );
+                    let (held, numbered, present): (bool, i64, bool) = sqlx::query_as(NUMBER)
+                        .bind(mailbox)
+                        .fetch_one(self.conn().await?)
+                        .await?;
+                    if held || present {
+                        // Not held but present: another transaction is numbering this mailbox now.
+                        return Ok(u64::try_from(numbered).unwrap_or(0));
+                    }
+                }
                 const LOCK: &str = concat!("SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked);
                 let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(self.conn().await?).await?;
                 // No row may mean "locked" (skipped) or "missing"; only a missing one is created. Inserting

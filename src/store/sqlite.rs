@@ -128,5 +128,7 @@ impl_tx!(
     position = "rowid",
     // One process: MailboxSignals already wakes every waiter.
     notify = "",
-    sending = Sending::Commands
+    sending = Sending::Commands,
+    // No data-modifying WITH in SQLite: the counter is taken, used and advanced in three.
+    number_in_one_statement = false
 );
