@@ -957,41 +957,24 @@ macro_rules! impl_tx {
                 .await
             }
 
-            async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
-                if $number_in_one_statement {
-                    // The steps below in one round trip: take the counter (or skip it), number, advance
-                    // the counter to the last number given. `present` tells a counter that is locked
-                    // from one that is missing, which only the steps below create.
-                    const NUMBER: &str = concat!(
-                        "WITH counter AS (SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked, "), \
-                         numbered AS (UPDATE messages SET sequence = counter.last_sequence + n.n \
-                           FROM counter, (SELECT id, row_number() OVER (ORDER BY ", $position, ") AS n FROM messages \
-                                          WHERE mailbox = $1 AND sequence IS NULL) n \
-                           WHERE messages.id = n.id RETURNING messages.sequence), \
-                         advanced AS (UPDATE mailboxes SET last_sequence = (SELECT max(sequence) FROM numbered) \
-                           WHERE organization = $1 AND EXISTS (SELECT 1 FROM numbered)) \
-                         SELECT EXISTS (SELECT 1 FROM counter), (SELECT count(*) FROM numbered), \
-                                EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)"
-                    );
-                    let (held, numbered, present): (bool, i64, bool) = sqlx::query_as(NUMBER)
-                        .bind(mailbox)
-                        .fetch_one(self.conn().await?)
-                        .await?;
-                    if held || present {
-                        // Not held but present: another transaction is numbering this mailbox now.
-                        return Ok(u64::try_from(numbered).unwrap_or(0));
-                    }
+            async fn number_messages(&mut self, mailbox: &str, wait: bool) -> $crate::error::Result<Option<u64>> {
+                // The counter, if this transaction can take it, and whether it exists at all: no row may
+                // mean "locked" (skipped) or "missing", and only a missing one is created. Inserting over
+                // a locked row would wait for its locker, which is what SKIP LOCKED is to avoid.
+                macro_rules! take_counter {
+                    ($locking:literal) => {
+                        concat!(
+                            "SELECT (SELECT last_sequence FROM mailboxes WHERE organization = $1", $locking, "), \
+                             EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)"
+                        )
+                    };
                 }
-                const LOCK: &str = concat!("SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked);
-                let mut last: Option<i64> = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(self.conn().await?).await?;
-                // No row may mean "locked" (skipped) or "missing"; only a missing one is created. Inserting
-                // over a locked row would wait for its locker, which is what SKIP LOCKED is to avoid.
-                let missing = last.is_none()
-                    && !sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)")
-                        .bind(mailbox)
-                        .fetch_one(self.conn().await?)
-                        .await?;
-                if missing {
+                const SKIP: &str = take_counter!($skip_locked);
+                const WAIT: &str = take_counter!($lock);
+                let take = if wait { WAIT } else { SKIP };
+                let (mut last, present): (Option<i64>, bool) =
+                    sqlx::query_as(take).bind(mailbox).fetch_one(self.conn().await?).await?;
+                if !present {
                     sqlx::query(
                         "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 0) \
                          ON CONFLICT (organization) DO NOTHING",
@@ -999,29 +982,59 @@ macro_rules! impl_tx {
                     .bind(mailbox)
                     .execute(self.conn().await?)
                     .await?;
-                    last = sqlx::query_scalar(LOCK).bind(mailbox).fetch_optional(self.conn().await?).await?;
-                }
-                // Locked by a transaction that is numbering this mailbox now.
-                let Some(last) = last else { return Ok(0) };
-                let numbered = sqlx::query(concat!(
-                    "UPDATE messages SET sequence = $2 + numbered.n FROM (SELECT id, row_number() OVER (ORDER BY ",
-                    $position,
-                    ") AS n FROM messages WHERE mailbox = $1 AND sequence IS NULL) numbered \
-                     WHERE messages.id = numbered.id"
-                ))
-                .bind(mailbox)
-                .bind(last)
-                .execute(self.conn().await?)
-                .await?
-                .rows_affected();
-                if numbered > 0 {
-                    sqlx::query("UPDATE mailboxes SET last_sequence = $2 WHERE organization = $1")
+                    (last, _) = sqlx::query_as::<_, (Option<i64>, bool)>(take)
                         .bind(mailbox)
-                        .bind(last + numbered as i64)
-                        .execute(self.conn().await?)
+                        .fetch_one(self.conn().await?)
                         .await?;
                 }
-                Ok(numbered)
+                // Locked by a transaction that is numbering this mailbox now.
+                let Some(last) = last else { return Ok(None) };
+                // A statement of its own, so that it reads the messages as of after the counter was
+                // taken: a transaction that numbered before us has committed by then, and what it
+                // numbered is not numbered again.
+                macro_rules! number {
+                    () => {
+                        concat!(
+                            "UPDATE messages SET sequence = $2 + numbered.n FROM (SELECT id, row_number() OVER (ORDER BY ",
+                            $position,
+                            ") AS n FROM messages WHERE mailbox = $1 AND sequence IS NULL) numbered \
+                             WHERE messages.id = numbered.id"
+                        )
+                    };
+                }
+                let numbered = if $number_in_one_statement {
+                    // Numbering and advancing the counter in one round trip.
+                    const NUMBER_AND_ADVANCE: &str = concat!(
+                        "WITH done AS (",
+                        number!(),
+                        " RETURNING 1), \
+                         advanced AS (UPDATE mailboxes SET last_sequence = $2 + (SELECT count(*) FROM done) \
+                           WHERE organization = $1 AND EXISTS (SELECT 1 FROM done)) \
+                         SELECT count(*) FROM done"
+                    );
+                    let numbered: i64 = sqlx::query_scalar(NUMBER_AND_ADVANCE)
+                        .bind(mailbox)
+                        .bind(last)
+                        .fetch_one(self.conn().await?)
+                        .await?;
+                    u64::try_from(numbered).unwrap_or(0)
+                } else {
+                    let numbered = sqlx::query(number!())
+                        .bind(mailbox)
+                        .bind(last)
+                        .execute(self.conn().await?)
+                        .await?
+                        .rows_affected();
+                    if numbered > 0 {
+                        sqlx::query("UPDATE mailboxes SET last_sequence = $2 WHERE organization = $1")
+                            .bind(mailbox)
+                            .bind(last + numbered as i64)
+                            .execute(self.conn().await?)
+                            .await?;
+                    }
+                    numbered
+                };
+                Ok(Some(numbered))
             }
 
             async fn ensure_mailboxes(&mut self, organizations: &[String]) -> $crate::error::Result<()> {
