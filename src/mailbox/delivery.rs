@@ -151,23 +151,18 @@ impl Exchange {
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mailbox = caller.organization.as_str();
-        let busy = tx.number_messages(mailbox, false).await?.is_none();
-        let lease_until = now + lease;
-        let max_attempts = self.delivery.max_delivery_attempts;
-        let mut leased = tx
-            .lease_messages(mailbox, max, max_attempts, now, lease_until)
+        // A counter held elsewhere is a reader numbering (and leasing) this mailbox now, or the
+        // sweeper numbering messages older than it leaves to readers: skipped, not waited for.
+        tx.number_messages(mailbox).await?;
+        let leased = tx
+            .lease_messages(
+                mailbox,
+                max,
+                self.delivery.max_delivery_attempts,
+                now,
+                now + lease,
+            )
             .await?;
-        if leased.is_empty() && busy {
-            // Another transaction is numbering this mailbox: what it numbers, committed before this
-            // call, may be all there is, and an empty answer would hide it. Wait for it, in a
-            // transaction that holds nothing yet (a batch's member may hold locks its locker waits on).
-            drop(tx);
-            tx = self.begin_solo().await?;
-            tx.number_messages(mailbox, true).await?;
-            leased = tx
-                .lease_messages(mailbox, max, max_attempts, now, lease_until)
-                .await?;
-        }
         if leased.is_empty() && !even_if_empty {
             return Ok(None);
         }
@@ -391,8 +386,7 @@ impl Exchange {
         let caller = call.require(MAILBOX_ROLES)?;
         let mut tx = self.begin().await?;
         // Skips a busy counter: what is being numbered now comes in the next page, after `next`.
-        tx.number_messages(caller.organization.as_str(), false)
-            .await?;
+        tx.number_messages(caller.organization.as_str()).await?;
         let found = tx
             .mailbox_history(caller.organization.as_str(), since, page_size)
             .await?;

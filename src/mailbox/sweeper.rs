@@ -17,6 +17,10 @@ use crate::{
 
 pub const JOB_NAME: &str = "mailbox-sweeper";
 
+/// How old an unnumbered message must be before the sweeper numbers it rather than its mailbox's
+/// reader: longer than a polling reader takes to come back (long-polls look again every 500 ms).
+pub const LEFT_TO_READERS: chrono::Duration = chrono::Duration::seconds(5);
+
 pub struct MailboxSweeper(pub Arc<Exchange>);
 
 #[async_trait]
@@ -67,10 +71,11 @@ impl Exchange {
             tracing::warn!(mailbox = %message.mailbox, message = %message.id, "message dead-lettered");
         }
         // Messages of mailboxes nobody reads get their numbers too, so the history stays current.
+        // Fresh ones are left to their readers: a pull that finds the counter taken skips numbering,
+        // and would answer empty while the sweeper numbers the one message that is there.
         let mut numbered = 0;
-        for mailbox in tx.mailboxes_to_number().await? {
-            // A busy mailbox is being numbered by its reader; skipped, not waited for.
-            numbered += tx.number_messages(&mailbox, false).await?.unwrap_or(0);
+        for mailbox in tx.mailboxes_to_number(now - LEFT_TO_READERS).await? {
+            numbered += tx.number_messages(&mailbox).await?;
         }
         let forgotten = tx
             .delete_acknowledged_before(now - self.delivery.history_retention)

@@ -281,13 +281,12 @@ pub trait Tx: Send {
     /// process's own waiters is the caller's, after the commit.
     async fn insert_message(&mut self, message: &NewMessage) -> Result<()>;
     /// Numbers the committed, unnumbered messages of `mailbox` with the next sequence numbers, under
-    /// the mailbox counter's row lock so that numbering transactions commit in numbering order; returns
-    /// how many. When another transaction holds the counter (it is numbering this mailbox now), waits
-    /// for it with `wait`, and otherwise returns `None` at once: waiting while holding other locks
-    /// could close a cycle, so only a transaction that holds none may wait.
-    async fn number_messages(&mut self, mailbox: &str, wait: bool) -> Result<Option<u64>>;
-    /// Mailboxes that have unnumbered messages.
-    async fn mailboxes_to_number(&mut self) -> Result<Vec<String>>;
+    /// the mailbox counter's row lock so that numbering transactions commit in numbering order. Skips
+    /// (returns 0) when another transaction holds the counter: it is numbering this mailbox now.
+    async fn number_messages(&mut self, mailbox: &str) -> Result<u64>;
+    /// Mailboxes that have unnumbered messages published before `published_before`.
+    async fn mailboxes_to_number(&mut self, published_before: DateTime<Utc>)
+    -> Result<Vec<String>>;
     /// Creates the counter rows of these mailboxes if they are missing. Done once at start: two
     /// transactions inserting the same missing row wait for each other, and batches of group commit
     /// that did so while holding other rows could deadlock.

@@ -957,23 +957,16 @@ macro_rules! impl_tx {
                 .await
             }
 
-            async fn number_messages(&mut self, mailbox: &str, wait: bool) -> $crate::error::Result<Option<u64>> {
+            async fn number_messages(&mut self, mailbox: &str) -> $crate::error::Result<u64> {
                 // The counter, if this transaction can take it, and whether it exists at all: no row may
                 // mean "locked" (skipped) or "missing", and only a missing one is created. Inserting over
                 // a locked row would wait for its locker, which is what SKIP LOCKED is to avoid.
-                macro_rules! take_counter {
-                    ($locking:literal) => {
-                        concat!(
-                            "SELECT (SELECT last_sequence FROM mailboxes WHERE organization = $1", $locking, "), \
-                             EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)"
-                        )
-                    };
-                }
-                const SKIP: &str = take_counter!($skip_locked);
-                const WAIT: &str = take_counter!($lock);
-                let take = if wait { WAIT } else { SKIP };
+                const TAKE: &str = concat!(
+                    "SELECT (SELECT last_sequence FROM mailboxes WHERE organization = $1", $skip_locked, "), \
+                     EXISTS (SELECT 1 FROM mailboxes WHERE organization = $1)"
+                );
                 let (mut last, present): (Option<i64>, bool) =
-                    sqlx::query_as(take).bind(mailbox).fetch_one(self.conn().await?).await?;
+                    sqlx::query_as(TAKE).bind(mailbox).fetch_one(self.conn().await?).await?;
                 if !present {
                     sqlx::query(
                         "INSERT INTO mailboxes (organization, last_sequence) VALUES ($1, 0) \
@@ -982,13 +975,13 @@ macro_rules! impl_tx {
                     .bind(mailbox)
                     .execute(self.conn().await?)
                     .await?;
-                    (last, _) = sqlx::query_as::<_, (Option<i64>, bool)>(take)
+                    (last, _) = sqlx::query_as::<_, (Option<i64>, bool)>(TAKE)
                         .bind(mailbox)
                         .fetch_one(self.conn().await?)
                         .await?;
                 }
                 // Locked by a transaction that is numbering this mailbox now.
-                let Some(last) = last else { return Ok(None) };
+                let Some(last) = last else { return Ok(0) };
                 // A statement of its own, so that it reads the messages as of after the counter was
                 // taken: a transaction that numbered before us has committed by then, and what it
                 // numbered is not numbered again.
@@ -1034,7 +1027,7 @@ macro_rules! impl_tx {
                     }
                     numbered
                 };
-                Ok(Some(numbered))
+                Ok(numbered)
             }
 
             async fn ensure_mailboxes(&mut self, organizations: &[String]) -> $crate::error::Result<()> {
@@ -1050,10 +1043,16 @@ macro_rules! impl_tx {
                 Ok(())
             }
 
-            async fn mailboxes_to_number(&mut self) -> $crate::error::Result<Vec<String>> {
-                Ok(sqlx::query_scalar("SELECT DISTINCT mailbox FROM messages WHERE sequence IS NULL ORDER BY mailbox")
-                    .fetch_all(self.conn().await?)
-                    .await?)
+            async fn mailboxes_to_number(
+                &mut self,
+                published_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT mailbox FROM messages WHERE sequence IS NULL AND publish_time < $1 ORDER BY mailbox",
+                )
+                .bind($crate::store::DbTime(published_before))
+                .fetch_all(self.conn().await?)
+                .await?)
             }
 
             async fn lease_messages(
