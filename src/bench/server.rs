@@ -154,18 +154,13 @@ impl ServerProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stderr = child.stderr.take().context("server stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            if Instant::now() > deadline {
-                bail!("the server did not start within a minute");
-            }
-            let Some(line) = lines.next() else {
-                bail!("the server exited before serving")
-            };
-            let line = line?;
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if json["fields"]["message"] == "serving" {
-                break json["fields"]["addr"].as_str().context("addr")?.parse()?;
+        let addr = match wait_until_serving(&mut lines) {
+            Ok(addr) => addr,
+            Err(e) => {
+                // Not yet a ServerProcess, whose drop would stop it.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
         };
         std::thread::spawn(move || for _ in lines {});
@@ -197,5 +192,35 @@ impl ServerProcess {
             .status();
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// Reads the server's log until it says where it serves, for up to a minute.
+fn wait_until_serving(
+    lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the server did not start within a minute");
+        }
+        let Some(line) = lines.next() else {
+            bail!("the server exited before serving")
+        };
+        let json: serde_json::Value = serde_json::from_str(&line?).unwrap_or_default();
+        if json["fields"]["message"] == "serving" {
+            return Ok(json["fields"]["addr"].as_str().context("addr")?.parse()?);
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    /// A run that fails half-way (a scenario's error, a server that never said "serving") must not
+    /// leave its server behind: one kept serving for an hour, on a database already dropped.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
