@@ -132,9 +132,7 @@ impl_tx!(
     // Delivered to every listening replica when the transaction commits, not before.
     notify = "SELECT pg_notify('referral_exchange_mailbox', $1)",
     // One statement per query in PostgreSQL's protocol, and no pipelining in sqlx.
-    sending = Sending::OneStatement,
-    // Data-modifying WITH: the counter is taken, used and advanced in one statement.
-    number_in_one_statement = true
+    sending = Sending::OneStatement
 );
 
 /// The channel mailbox writes are announced on.

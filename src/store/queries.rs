@@ -480,8 +480,7 @@ macro_rules! impl_tx {
         skip_locked = $skip_locked:literal,
         position = $position:literal,
         notify = $notify:literal,
-        sending = $sending:expr,
-        number_in_one_statement = $number_in_one_statement:literal
+        sending = $sending:expr
     ) => {
         use sqlx::Arguments as _;
 
@@ -995,8 +994,9 @@ macro_rules! impl_tx {
                         )
                     };
                 }
-                let numbered = if $number_in_one_statement {
-                    // Numbering and advancing the counter in one round trip.
+                let numbered = if $sending == $crate::store::held::Sending::OneStatement {
+                    // An engine that takes data-modifying WITH clauses (see `Sending`) numbers and
+                    // advances the counter in one round trip.
                     const NUMBER_AND_ADVANCE: &str = concat!(
                         "WITH done AS (",
                         number!(),

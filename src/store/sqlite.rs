@@ -128,7 +128,5 @@ impl_tx!(
     position = "rowid",
     // One process: MailboxSignals already wakes every waiter.
     notify = "",
-    sending = Sending::Commands,
-    // No data-modifying WITH in SQLite: the counter is taken, used and advanced in three.
-    number_in_one_statement = false
+    sending = Sending::Commands
 );

@@ -50,16 +50,26 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
     }
 }
 
+/// Refused before anything runs: without a PostgreSQL to run pgbench against, or for a scenario that
+/// has no baseline, a ten-second run would end in the error anyway.
 #[test]
-fn a_baseline_is_refused_for_a_scenario_without_one() {
-    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
-        .args(["bench", "--scenario", "read", "--baseline"])
-        .output()
-        .expect("run the benchmark");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--baseline is for the create and roundtrip"),
-        "{stderr}"
-    );
+fn a_baseline_is_refused_up_front_without_postgresql_or_for_a_scenario_without_one() {
+    for (scenario, refusal) in [
+        ("read", "--baseline is for the create and roundtrip"),
+        ("create", "the pgbench baseline needs --database-url"),
+    ] {
+        let started = std::time::Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+            .args(["bench", "--scenario", scenario, "--baseline"])
+            .output()
+            .expect("run the benchmark");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(refusal), "{stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "refused only after a run: {:?}",
+            started.elapsed()
+        );
+    }
 }
