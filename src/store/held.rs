@@ -5,8 +5,8 @@
 //! Every statement costs a round trip besides its execution: on SQLite a hand-off to sqlx's
 //! connection thread and back, on PostgreSQL a message exchange and the backend's per-statement work.
 //! A create's seven writes go as one: on SQLite as one multi-statement command, on PostgreSQL as one
-//! statement of data-modifying `WITH` clauses ([`Sending`]). `Tx::write` and `Tx::conn`, written once
-//! for both engines in `queries.rs`, hold and send them.
+//! statement of data-modifying `WITH` clauses ([`Sending`]). `SqlTx::write` and `SqlTx::conn`, written once
+//! for both engines in `sql.rs`, hold and send them.
 //!
 //! The statements share one argument list, so each statement's `$n` becomes `$(n + offset)`.
 //! A held write's error surfaces where it is sent, and fails the call that made it; a rollback to a
@@ -22,7 +22,7 @@ const MAX_HELD_STATEMENTS: usize = 32;
 
 /// How an engine takes several held writes at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Sending {
+pub enum Sending {
     /// SQLite: one command of `;`-separated statements, run in order: each sees those before it.
     Commands,
     /// PostgreSQL, whose protocol takes one statement per query: the last write, with the others

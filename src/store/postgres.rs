@@ -10,27 +10,16 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use sqlx::{
     Postgres,
-    postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
 };
 
-use super::{
-    Engine, Leadership, Schema, Store, Tx,
-    held::{Held, Sending},
-    queries::impl_tx,
-};
+use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct PostgresStore {
     pool: PgPool,
     signals: Arc<MailboxSignals>,
     listener: tokio::task::JoinHandle<()>,
-}
-
-pub(super) struct PostgresTx {
-    tx: sqlx::Transaction<'static, Postgres>,
-    held: Held<PgArguments>,
-    /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
-    _span: tracing::Span,
 }
 
 impl PostgresStore {
@@ -77,11 +66,10 @@ impl Store for PostgresStore {
             otel.kind = "client",
             db.system.name = "postgresql"
         );
-        Ok(Box::new(PostgresTx {
-            tx: self.pool.begin().await?,
-            held: Held::default(),
-            _span: span,
-        }))
+        Ok(Box::new(SqlTx::<Postgres>::new(
+            self.pool.begin().await?,
+            span,
+        )))
     }
 
     fn signals(&self) -> &Arc<MailboxSignals> {
@@ -120,20 +108,6 @@ impl Leadership for AdvisoryLock {
             .is_ok()
     }
 }
-
-impl_tx!(
-    PostgresTx,
-    Postgres,
-    // NO KEY UPDATE: serialises writers of a row without blocking the KEY SHARE locks that foreign-key
-    // checks of other transactions take on it (a message referencing a referral being accepted).
-    lock = " FOR NO KEY UPDATE",
-    skip_locked = " FOR NO KEY UPDATE SKIP LOCKED",
-    position = "position",
-    // Delivered to every listening replica when the transaction commits, not before.
-    notify = "SELECT pg_notify('referral_exchange_mailbox', $1)",
-    // One statement per query in PostgreSQL's protocol, and no pipelining in sqlx.
-    sending = Sending::OneStatement
-);
 
 /// The channel mailbox writes are announced on.
 const MAILBOX_CHANNEL: &str = "referral_exchange_mailbox";

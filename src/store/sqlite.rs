@@ -16,28 +16,16 @@ use async_trait::async_trait;
 use sqlx::{
     Sqlite,
     sqlite::{
-        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-        SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
 
-use super::{
-    Engine, Leadership, Schema, Store, Tx,
-    held::{Held, Sending},
-    queries::impl_tx,
-};
+use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
 use crate::{error::Result, mailbox::MailboxSignals};
 
 pub struct SqliteStore {
     pool: SqlitePool,
     signals: Arc<MailboxSignals>,
-}
-
-pub(super) struct SqliteTx {
-    tx: sqlx::Transaction<'static, Sqlite>,
-    held: Held<SqliteArguments>,
-    /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
-    _span: tracing::Span,
 }
 
 impl SqliteStore {
@@ -89,11 +77,7 @@ impl Store for SqliteStore {
             db.system.name = "sqlite"
         );
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteTx {
-            tx,
-            held: Held::default(),
-            _span: span,
-        }))
+        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span)))
     }
 
     fn signals(&self) -> &Arc<MailboxSignals> {
@@ -118,15 +102,3 @@ impl Leadership for SoleProcess {
         true
     }
 }
-
-impl_tx!(
-    SqliteTx,
-    Sqlite,
-    lock = "",
-    skip_locked = "",
-    // Insertion order: SQLite's implicit rowid.
-    position = "rowid",
-    // One process: MailboxSignals already wakes every waiter.
-    notify = "",
-    sending = Sending::Commands
-);

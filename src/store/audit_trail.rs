@@ -1,0 +1,132 @@
+//! The audit trail: one event per call, refusals included, and the indexes auditors search it by.
+
+use async_trait::async_trait;
+
+use super::{
+    DbTime,
+    dialect::{Bind, Dialect},
+    json,
+    sql::SqlTx,
+    to_json,
+};
+use crate::{
+    audit::{AuditQuery, AuditRecord, StoredAuditEvent},
+    error::Result,
+};
+
+#[async_trait]
+pub trait AuditTrail {
+    /// Appends a call's event. The subject and resource index rows are written by the database's
+    /// trigger (migration 0005) from the JSON columns, in the same statement.
+    async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<()>;
+    async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>>;
+}
+
+#[async_trait]
+impl<D: Dialect> AuditTrail for SqlTx<D> {
+    async fn insert_audit_event(&mut self, e: &AuditRecord) -> Result<()> {
+        let resources = to_json(&e.resources)?;
+        let subjects = to_json(&e.subject_pseudonyms)?;
+        let disclosures = to_json(&e.disclosures)?;
+        self.write(
+            "INSERT INTO audit_events (time, organization, user_id, method, resources, \
+               subject_pseudonyms, status_code, correlation_id, disclosures) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            |args| {
+                args.bind(DbTime(e.time))?;
+                args.bind(e.organization.as_str())?;
+                args.bind(e.user_id.as_str())?;
+                args.bind(e.method.as_str())?;
+                args.bind(resources)?;
+                args.bind(subjects)?;
+                args.bind(e.status_code)?;
+                args.bind(e.correlation_id.as_str())?;
+                args.bind(disclosures)
+            },
+        )
+        .await
+    }
+
+    async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>> {
+        let mut q = Self::sql(
+            "SELECT e.*, l.leaf_index FROM audit_events e \
+             LEFT JOIN audit_leaves l ON l.event_sequence = e.sequence",
+        );
+        // One event records one person under one key, so a person's pseudonyms under several
+        // keys never match the same event twice.
+        if !query.subject_pseudonyms.is_empty() {
+            q.push(
+                " JOIN audit_event_subjects s ON s.event_sequence = e.sequence \
+                 AND s.subject_pseudonym IN ",
+            )
+            .list(query.subject_pseudonyms.iter().map(String::as_str));
+        }
+        if let Some(r) = &query.resource {
+            q.push(
+                " JOIN audit_event_resources r ON r.event_sequence = e.sequence AND r.resource = ",
+            )
+            .bind(r.as_str());
+        }
+        q.push(" WHERE 1 = 1");
+        if let Some(org) = &query.organization {
+            q.push(" AND e.organization = ").bind(org.as_str());
+        }
+        if let Some(user) = &query.user_id {
+            q.push(" AND e.user_id = ").bind(user.as_str());
+        }
+        if let Some(method) = &query.method {
+            if method.starts_with('/') {
+                q.push(" AND e.method = ").bind(method.as_str());
+            } else {
+                q.push(" AND e.method LIKE ").bind(format!("%/{method}"));
+            }
+        }
+        if let Some(t) = query.start_time {
+            q.push(" AND e.time >= ").bind(DbTime(t));
+        }
+        if let Some(t) = query.end_time {
+            q.push(" AND e.time < ").bind(DbTime(t));
+        }
+        if let Some(after) = query.after_sequence {
+            q.push(" AND e.sequence > ").bind(after);
+        }
+        q.push(" ORDER BY e.sequence LIMIT ").bind(query.limit);
+        let rows: Vec<AuditRow> = self.fetch_all(q).await?;
+        rows.into_iter().map(AuditRow::into_domain).collect()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    sequence: i64,
+    time: DbTime,
+    organization: String,
+    user_id: String,
+    method: String,
+    resources: String,
+    subject_pseudonyms: String,
+    status_code: i32,
+    correlation_id: String,
+    disclosures: String,
+    leaf_index: Option<i64>,
+}
+
+impl AuditRow {
+    pub(super) fn into_domain(self) -> Result<StoredAuditEvent> {
+        Ok(StoredAuditEvent {
+            sequence: self.sequence,
+            record: AuditRecord {
+                time: self.time.0,
+                organization: self.organization,
+                user_id: self.user_id,
+                method: self.method,
+                resources: json(&self.resources, "resources")?,
+                subject_pseudonyms: json(&self.subject_pseudonyms, "subject pseudonyms")?,
+                status_code: self.status_code,
+                correlation_id: self.correlation_id,
+                disclosures: json(&self.disclosures, "disclosures")?,
+            },
+            leaf_index: self.leaf_index,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! What differs between the engines, named in one trait: [`Dialect`].
+//!
+//! The SQL of the store is written once (`$n` placeholders, `RETURNING`, `ON CONFLICT`, row-value
+//! comparisons: both engines take them) in ordinary Rust generic over `D: Dialect`. A dialect says
+//! what each engine does differently (row locks, how it takes several writes at once, how it wakes
+//! other processes) and, through the bounds on its associated types, which Rust values the store
+//! binds and which row shapes it reads. Those bounds are written here once: Rust carries bounds on a
+//! trait's own associated types to every `D: Dialect`, so the store's code needs no `where` clauses.
+
+use chrono::NaiveDate;
+use sqlx::{
+    Arguments, Database, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type,
+    database::HasStatementCache,
+    error::BoxDynError,
+    postgres::{PgArguments, PgConnection, PgQueryResult, PgRow},
+    sqlite::{SqliteArguments, SqliteConnection, SqliteQueryResult, SqliteRow},
+};
+use uuid::Uuid;
+
+use super::{
+    DbTime,
+    audit_log::LeafRow,
+    audit_trail::AuditRow,
+    consents::{ConsentEventRow, ConsentRow},
+    held::Sending,
+    messages::MessageRow,
+    referrals::ReferralRow,
+};
+
+/// One database engine as the store uses it.
+pub trait Dialect: Send + Sync + 'static {
+    type Db: Database<
+            Connection = Self::Connection,
+            Arguments = Self::Arguments,
+            Row = Self::Row,
+            QueryResult = Self::QueryResult,
+        > + HasStatementCache;
+    type Connection: sqlx::Connection<Database = Self::Db> + Execute<Self::Db>;
+    /// Every value type a statement of the store binds.
+    type Arguments: Arguments<Database = Self::Db>
+        + IntoArguments<Self::Db>
+        + for<'a> Bind<&'a str>
+        + Bind<String>
+        + Bind<Option<String>>
+        + for<'a> Bind<Option<&'a str>>
+        + for<'a> Bind<&'a Option<String>>
+        + Bind<Uuid>
+        + Bind<Option<Uuid>>
+        + Bind<i64>
+        + Bind<i32>
+        + Bind<i16>
+        + Bind<bool>
+        + Bind<Vec<u8>>
+        + Bind<DbTime>
+        + Bind<Option<DbTime>>
+        + Bind<NaiveDate>
+        + Bind<Option<NaiveDate>>;
+    /// Every row shape the store reads.
+    type Row: Read<ConsentRow>
+        + Read<ConsentEventRow>
+        + Read<ReferralRow>
+        + Read<MessageRow>
+        + Read<AuditRow>
+        + Read<LeafRow>
+        + Read<(i64,)>
+        + Read<(Option<i64>,)>
+        + Read<(Uuid,)>
+        + Read<(String,)>
+        + Read<(String, String)>
+        + Read<(Option<i64>, bool)>
+        + Read<(Uuid, i32)>
+        + Read<(i64, Vec<u8>)>
+        + Read<(i16, i64, Vec<u8>)>
+        + Read<(i64, Option<DbTime>)>
+        + Read<(i64, i64, i64, Option<DbTime>)>
+        + Read<(String, i64, i64, i64, Option<DbTime>)>
+        + Read<(i64, Vec<u8>, DbTime, String)>;
+    type QueryResult: RowsAffected;
+
+    /// Appended to a read of rows the transaction will change.
+    const LOCK: &'static str;
+    /// Appended to the selection of messages to lease: concurrent pullers take different rows.
+    const SKIP_LOCKED: &'static str;
+    /// The column that orders a mailbox's messages by insertion, for numbering.
+    const POSITION: &'static str;
+    /// The statement that wakes long-polls in other processes at commit (`$1`: the mailbox).
+    const NOTIFY: Option<&'static str>;
+    /// How held writes go to the database (see [`super::held`]).
+    const SENDING: Sending;
+}
+
+impl Dialect for Sqlite {
+    type Db = Sqlite;
+    type Connection = SqliteConnection;
+    type Arguments = SqliteArguments;
+    type Row = SqliteRow;
+    type QueryResult = SqliteQueryResult;
+
+    // One writer at a time (`BEGIN IMMEDIATE`): nothing to lock, nobody to skip.
+    const LOCK: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    // Insertion order: SQLite's implicit rowid.
+    const POSITION: &'static str = "rowid";
+    // One process: `MailboxSignals` already wakes every waiter.
+    const NOTIFY: Option<&'static str> = None;
+    const SENDING: Sending = Sending::Commands;
+}
+
+impl Dialect for Postgres {
+    type Db = Postgres;
+    type Connection = PgConnection;
+    type Arguments = PgArguments;
+    type Row = PgRow;
+    type QueryResult = PgQueryResult;
+
+    // NO KEY UPDATE: serialises writers of a row without blocking the KEY SHARE locks that
+    // foreign-key checks of other transactions take on it (a message referencing a referral being
+    // accepted).
+    const LOCK: &'static str = " FOR NO KEY UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR NO KEY UPDATE SKIP LOCKED";
+    const POSITION: &'static str = "position";
+    // Delivered to every listening replica when the transaction commits, not before.
+    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('referral_exchange_mailbox', $1)");
+    // One statement per query in PostgreSQL's protocol, and no pipelining in sqlx.
+    const SENDING: Sending = Sending::OneStatement;
+}
+
+/// Adds a value of type `T` to a statement's arguments.
+pub trait Bind<T> {
+    fn bind(&mut self, value: T) -> Result<(), BoxDynError>;
+}
+
+impl<'t, A: Arguments, T> Bind<T> for A
+where
+    T: Encode<'t, A::Database> + Type<A::Database> + 't,
+{
+    fn bind(&mut self, value: T) -> Result<(), BoxDynError> {
+        self.add(value)
+    }
+}
+
+/// Decodes a row into `T` (a [`FromRow`] struct or a tuple).
+pub trait Read<T> {
+    fn read(&self) -> Result<T, sqlx::Error>;
+}
+
+impl<R: sqlx::Row, T> Read<T> for R
+where
+    T: for<'r> FromRow<'r, R>,
+{
+    fn read(&self) -> Result<T, sqlx::Error> {
+        T::from_row(self)
+    }
+}
+
+/// A connection as a statement executor.
+pub trait Execute<DB: Database>: Send {
+    fn executor<'c>(&'c mut self) -> impl Executor<'c, Database = DB>;
+}
+
+impl Execute<Sqlite> for SqliteConnection {
+    fn executor<'c>(&'c mut self) -> impl Executor<'c, Database = Sqlite> {
+        self
+    }
+}
+
+impl Execute<Postgres> for PgConnection {
+    fn executor<'c>(&'c mut self) -> impl Executor<'c, Database = Postgres> {
+        self
+    }
+}
+
+/// How many rows a statement changed.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
+}

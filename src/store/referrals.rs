@@ -1,0 +1,327 @@
+//! Referrals and their routes: who was referred, why, to whom, and where the referral stands.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::{
+    DbTime, code, corrupt, deadlines,
+    dialect::{Bind, Dialect},
+    json,
+    sql::SqlTx,
+    to_json,
+};
+use crate::{
+    domain::{
+        OrganizationId, PersonalIdentityCode,
+        referral::{
+            Basis, DeadlineGroup, Kind, Outcome, Reason, Referral, RejectionReason, State,
+            StatutoryGround, Subject,
+        },
+    },
+    error::Result,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct ReferralFilter {
+    /// A receiver sees only referrals ever routed to it.
+    pub routed_to: Option<OrganizationId>,
+    pub state: Option<State>,
+    pub kind: Option<Kind>,
+    /// The current recipient.
+    pub recipient: Option<OrganizationId>,
+    /// Any of these pseudonyms (one person under the current and previous keys); empty: anyone.
+    pub subject_pseudonyms: Vec<String>,
+    pub create_time_start: Option<DateTime<Utc>>,
+    pub create_time_end: Option<DateTime<Utc>>,
+    /// Only referrals with a deadline passed by this day without the state it requires.
+    pub overdue_on: Option<NaiveDate>,
+    /// Keyset cursor: strictly after this `(create_time, id)`.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait Referrals {
+    async fn insert_referral(&mut self, referral: &Referral, subject_pseudonym: &str)
+    -> Result<()>;
+    async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>>;
+    /// Those of `ids` that exist, unlocked, in no particular order: one statement for a page of
+    /// messages.
+    async fn get_referrals(&mut self, ids: &[Uuid]) -> Result<Vec<Referral>>;
+    /// Writes every field that can change after creation.
+    async fn update_referral(&mut self, referral: &Referral) -> Result<()>;
+    /// Records that `recipient` holds the referral from now on, for access and listing.
+    async fn insert_route(
+        &mut self,
+        referral_id: Uuid,
+        recipient: &OrganizationId,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn list_referrals(&mut self, filter: &ReferralFilter) -> Result<Vec<Referral>>;
+    async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
+}
+
+#[async_trait]
+impl<D: Dialect> Referrals for SqlTx<D> {
+    async fn insert_referral(&mut self, r: &Referral, subject_pseudonym: &str) -> Result<()> {
+        let (consent_id, ground) = match r.basis {
+            Basis::Consent(id) => (Some(id), None),
+            Basis::Statutory(g) => (None, Some(g.as_str())),
+        };
+        let reasons = to_json(&r.reasons)?;
+        let history = to_json(&r.history)?;
+        self.write(
+            "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, \
+               subject_phone, subject_language, home_municipality_code, current_municipality_code, \
+               recipient, reasons, reason_text, urgent, deadline_group, consent_id, \
+               statutory_ground, personal_discussion_requested, application_reference, state, \
+               state_reason, outcome, rejection_reason, rejection_text, cancellation_text, history, \
+               create_time, update_time, receive_time, assessment_due_date, version, \
+               completion_due_date, receive_due_date) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+            |args| {
+                args.bind(r.id)?;
+                args.bind(r.kind.as_str())?;
+                args.bind(r.subject.personal_identity_code.as_str())?;
+                args.bind(subject_pseudonym)?;
+                args.bind(&r.subject.name)?;
+                args.bind(&r.subject.contact_phone)?;
+                args.bind(&r.subject.preferred_language)?;
+                args.bind(r.home_municipality_code.as_str())?;
+                args.bind(&r.current_municipality_code)?;
+                args.bind(r.recipient.as_str())?;
+                args.bind(reasons)?;
+                args.bind(r.reason_text.as_str())?;
+                args.bind(r.urgent)?;
+                args.bind(r.deadline_group.as_str())?;
+                args.bind(consent_id)?;
+                args.bind(ground)?;
+                args.bind(r.personal_discussion_requested)?;
+                args.bind(&r.application_reference)?;
+                args.bind(r.state.as_str())?;
+                args.bind(r.state_reason.as_str())?;
+                args.bind(r.outcome.map(|o| o.as_str()))?;
+                args.bind(r.rejection_reason.map(|o| o.as_str()))?;
+                args.bind(&r.rejection_text)?;
+                args.bind(&r.cancellation_text)?;
+                args.bind(history)?;
+                args.bind(DbTime(r.create_time))?;
+                args.bind(DbTime(r.update_time))?;
+                args.bind(r.receive_time.map(DbTime))?;
+                args.bind(r.assessment_due_date)?;
+                args.bind(r.version)?;
+                args.bind(r.completion_due_date)?;
+                args.bind(r.receive_due_date)
+            },
+        )
+        .await
+    }
+
+    async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>> {
+        let lock = if lock { D::LOCK } else { "" };
+        let select = Self::sql(format!("SELECT * FROM referrals WHERE id = $1{lock}")).arg(id);
+        let row: Option<ReferralRow> = self.fetch_optional(select).await?;
+        row.map(ReferralRow::into_domain).transpose()
+    }
+
+    async fn get_referrals(&mut self, ids: &[Uuid]) -> Result<Vec<Referral>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select = Self::sql("SELECT * FROM referrals WHERE id IN ");
+        select.list(ids.iter().copied());
+        let rows: Vec<ReferralRow> = self.fetch_all(select).await?;
+        rows.into_iter().map(ReferralRow::into_domain).collect()
+    }
+
+    async fn update_referral(&mut self, r: &Referral) -> Result<()> {
+        let history = to_json(&r.history)?;
+        self.write(
+            "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
+               rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
+               update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13, \
+               completion_due_date = $14, receive_due_date = $15 \
+             WHERE id = $1",
+            |args| {
+                args.bind(r.id)?;
+                args.bind(r.recipient.as_str())?;
+                args.bind(r.state.as_str())?;
+                args.bind(r.state_reason.as_str())?;
+                args.bind(r.outcome.map(|o| o.as_str()))?;
+                args.bind(r.rejection_reason.map(|o| o.as_str()))?;
+                args.bind(&r.rejection_text)?;
+                args.bind(&r.cancellation_text)?;
+                args.bind(history)?;
+                args.bind(DbTime(r.update_time))?;
+                args.bind(r.receive_time.map(DbTime))?;
+                args.bind(r.assessment_due_date)?;
+                args.bind(r.version)?;
+                args.bind(r.completion_due_date)?;
+                args.bind(r.receive_due_date)
+            },
+        )
+        .await
+    }
+
+    async fn insert_route(
+        &mut self,
+        referral_id: Uuid,
+        recipient: &OrganizationId,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write(
+            "INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (recipient, referral_id) DO NOTHING",
+            |args| {
+                args.bind(referral_id)?;
+                args.bind(recipient.as_str())?;
+                args.bind(DbTime(at))
+            },
+        )
+        .await
+    }
+
+    async fn list_referrals(&mut self, filter: &ReferralFilter) -> Result<Vec<Referral>> {
+        let mut q = Self::sql("SELECT r.* FROM referrals r");
+        if let Some(org) = &filter.routed_to {
+            q.push(" JOIN referral_routes rr ON rr.referral_id = r.id AND rr.recipient = ")
+                .bind(org.as_str());
+        }
+        q.push(" WHERE 1 = 1");
+        if let Some(state) = filter.state {
+            q.push(" AND r.state = ").bind(state.as_str());
+        }
+        if let Some(kind) = filter.kind {
+            q.push(" AND r.kind = ").bind(kind.as_str());
+        }
+        if let Some(recipient) = &filter.recipient {
+            q.push(" AND r.recipient = ").bind(recipient.as_str());
+        }
+        if !filter.subject_pseudonyms.is_empty() {
+            q.push(" AND r.subject_pseudonym IN ")
+                .list(filter.subject_pseudonyms.iter().map(String::as_str));
+        }
+        if let Some(t) = filter.create_time_start {
+            q.push(" AND r.create_time >= ").bind(DbTime(t));
+        }
+        if let Some(t) = filter.create_time_end {
+            q.push(" AND r.create_time < ").bind(DbTime(t));
+        }
+        if let Some(today) = filter.overdue_on {
+            q.push(" AND ");
+            deadlines::push_overdue(&mut q, today, deadlines::Overdue::Any);
+        }
+        if let Some((t, id)) = filter.after {
+            q.push(" AND (r.create_time, r.id) > (")
+                .bind(DbTime(t))
+                .push(", ")
+                .bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY r.create_time, r.id LIMIT ")
+            .bind(filter.limit);
+        let rows: Vec<ReferralRow> = self.fetch_all(q).await?;
+        rows.into_iter().map(ReferralRow::into_domain).collect()
+    }
+
+    async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>> {
+        let select =
+            Self::sql("SELECT id FROM referrals WHERE consent_id = $1 ORDER BY id").arg(consent_id);
+        let ids: Vec<(Uuid,)> = self.fetch_all(select).await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReferralRow {
+    id: Uuid,
+    kind: String,
+    subject_code: String,
+    subject_name: Option<String>,
+    subject_phone: Option<String>,
+    subject_language: Option<String>,
+    home_municipality_code: String,
+    current_municipality_code: Option<String>,
+    recipient: String,
+    reasons: String,
+    reason_text: String,
+    urgent: bool,
+    deadline_group: String,
+    consent_id: Option<Uuid>,
+    statutory_ground: Option<String>,
+    personal_discussion_requested: bool,
+    application_reference: Option<String>,
+    state: String,
+    state_reason: String,
+    outcome: Option<String>,
+    rejection_reason: Option<String>,
+    rejection_text: Option<String>,
+    cancellation_text: Option<String>,
+    history: String,
+    create_time: DbTime,
+    update_time: DbTime,
+    receive_time: Option<DbTime>,
+    assessment_due_date: Option<NaiveDate>,
+    completion_due_date: Option<NaiveDate>,
+    receive_due_date: Option<NaiveDate>,
+    version: i64,
+}
+
+impl ReferralRow {
+    fn into_domain(self) -> Result<Referral> {
+        let basis = match (self.consent_id, self.statutory_ground) {
+            (Some(id), None) => Basis::Consent(id),
+            (None, Some(ground)) => {
+                Basis::Statutory(code(&ground, StatutoryGround::from_code, "ground")?)
+            }
+            _ => return Err(corrupt("referral basis")),
+        };
+        Ok(Referral {
+            id: self.id,
+            kind: code(&self.kind, Kind::from_code, "kind")?,
+            subject: Subject {
+                personal_identity_code: PersonalIdentityCode::parse(&self.subject_code)
+                    .map_err(|_| corrupt("identity code"))?,
+                name: self.subject_name,
+                contact_phone: self.subject_phone,
+                preferred_language: self.subject_language,
+            },
+            home_municipality_code: self.home_municipality_code,
+            current_municipality_code: self.current_municipality_code,
+            recipient: OrganizationId::parse(&self.recipient).map_err(|_| corrupt("recipient"))?,
+            reasons: json::<Vec<Reason>>(&self.reasons, "reasons")?,
+            reason_text: self.reason_text,
+            urgent: self.urgent,
+            deadline_group: code(
+                &self.deadline_group,
+                DeadlineGroup::from_code,
+                "deadline group",
+            )?,
+            basis,
+            personal_discussion_requested: self.personal_discussion_requested,
+            application_reference: self.application_reference,
+            state: code(&self.state, State::from_code, "state")?,
+            state_reason: self.state_reason,
+            outcome: self
+                .outcome
+                .map(|o| code(&o, Outcome::from_code, "outcome"))
+                .transpose()?,
+            rejection_reason: self
+                .rejection_reason
+                .map(|r| code(&r, RejectionReason::from_code, "rejection reason"))
+                .transpose()?,
+            rejection_text: self.rejection_text,
+            cancellation_text: self.cancellation_text,
+            history: json(&self.history, "history")?,
+            create_time: self.create_time.0,
+            update_time: self.update_time.0,
+            receive_time: self.receive_time.map(|t| t.0),
+            assessment_due_date: self.assessment_due_date,
+            completion_due_date: self.completion_due_date,
+            receive_due_date: self.receive_due_date,
+            version: self.version,
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! One transaction on either engine ([`SqlTx`]) and the statement builder ([`Sql`]) every aggregate's
+//! SQL is written with.
+//!
+//! A statement is text with `$n` placeholders and its arguments, built together: [`Sql::bind`]
+//! appends the next placeholder and its value, [`Sql::arg`] supplies the value of a placeholder
+//! already in the text. Reads go out at once; plain writes are held and sent together
+//! ([`SqlTx::write`], see [`super::held`]), so a read always sees the writes before it.
+
+use async_trait::async_trait;
+use sqlx::{Arguments, error::BoxDynError};
+
+use super::{
+    Tx,
+    dialect::{Bind, Dialect, Execute, Read, RowsAffected},
+    held::Held,
+};
+use crate::error::{Error, Result};
+
+/// A statement being built: its text and its arguments, in placeholder order.
+pub(super) struct Sql<A> {
+    text: String,
+    args: A,
+    /// The first argument that failed to encode: the statement is not sent.
+    error: Option<BoxDynError>,
+    /// Whether the statement is worth a place in the connection's prepared-statement cache.
+    persistent: bool,
+}
+
+impl<A: Arguments> Sql<A> {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            args: A::default(),
+            error: None,
+            persistent: true,
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends the next placeholder and binds `value` to it.
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        A: Bind<T>,
+    {
+        self.add(value);
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// Supplies the value of the next placeholder already written in the text.
+    pub fn arg<T>(mut self, value: T) -> Self
+    where
+        A: Bind<T>,
+    {
+        self.add(value);
+        self
+    }
+
+    /// Binds `values` as a comma-separated list in parentheses: `(…)`. A list is kept in the
+    /// statement cache only when short (see [`cacheable`]): its text differs with every length.
+    pub fn list<T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        A: Bind<T>,
+    {
+        self.push("(");
+        let mut count = 0;
+        for value in values {
+            if count > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+            count += 1;
+        }
+        self.persistent &= cacheable(count);
+        self.push(")")
+    }
+
+    fn add<T>(&mut self, value: T)
+    where
+        A: Bind<T>,
+    {
+        if let Err(e) = self.args.bind(value) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn into_parts(self) -> Result<(String, A, bool)> {
+        match self.error {
+            Some(e) => Err(Error::internal(e)),
+            None => Ok((self.text, self.args, self.persistent)),
+        }
+    }
+}
+
+/// Whether a statement with a list of `n` values is worth a place in the prepared-statement cache.
+/// Only short lists, the common ones (a pull of one or a few messages), are kept: a PostgreSQL
+/// statement that is not cached costs a second round trip (parse, then execute).
+fn cacheable(n: usize) -> bool {
+    n <= 8
+}
+
+/// One transaction on engine `D`. Dropping it without [`Tx::commit`] rolls everything back.
+pub(super) struct SqlTx<D: Dialect> {
+    tx: sqlx::Transaction<'static, D::Db>,
+    held: Held<D::Arguments>,
+    /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
+    _span: tracing::Span,
+}
+
+impl<D: Dialect> SqlTx<D> {
+    pub fn new(tx: sqlx::Transaction<'static, D::Db>, span: tracing::Span) -> Self {
+        Self {
+            tx,
+            held: Held::default(),
+            _span: span,
+        }
+    }
+
+    /// Starts a statement for this engine.
+    pub fn sql(text: impl Into<String>) -> Sql<D::Arguments> {
+        Sql::new(text)
+    }
+
+    /// The connection, once the held writes have gone ahead: what follows reads their effects.
+    async fn conn(&mut self) -> Result<&mut D::Connection> {
+        if let Some((sql, args)) = self.held.take(D::SENDING)? {
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute((*self.tx).executor())
+                .await?;
+        }
+        Ok(&mut *self.tx)
+    }
+
+    /// Holds back a write whose result nobody reads: `sql` with `$n` placeholders, `bind` adding
+    /// its arguments in order. It goes with the next read, flush or commit.
+    pub async fn write(
+        &mut self,
+        sql: &'static str,
+        bind: impl FnOnce(&mut D::Arguments) -> std::result::Result<(), BoxDynError>,
+    ) -> Result<()> {
+        if self.held.must_send_before(sql, D::SENDING) {
+            self.conn().await?;
+        }
+        self.held.add(sql, bind)?;
+        if self.held.is_full() {
+            self.conn().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a statement now; how many rows it changed.
+    pub async fn execute(&mut self, sql: Sql<D::Arguments>) -> Result<u64> {
+        let (text, args, persistent) = sql.into_parts()?;
+        let done = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
+            .persistent(persistent)
+            .execute(self.conn().await?.executor())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs a query; its rows as `T`.
+    pub async fn fetch_all<T>(&mut self, sql: Sql<D::Arguments>) -> Result<Vec<T>>
+    where
+        D::Row: Read<T>,
+    {
+        let (text, args, persistent) = sql.into_parts()?;
+        let rows = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
+            .persistent(persistent)
+            .fetch_all(self.conn().await?.executor())
+            .await?;
+        rows.iter()
+            .map(|row| row.read().map_err(Error::from))
+            .collect()
+    }
+
+    /// Runs a query that returns at most one row.
+    pub async fn fetch_optional<T>(&mut self, sql: Sql<D::Arguments>) -> Result<Option<T>>
+    where
+        D::Row: Read<T>,
+    {
+        let (text, args, persistent) = sql.into_parts()?;
+        let row = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
+            .persistent(persistent)
+            .fetch_optional(self.conn().await?.executor())
+            .await?;
+        row.map(|row| row.read().map_err(Error::from)).transpose()
+    }
+
+    /// Runs a query that returns exactly one row.
+    pub async fn fetch_one<T>(&mut self, sql: Sql<D::Arguments>) -> Result<T>
+    where
+        D::Row: Read<T>,
+    {
+        let (text, args, persistent) = sql.into_parts()?;
+        let row = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
+            .persistent(persistent)
+            .fetch_one(self.conn().await?.executor())
+            .await?;
+        Ok(row.read()?)
+    }
+
+    /// Runs a statement by the simple protocol: one round trip, and its text (one per member of a
+    /// group-commit batch, for savepoints) does not crowd the prepared-statement cache.
+    async fn execute_simple(&mut self, text: String) -> Result<()> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(text))
+            .execute(self.conn().await?.executor())
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Tx for SqlTx<D> {
+    async fn flush(&mut self) -> Result<()> {
+        self.conn().await.map(|_| ())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn().await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn savepoint(&mut self, n: u64) -> Result<()> {
+        self.execute_simple(format!("SAVEPOINT sp{n}")).await
+    }
+
+    async fn rollback_to_savepoint(&mut self, n: u64) -> Result<()> {
+        // Writes held back since the savepoint are undone by not sending them.
+        self.held = Held::default();
+        self.execute_simple(format!("ROLLBACK TO SAVEPOINT sp{n}"))
+            .await
+    }
+}
