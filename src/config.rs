@@ -51,12 +51,7 @@ pub const MAX_GROUP_COMMIT: u64 = 64;
 /// Organisations the development PKI issues client certificates for on first start.
 pub const DEV_ORGANIZATIONS: &[&str] = &["kela", "hva-15", "helsinki", "auditor-dpo"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Which CPUs the server's threads may run on (see [`crate::affinity`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -195,12 +190,12 @@ pub struct ServeArgs {
     /// atomic); 1 commits every call on its own. At most 64: each member writes in a savepoint, a
     /// subtransaction, and PostgreSQL keeps the ids of only 64 of them per session in shared memory;
     /// a transaction with more makes every other session's snapshots look them up on disk.
-    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_MAX", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_MAX as u64,
+    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_MAX", default_value_t = crate::store::group::DEFAULT_MAX_MEMBERS as u64,
           value_parser = clap::value_parser!(u64).range(1..=MAX_GROUP_COMMIT))]
     pub group_commit_max: u64,
 
     /// Group-commit batches open at a time, each on its own database connection.
-    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_LANES", default_value_t = crate::server::DEFAULT_GROUP_COMMIT_LANES as u64,
+    #[arg(long, env = "REFERRAL_EXCHANGE_GROUP_COMMIT_LANES", default_value_t = crate::store::group::DEFAULT_LANES as u64,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub group_commit_lanes: u64,
 

@@ -23,22 +23,19 @@ use crate::{
     domain::referral::DeadlinePolicy,
     exchange::{
         Exchange,
-        audit_log::{AuditSequencer, ConsentExpiry, DEFAULT_SEQUENCER_BATCH},
+        audit_log::{AuditSequencer, DEFAULT_SEQUENCER_BATCH},
+        consents::ConsentExpiry,
         deadlines::DeadlineWatch,
+        mailbox_sweeper::MailboxSweeper,
     },
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
         referrals::ReferralApi,
     },
-    mailbox::{DeliveryPolicy, MailboxSignals, sweeper::MailboxSweeper},
+    mailbox::{DeliveryPolicy, MailboxSignals},
     proto::v1 as pb,
     store::{self, Schema},
 };
-
-/// Calls committed together at most, by default.
-pub const DEFAULT_GROUP_COMMIT_MAX: usize = 32;
-/// Group-commit batches open at a time, by default.
-pub const DEFAULT_GROUP_COMMIT_LANES: usize = 4;
 
 /// Names the health service reports on: the whole server (`""`) and each API service.
 const HEALTH_SERVICES: &[&str] = &[
@@ -124,8 +121,8 @@ impl Settings {
                 takeover: Duration::from_secs(10),
             },
             drain: Duration::ZERO,
-            group_commit_max: DEFAULT_GROUP_COMMIT_MAX,
-            group_commit_lanes: DEFAULT_GROUP_COMMIT_LANES,
+            group_commit_max: store::group::DEFAULT_MAX_MEMBERS,
+            group_commit_lanes: store::group::DEFAULT_LANES,
             audit_log: AuditLogSettings::ephemeral(),
         }
     }

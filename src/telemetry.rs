@@ -27,7 +27,15 @@ use opentelemetry_sdk::{
 };
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-use crate::{config::LogFormat, store::MailboxCounts};
+use crate::store::MailboxCounts;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// The instrumentation scope of everything this service reports.
 pub const SCOPE: &str = "referral-exchange";

@@ -28,7 +28,7 @@ use crate::{
     background::{Job, Schedule},
     domain::{
         OrganizationId, PersonalIdentityCode, Role, Violation,
-        consent::{Consent, ConsentEvent, ConsentEventType},
+        consent::Consent,
         referral::{Basis, Referral},
     },
     error::{Error, Reason, Result},
@@ -42,13 +42,6 @@ const EXPORT_PAGE: i64 = 1000;
 /// The most audit events (or consent events) one subject access report holds: one gRPC response,
 /// below the 4 MiB that clients accept by default.
 pub const MAX_REPORT_EVENTS: i64 = 10_000;
-/// How many consents one expiry round expires at most.
-const EXPIRY_BATCH: i64 = 500;
-
-/// The acting "user" of what the exchange does by itself, in the audit and consent logs.
-pub const CONSENT_EXPIRY_ACTOR: &str = "system:consent-expiry";
-/// The "method" of the audit event of an expiry round.
-pub const CONSENT_EXPIRY_METHOD: &str = "background/ExpireConsents";
 
 /// A proof and the sizes it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,55 +459,6 @@ impl Exchange {
             consent_version: Some(consent.version),
         }
     }
-
-    /// One expiry round: every ACTIVE consent whose `expire_time` has passed on the clock becomes
-    /// EXPIRED, with an EXPIRED consent event (at its `expire_time`, by no organisation) and one
-    /// audit event for the round. Returns how many expired.
-    pub async fn expire_consents(&self) -> Result<usize> {
-        let now = self.clock.now();
-        let mut tx = self.begin_solo().await?;
-        let due = tx.consents_to_expire(now, EXPIRY_BATCH).await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let mut record = AuditRecord {
-            time: now,
-            organization: String::new(),
-            user_id: CONSENT_EXPIRY_ACTOR.to_owned(),
-            method: CONSENT_EXPIRY_METHOD.to_owned(),
-            resources: Vec::new(),
-            subject_pseudonyms: Vec::new(),
-            status_code: tonic::Code::Ok as i32,
-            correlation_id: String::new(),
-            disclosures: Vec::new(),
-        };
-        let mut expired = 0;
-        for mut consent in due {
-            let Some(expired_at) = consent.expire(now) else {
-                continue;
-            };
-            tx.update_consent(&consent).await?;
-            tx.insert_consent_event(&ConsentEvent {
-                consent_id: consent.id,
-                event_type: ConsentEventType::Expired,
-                time: expired_at,
-                organization: None,
-                user_id: CONSENT_EXPIRY_ACTOR.to_owned(),
-                referral_id: None,
-                consent_state: consent.state,
-            })
-            .await?;
-            record.resources.push(consent.name());
-            let pseudonym = self.pseudonym(&consent.subject);
-            if !record.subject_pseudonyms.contains(&pseudonym) {
-                record.subject_pseudonyms.push(pseudonym);
-            }
-            expired += 1;
-        }
-        tx.insert_audit_event(&record).await?;
-        tx.commit().await?;
-        Ok(expired)
-    }
 }
 
 async fn latest(tx: &mut dyn Tx) -> Result<StoredCheckpoint> {
@@ -584,23 +528,6 @@ impl Job for AuditSequencer {
                 break;
             }
         }
-        Ok(())
-    }
-}
-
-/// Consent expiry as a deployment-wide task: EXPIRED events happen by the clock, without a call.
-pub struct ConsentExpiry {
-    pub exchange: Arc<Exchange>,
-}
-
-#[async_trait]
-impl Job for ConsentExpiry {
-    fn name(&self) -> &'static str {
-        "consent-expiry"
-    }
-
-    async fn run_once(&self) -> Result<()> {
-        while self.exchange.expire_consents().await? as i64 == EXPIRY_BATCH {}
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Reading the audit trail. Auditors only: the log is personal data itself.
 
-use super::{Exchange, Outbox, referrals::Page};
+use super::{Exchange, Outbox, Page};
 use crate::{
     access::Call,
     audit::{AuditQuery, StoredAuditEvent},

@@ -1,20 +1,34 @@
-//! Consent use cases: record, read, list, withdraw, and the consent log.
+//! Consent use cases: record, read, list, withdraw, the consent log, and expiry by the clock.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Exchange, Outbox, RequestKey, referrals::Page};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Exchange, Outbox, Page, RequestKey};
 use crate::{
     access::{Call, Caller},
+    audit::AuditRecord,
+    background::Job,
     domain::{
         OrganizationId, PersonalIdentityCode, Role,
         consent::{Consent, ConsentEvent, ConsentEventType, ConsentState, NewConsent},
         referral::{Action, State},
     },
     error::{Error, Reason, Result},
-    mailbox::{MessageType, NewMessage, delivery::state_changed},
+    mailbox::{MessageType, NewMessage},
     store::{ConsentEventFilter, ConsentFilter, StoredConsentEvent},
 };
+
+/// How many consents one expiry round expires at most.
+const EXPIRY_BATCH: i64 = 500;
+
+/// The acting "user" of what the exchange does by itself, in the audit and consent logs.
+pub const CONSENT_EXPIRY_ACTOR: &str = "system:consent-expiry";
+/// The "method" of the audit event of an expiry round.
+pub const CONSENT_EXPIRY_METHOD: &str = "background/ExpireConsents";
 
 #[derive(Debug, Clone, Default)]
 pub struct ConsentQuery {
@@ -201,7 +215,7 @@ impl Exchange {
                     referral.id,
                     now,
                 ));
-                outbox.push(state_changed(&referral, change, now));
+                outbox.push(NewMessage::state_changed(referral.id, change, now));
             }
             for receiver in referral.receivers_that_received() {
                 let mut message = NewMessage::about_referral(
@@ -270,5 +284,73 @@ fn event(
         user_id: caller.user_id.clone(),
         referral_id,
         consent_state: consent.state_at(now),
+    }
+}
+
+impl Exchange {
+    /// One expiry round: every ACTIVE consent whose `expire_time` has passed on the clock becomes
+    /// EXPIRED, with an EXPIRED consent event (at its `expire_time`, by no organisation) and one
+    /// audit event for the round. Returns how many expired.
+    pub async fn expire_consents(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut tx = self.begin_solo().await?;
+        let due = tx.consents_to_expire(now, EXPIRY_BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut record = AuditRecord {
+            time: now,
+            organization: String::new(),
+            user_id: CONSENT_EXPIRY_ACTOR.to_owned(),
+            method: CONSENT_EXPIRY_METHOD.to_owned(),
+            resources: Vec::new(),
+            subject_pseudonyms: Vec::new(),
+            status_code: tonic::Code::Ok as i32,
+            correlation_id: String::new(),
+            disclosures: Vec::new(),
+        };
+        let mut expired = 0;
+        for mut consent in due {
+            let Some(expired_at) = consent.expire(now) else {
+                continue;
+            };
+            tx.update_consent(&consent).await?;
+            tx.insert_consent_event(&ConsentEvent {
+                consent_id: consent.id,
+                event_type: ConsentEventType::Expired,
+                time: expired_at,
+                organization: None,
+                user_id: CONSENT_EXPIRY_ACTOR.to_owned(),
+                referral_id: None,
+                consent_state: consent.state,
+            })
+            .await?;
+            record.resources.push(consent.name());
+            let pseudonym = self.pseudonym(&consent.subject);
+            if !record.subject_pseudonyms.contains(&pseudonym) {
+                record.subject_pseudonyms.push(pseudonym);
+            }
+            expired += 1;
+        }
+        tx.insert_audit_event(&record).await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+}
+
+/// Consent expiry as a deployment-wide task: EXPIRED events happen by the clock, without a call.
+pub struct ConsentExpiry {
+    pub exchange: Arc<Exchange>,
+}
+
+#[async_trait]
+impl Job for ConsentExpiry {
+    fn name(&self) -> &'static str {
+        "consent-expiry"
+    }
+
+    async fn run_once(&self) -> Result<()> {
+        while self.exchange.expire_consents().await? as i64 == EXPIRY_BATCH {}
+        Ok(())
     }
 }

@@ -12,13 +12,16 @@
 //! audit event. So each call leaves exactly one audit event, and never a change without one.
 //!
 //! - [`referrals`]: create, read, list and move referrals through their states.
-//! - [`consents`]: record, read, list and withdraw consents; the consent log.
+//! - [`consents`]: record, read, list and withdraw consents; the consent log; expiry by the clock.
 //! - [`directory`]: organisations and routing by municipality.
 //! - [`audit_trail`]: reading the audit trail.
 //! - [`deadlines`]: the background watch that tells Kela and receivers when a deadline passes.
+//! - [`mailbox`]: pull, stream, acknowledge, leases, dead letters, history, stats;
+//!   [`mailbox_sweeper`]: the background job that dead-letters what nobody pulls and forgets old
+//!   acknowledged messages.
 //! - [`audit_log`]: the tamper-evident log: sequencer, checkpoints, proofs, exports, subject access
-//!   reports, and consent expiry by the clock.
-//! - mailbox delivery lives in [`crate::mailbox`].
+//!   reports.
+//! - [`gauges`]: what the metric gauges read.
 
 pub mod audit_log;
 pub mod audit_trail;
@@ -26,6 +29,8 @@ pub mod consents;
 pub mod deadlines;
 pub mod directory;
 pub mod gauges;
+pub mod mailbox;
+pub mod mailbox_sweeper;
 pub mod referrals;
 
 use std::sync::Arc;
@@ -64,6 +69,14 @@ pub struct Exchange {
     pub(crate) log_signer: Option<NoteSigner>,
     /// Batches the calls' transactions (see [`crate::store::group`]); `None`: one transaction each.
     group_commit: Option<Arc<GroupCommit>>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Whether more items follow the last one.
+    pub more: bool,
 }
 
 /// A client-chosen request id with a fingerprint of the request it came with (AIP-155).

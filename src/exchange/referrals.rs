@@ -1,20 +1,37 @@
 //! Referral use cases: create and route, read, list, and every change of state.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{Exchange, Outbox, RequestKey};
+use super::{Exchange, Outbox, Page, RequestKey};
 use crate::{
     access::{Call, Caller},
     domain::{
         OrganizationId, Role, calendar,
         consent::{ConsentEvent, ConsentEventType, Purpose},
-        referral::{Action, Basis, NewReferral, Referral, State},
+        referral::{Action, Basis, DeadlineKind, NewReferral, Referral, State},
     },
     error::{Error, Reason, Result},
-    mailbox::{MessageType, NewMessage, delivery::state_changed},
+    mailbox::{MessageType, NewMessage},
     store::{ReferralFilter, Tx},
 };
+
+/// A referral as a use case returns it: what the caller may see of it (`Referral::view_for`), and
+/// which of its deadlines had passed without the state they require on the day the use case ran
+/// (Helsinki), by the same clock reading as the rest of the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralView {
+    pub referral: Referral,
+    pub overdue: Vec<(DeadlineKind, NaiveDate)>,
+}
+
+impl ReferralView {
+    /// `referral` (already as the caller may see it) on `today`.
+    pub fn on(referral: Referral, today: NaiveDate) -> Self {
+        let overdue = referral.overdue(today);
+        Self { referral, overdue }
+    }
+}
 
 /// A change a party asks for, with its concurrency and idempotency guards.
 #[derive(Debug, Clone)]
@@ -24,14 +41,6 @@ pub struct ChangeRequest {
     /// AIP-154: when set, must equal the referral's current etag.
     pub etag: Option<String>,
     pub key: Option<RequestKey>,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Whether more items follow the last one.
-    pub more: bool,
 }
 
 /// What `ListReferrals` asks for, in domain terms.
@@ -61,15 +70,14 @@ impl Exchange {
         call: &Call,
         new: NewReferral,
         key: Option<RequestKey>,
-    ) -> Result<Referral> {
+    ) -> Result<ReferralView> {
         // Recorded before the role check: an attempt to refer someone belongs in that person's log.
         let pseudonym = self.pseudonym(&new.subject.personal_identity_code);
         call.touch_subject(&pseudonym);
         let caller = call.require(&[Role::Referrer])?;
         let now = self.clock.now();
-        let recipient = new
-            .validate(self.registry, calendar::helsinki_date(now))
-            .map_err(Error::invalid)?;
+        let today = calendar::helsinki_date(now);
+        let recipient = new.validate(self.registry, today).map_err(Error::invalid)?;
 
         let mut tx = self.begin().await?;
         if let Some(done) = self
@@ -78,7 +86,7 @@ impl Exchange {
         {
             call.touch_resource(done.name());
             self.commit(call, tx, Outbox::default()).await?;
-            return Ok(done);
+            return Ok(ReferralView::on(done, today));
         }
         let referral = Referral::create(
             crate::domain::new_id(now),
@@ -132,12 +140,13 @@ impl Exchange {
         self.remember(tx.as_mut(), caller, key.as_ref(), &referral)
             .await?;
         self.commit(call, tx, outbox).await?;
-        Ok(referral)
+        Ok(ReferralView::on(referral, today))
     }
 
     /// The referral as the caller may see it; NOT_FOUND when it may not know the referral exists.
-    pub async fn get_referral(&self, call: &Call, id: Uuid) -> Result<Referral> {
+    pub async fn get_referral(&self, call: &Call, id: Uuid) -> Result<ReferralView> {
         let caller = call.require(READERS)?;
+        let today = self.today();
         call.touch_resource(format!("referrals/{id}"));
         let mut tx = self.begin().await?;
         let view = tx
@@ -154,7 +163,7 @@ impl Exchange {
             );
         }
         self.commit(call, tx, Outbox::default()).await?;
-        Ok(view)
+        Ok(ReferralView::on(view, today))
     }
 
     /// Kela and auditors see every referral; a receiver those ever routed to it.
@@ -162,8 +171,9 @@ impl Exchange {
         &self,
         call: &Call,
         query: ReferralQuery,
-    ) -> Result<Page<Referral>> {
+    ) -> Result<Page<ReferralView>> {
         let caller = call.require(READERS)?;
+        let today = self.today();
         let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         let filter = ReferralFilter {
             routed_to: (caller.role() == Role::Receiver).then(|| caller.organization.clone()),
@@ -173,7 +183,7 @@ impl Exchange {
             subject_pseudonyms,
             create_time_start: query.create_time_start,
             create_time_end: query.create_time_end,
-            overdue_on: query.overdue.then(|| self.today()),
+            overdue_on: query.overdue.then_some(today),
             after: query.after,
             limit: query.page_size + 1,
         };
@@ -196,11 +206,19 @@ impl Exchange {
             }
         }
         self.commit(call, tx, Outbox::default()).await?;
+        let items = items
+            .into_iter()
+            .map(|referral| ReferralView::on(referral, today))
+            .collect();
         Ok(Page { items, more })
     }
 
     /// Accept, start, complete, reject, forward (the current recipient) or cancel (Kela).
-    pub async fn change_referral(&self, call: &Call, request: ChangeRequest) -> Result<Referral> {
+    pub async fn change_referral(
+        &self,
+        call: &Call,
+        request: ChangeRequest,
+    ) -> Result<ReferralView> {
         let allowed: &[Role] = match request.action {
             Action::Cancel { .. } => &[Role::Referrer],
             _ => &[Role::Receiver],
@@ -208,6 +226,8 @@ impl Exchange {
         let caller = call.require(allowed)?;
         let name = format!("referrals/{}", request.referral_id);
         call.touch_resource(&name);
+        let now = self.clock.now();
+        let today = calendar::helsinki_date(now);
 
         let mut tx = self.begin().await?;
         if let Some(done) = self
@@ -215,7 +235,7 @@ impl Exchange {
             .await?
         {
             self.commit(call, tx, Outbox::default()).await?;
-            return Ok(done);
+            return Ok(ReferralView::on(done, today));
         }
         let mut referral = tx
             .get_referral(request.referral_id, true)
@@ -234,7 +254,6 @@ impl Exchange {
                 ),
             });
         }
-        let now = self.clock.now();
         let previous_recipient = referral.recipient.clone();
         if let Action::Forward { to } = &request.action {
             self.check_forward(tx.as_mut(), &referral, to).await?;
@@ -275,14 +294,14 @@ impl Exchange {
             )),
             _ => {}
         }
-        outbox.push(state_changed(&referral, change, now));
+        outbox.push(NewMessage::state_changed(referral.id, change, now));
         let view = referral
             .view_for(&caller.organization)
             .ok_or_else(|| Error::not_found(&name))?;
         self.remember(tx.as_mut(), caller, request.key.as_ref(), &view)
             .await?;
         self.commit(call, tx, outbox).await?;
-        Ok(view)
+        Ok(ReferralView::on(view, today))
     }
 
     /// A forward discloses the referral to another organiser: it must be a different one, exist on

@@ -2,7 +2,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use chrono::{Duration, NaiveDate};
+use chrono::Duration;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
@@ -11,8 +11,8 @@ use super::{
 };
 use crate::{
     domain::Violation,
-    exchange::Exchange,
-    mailbox::{AckOutcome, AckResult, Delivery, DeliveryPolicy},
+    exchange::{Exchange, mailbox::Delivery},
+    mailbox::{AckOutcome, AckResult, DeliveryPolicy},
     proto::v1 as pb,
 };
 
@@ -32,7 +32,7 @@ pub(crate) const MAX_ACK_IDS: usize = 1000;
 pub(crate) const DEFAULT_MAX_OUTSTANDING: usize = 10;
 pub(crate) const MAX_OUTSTANDING: usize = 1000;
 
-pub(crate) fn to_proto(delivery: &Delivery, today: NaiveDate) -> pb::Message {
+pub(crate) fn to_proto(delivery: &Delivery) -> pb::Message {
     let m = &delivery.message;
     pb::Message {
         message_id: m.id.to_string(),
@@ -42,10 +42,7 @@ pub(crate) fn to_proto(delivery: &Delivery, today: NaiveDate) -> pb::Message {
             String::new()
         },
         r#type: proto_enum!(pb::message::Type, m.message_type),
-        referral: delivery
-            .referral
-            .as_ref()
-            .map(|r| super::referrals::to_proto(r, today)),
+        referral: delivery.referral.as_ref().map(super::referrals::to_proto),
         sequence: m.sequence,
         delivery_attempt: m.delivery_attempt,
         publish_time: Some(timestamp(m.publish_time)),
@@ -183,9 +180,8 @@ impl pb::mailbox_service_server::MailboxService for MailboxApi {
                 };
                 check(v)?;
                 let deliveries = exchange.pull_messages(&call, max, lease, wait).await?;
-                let today = exchange.today();
                 Ok(pb::PullMessagesResponse {
-                    messages: deliveries.iter().map(|d| to_proto(d, today)).collect(),
+                    messages: deliveries.iter().map(to_proto).collect(),
                 })
             },
         )
@@ -282,7 +278,7 @@ impl pb::mailbox_service_server::MailboxService for MailboxApi {
                     .stream_messages(call, lease, max_outstanding)
                     .await?;
                 let stream = ReceiverStream::new(deliveries).map(move |delivery| match delivery {
-                    Ok(delivery) => Ok(to_proto(&delivery, exchange.today())),
+                    Ok(delivery) => Ok(to_proto(&delivery)),
                     Err(e) => Err(Status::from(e)),
                 });
                 Ok(Box::pin(stream) as MessageStream)
@@ -313,9 +309,8 @@ impl pb::mailbox_service_server::MailboxService for MailboxApi {
                     .list_dead_letters(&call, paging.after.unwrap_or(0), paging.size)
                     .await?;
                 let next_page_token = paging.next_token(&page, |d| d.message.sequence);
-                let today = exchange.today();
                 Ok(pb::ListDeadLettersResponse {
-                    messages: page.items.iter().map(|d| to_proto(d, today)).collect(),
+                    messages: page.items.iter().map(to_proto).collect(),
                     next_page_token,
                 })
             },
@@ -385,9 +380,8 @@ impl pb::mailbox_service_server::MailboxService for MailboxApi {
                 let (messages, next_sequence) = exchange
                     .mailbox_history(&call, req.since_sequence, size)
                     .await?;
-                let today = exchange.today();
                 Ok(pb::ListMailboxHistoryResponse {
-                    messages: messages.iter().map(|d| to_proto(d, today)).collect(),
+                    messages: messages.iter().map(to_proto).collect(),
                     next_sequence,
                 })
             },

@@ -197,7 +197,7 @@ impl<C: Serialize + DeserializeOwned> Paging<C> {
     /// The token of the page after `page`, or empty on the last page.
     pub fn next_token<T>(
         &self,
-        page: &crate::exchange::referrals::Page<T>,
+        page: &crate::exchange::Page<T>,
         cursor: impl Fn(&T) -> C,
     ) -> String {
         match (page.more, page.items.last()) {

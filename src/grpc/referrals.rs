@@ -15,14 +15,14 @@ use crate::{
         OrganizationId, Violation,
         referral::{
             Action, Basis, DeadlineGroup, DeadlineKind, Kind, MAX_REASON_TEXT_CHARS, NewReferral,
-            Outcome, Reason, Referral, RejectionReason, State, StateChange, StatutoryGround,
-            Subject, check_length,
+            Outcome, Reason, RejectionReason, State, StateChange, StatutoryGround, Subject,
+            check_length,
         },
     },
     error::{Error, Result},
     exchange::{
         Exchange,
-        referrals::{ChangeRequest, ReferralQuery},
+        referrals::{ChangeRequest, ReferralQuery, ReferralView},
     },
     proto::v1 as pb,
 };
@@ -39,8 +39,9 @@ impl ReferralApi {
     }
 }
 
-/// The referral as sent; `today` (Helsinki) decides which deadlines show as overdue.
-pub(crate) fn to_proto(r: &Referral, today: NaiveDate) -> pb::Referral {
+/// The referral as sent, with the deadlines the use case found overdue.
+pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
+    let r = &view.referral;
     pb::Referral {
         name: r.name(),
         kind: proto_enum!(pb::referral::Kind, r.kind),
@@ -88,10 +89,10 @@ pub(crate) fn to_proto(r: &Referral, today: NaiveDate) -> pb::Referral {
         etag: r.etag(),
         completion_due_date: iso_date(r.completion_due_date),
         receive_due_date: iso_date(r.receive_due_date),
-        overdue: r
-            .overdue(today)
-            .into_iter()
-            .map(|(kind, due)| deadline_to_proto(kind, due))
+        overdue: view
+            .overdue
+            .iter()
+            .map(|(kind, due)| deadline_to_proto(*kind, *due))
             .collect(),
     }
 }
@@ -267,7 +268,7 @@ impl ReferralApi {
                 exchange
                     .change_referral(&call, change_request)
                     .await
-                    .map(|r| to_proto(&r, exchange.today()))
+                    .map(|r| to_proto(&r))
             },
         )
         .await
@@ -291,7 +292,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 exchange
                     .create_referral(&call, new, key?)
                     .await
-                    .map(|r| to_proto(&r, exchange.today()))
+                    .map(|r| to_proto(&r))
             },
         )
         .await
@@ -310,10 +311,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 let id = resource_id(&req.name, "referrals", "name", &mut v);
                 check(v)?;
                 let id = id.ok_or_else(|| Error::internal("checked name missing"))?;
-                exchange
-                    .get_referral(&call, id)
-                    .await
-                    .map(|r| to_proto(&r, exchange.today()))
+                exchange.get_referral(&call, id).await.map(|r| to_proto(&r))
             },
         )
         .await
@@ -373,13 +371,10 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                 };
                 check(v)?;
                 let page = exchange.list_referrals(&call, query).await?;
-                let next_page_token = paging.next_token(&page, |r| (r.create_time, r.id));
+                let next_page_token =
+                    paging.next_token(&page, |v| (v.referral.create_time, v.referral.id));
                 Ok(pb::ListReferralsResponse {
-                    referrals: page
-                        .items
-                        .iter()
-                        .map(|r| to_proto(r, exchange.today()))
-                        .collect(),
+                    referrals: page.items.iter().map(to_proto).collect(),
                     next_page_token,
                 })
             },

@@ -16,14 +16,13 @@
 //! counter's row lock, so numbering order is commit order and a reader paging the history by sequence
 //! never misses a message.
 //!
-//! - [`delivery`]: pull, acknowledge, modify leases, dead letters, history, stats.
-//! - [`stream`]: the same deliveries as a server stream with a bound on messages in flight.
-//! - [`sweeper`]: the background job that dead-letters exhausted messages nobody pulls and forgets
-//!   acknowledged messages past the retention.
+//! This module holds the types and rules; the use cases (pull, acknowledge, modify leases, dead
+//! letters, history, stats, streams, the sweeper) are in `exchange/mailbox.rs` and
+//! `exchange/mailbox_sweeper.rs`.
+//!
+//! - [`delivery`]: the delivery policy and when an ack id names a live lease.
 
-pub(crate) mod delivery;
-pub(crate) mod stream;
-pub(crate) mod sweeper;
+pub mod delivery;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -31,7 +30,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use self::delivery::{AckOutcome, AckResult, Delivery, DeliveryPolicy, MailboxStats};
+pub use self::delivery::{AckOutcome, AckResult, DeliveryPolicy, check_lease};
 use chrono::NaiveDate;
 
 use crate::domain::{
@@ -70,6 +69,18 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// The coded message that tells the referrer (Kela) about a change of one of its referrals.
+    pub fn state_changed(referral_id: Uuid, change: StateChange, now: DateTime<Utc>) -> NewMessage {
+        let mut message = NewMessage::about_referral(
+            OrganizationId::kela(),
+            MessageType::ReferralStateChanged,
+            referral_id,
+            now,
+        );
+        message.state_change = Some(change);
+        message
+    }
+
     pub fn about_referral(
         mailbox: OrganizationId,
         message_type: MessageType,

@@ -4,7 +4,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{DbTime, audit_trail::AuditRow, corrupt, dialect::Dialect, json, sql::SqlTx};
+use super::{
+    DbTime, corrupt,
+    dialect::Dialect,
+    rows::{AuditRow, LeafRow},
+    sql::SqlTx,
+};
 use crate::{
     audit::{
         AuditRecord, StoredAuditEvent,
@@ -237,67 +242,5 @@ impl<D: Dialect> AuditLog for SqlTx<D> {
         .arg(end);
         let rows: Vec<LeafRow> = self.fetch_all(select).await?;
         rows.into_iter().map(LeafRow::into_domain).collect()
-    }
-}
-
-/// A leaf joined with its event row, which may be gone.
-#[derive(sqlx::FromRow)]
-pub(crate) struct LeafRow {
-    leaf_index: i64,
-    event_sequence: i64,
-    leaf_hash: Vec<u8>,
-    time: Option<DbTime>,
-    organization: Option<String>,
-    user_id: Option<String>,
-    method: Option<String>,
-    resources: Option<String>,
-    subject_pseudonyms: Option<String>,
-    status_code: Option<i32>,
-    correlation_id: Option<String>,
-    disclosures: Option<String>,
-}
-
-impl LeafRow {
-    fn into_domain(self) -> Result<ExportedLeaf> {
-        let event = match (
-            self.time,
-            self.organization,
-            self.user_id,
-            self.method,
-            self.resources,
-            self.subject_pseudonyms,
-            self.status_code,
-            self.correlation_id,
-            self.disclosures,
-        ) {
-            (
-                Some(time),
-                Some(organization),
-                Some(user_id),
-                Some(method),
-                Some(resources),
-                Some(subject_pseudonyms),
-                Some(status_code),
-                Some(correlation_id),
-                Some(disclosures),
-            ) => Some(AuditRecord {
-                time: time.0,
-                organization,
-                user_id,
-                method,
-                resources: json(&resources, "resources")?,
-                subject_pseudonyms: json(&subject_pseudonyms, "subject pseudonyms")?,
-                status_code,
-                correlation_id,
-                disclosures: json(&disclosures, "disclosures")?,
-            }),
-            _ => None,
-        };
-        Ok(ExportedLeaf {
-            leaf_index: self.leaf_index,
-            event_sequence: self.event_sequence,
-            leaf_hash: self.leaf_hash,
-            event,
-        })
     }
 }

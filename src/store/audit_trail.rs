@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{
     DbTime,
     dialect::{Bind, Dialect},
-    json,
+    rows::AuditRow,
     sql::SqlTx,
     to_json,
 };
@@ -93,40 +93,5 @@ impl<D: Dialect> AuditTrail for SqlTx<D> {
         q.push(" ORDER BY e.sequence LIMIT ").bind(query.limit);
         let rows: Vec<AuditRow> = self.fetch_all(q).await?;
         rows.into_iter().map(AuditRow::into_domain).collect()
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct AuditRow {
-    sequence: i64,
-    time: DbTime,
-    organization: String,
-    user_id: String,
-    method: String,
-    resources: String,
-    subject_pseudonyms: String,
-    status_code: i32,
-    correlation_id: String,
-    disclosures: String,
-    leaf_index: Option<i64>,
-}
-
-impl AuditRow {
-    pub(super) fn into_domain(self) -> Result<StoredAuditEvent> {
-        Ok(StoredAuditEvent {
-            sequence: self.sequence,
-            record: AuditRecord {
-                time: self.time.0,
-                organization: self.organization,
-                user_id: self.user_id,
-                method: self.method,
-                resources: json(&self.resources, "resources")?,
-                subject_pseudonyms: json(&self.subject_pseudonyms, "subject pseudonyms")?,
-                status_code: self.status_code,
-                correlation_id: self.correlation_id,
-                disclosures: json(&self.disclosures, "disclosures")?,
-            },
-            leaf_index: self.leaf_index,
-        })
     }
 }

@@ -5,17 +5,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DbTime, code, corrupt,
+    DbTime,
     dialect::{Bind, Dialect},
-    json,
+    rows::{ConsentEventRow, ConsentRow},
     sql::SqlTx,
     to_json,
 };
 use crate::{
-    domain::{
-        OrganizationId, PersonalIdentityCode,
-        consent::{Consent, ConsentEvent, ConsentEventType, ConsentState, Form, GivenBy, Purpose},
-    },
+    domain::consent::{Consent, ConsentEvent, ConsentState},
     error::Result,
 };
 
@@ -226,92 +223,5 @@ impl<D: Dialect> Consents for SqlTx<D> {
         q.push(" ORDER BY e.id LIMIT ").bind(filter.limit);
         let rows: Vec<ConsentEventRow> = self.fetch_all(q).await?;
         rows.into_iter().map(ConsentEventRow::into_domain).collect()
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ConsentRow {
-    id: Uuid,
-    subject_code: String,
-    purpose: String,
-    recipients: String,
-    form: String,
-    given_by: String,
-    valid_from: DbTime,
-    expire_time: Option<DbTime>,
-    state: String,
-    evidence_reference: String,
-    create_time: DbTime,
-    update_time: DbTime,
-    withdraw_time: Option<DbTime>,
-    used_by: Option<Uuid>,
-    version: i64,
-}
-
-impl ConsentRow {
-    fn into_domain(self) -> Result<Consent> {
-        Ok(Consent {
-            id: self.id,
-            subject: PersonalIdentityCode::parse(&self.subject_code)
-                .map_err(|_| corrupt("identity code"))?,
-            purpose: code(&self.purpose, Purpose::from_code, "purpose")?,
-            recipients: json(&self.recipients, "recipients")?,
-            form: code(&self.form, Form::from_code, "form")?,
-            given_by: code(&self.given_by, GivenBy::from_code, "given_by")?,
-            valid_from: self.valid_from.0,
-            expire_time: self.expire_time.map(|t| t.0),
-            state: code(&self.state, ConsentState::from_code, "consent state")?,
-            evidence_reference: self.evidence_reference,
-            create_time: self.create_time.0,
-            update_time: self.update_time.0,
-            withdraw_time: self.withdraw_time.map(|t| t.0),
-            used_by: self.used_by,
-            version: self.version,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ConsentEventRow {
-    id: i64,
-    consent_id: Uuid,
-    event_type: String,
-    time: DbTime,
-    organization: String,
-    user_id: String,
-    referral_id: Option<Uuid>,
-    consent_state: String,
-}
-
-impl ConsentEventRow {
-    fn into_domain(self) -> Result<StoredConsentEvent> {
-        Ok(StoredConsentEvent {
-            id: self.id,
-            event: ConsentEvent {
-                consent_id: self.consent_id,
-                event_type: code(
-                    &self.event_type,
-                    ConsentEventType::from_code,
-                    "consent event type",
-                )?,
-                time: self.time.0,
-                // Empty for events of the exchange itself (expiry by the clock).
-                organization: if self.organization.is_empty() {
-                    None
-                } else {
-                    Some(
-                        OrganizationId::parse(&self.organization)
-                            .map_err(|_| corrupt("organization"))?,
-                    )
-                },
-                user_id: self.user_id,
-                referral_id: self.referral_id,
-                consent_state: code(
-                    &self.consent_state,
-                    ConsentState::from_code,
-                    "consent state",
-                )?,
-            },
-        })
     }
 }

@@ -19,12 +19,8 @@ use uuid::Uuid;
 
 use super::{
     DbTime,
-    audit_log::LeafRow,
-    audit_trail::AuditRow,
-    consents::{ConsentEventRow, ConsentRow},
     held::Sending,
-    messages::MessageRow,
-    referrals::ReferralRow,
+    rows::{AuditRow, ConsentEventRow, ConsentRow, LeafRow, MessageRow, ReferralRow},
 };
 
 /// One database engine as the store uses it.

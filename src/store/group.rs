@@ -30,6 +30,11 @@ use tokio::sync::{OwnedMutexGuard, watch};
 use super::{Store, Tx};
 use crate::error::{Error, Result};
 
+/// Calls committed together at most, by default.
+pub const DEFAULT_MAX_MEMBERS: usize = 32;
+/// Group-commit batches open at a time, by default.
+pub const DEFAULT_LANES: usize = 4;
+
 /// A transaction a use case runs in: its own, or a member of a group-commit batch. Dereferences to
 /// the [`Tx`] operations.
 pub enum TxHandle {

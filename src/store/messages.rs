@@ -5,21 +5,20 @@
 //! ([`Messages::number_messages`]).
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DbTime, code,
+    DbTime,
     dialect::{Bind, Dialect},
     held::Sending,
-    json,
+    rows::MessageRow,
     sql::{Sql, SqlTx},
     to_json,
 };
 use crate::{
-    domain::referral::DeadlineKind,
     error::Result,
-    mailbox::{MAX_DELIVERY_ATTEMPTS_EXCEEDED, MessageType, NewMessage, StoredMessage},
+    mailbox::{MAX_DELIVERY_ATTEMPTS_EXCEEDED, NewMessage, StoredMessage},
 };
 
 /// Counts behind `GetMailboxStats` and the mailbox gauges.
@@ -484,58 +483,4 @@ where
          COALESCE(SUM(CASE WHEN dead_letter_time IS NOT NULL THEN 1 ELSE 0 END), 0), \
          MIN(CASE WHEN dead_letter_time IS NULL THEN publish_time END)",
     );
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct MessageRow {
-    id: Uuid,
-    mailbox: String,
-    /// Absent until the message is numbered (see `number_messages`).
-    sequence: Option<i64>,
-    message_type: String,
-    referral_id: Option<Uuid>,
-    consent_id: Option<Uuid>,
-    state_change: Option<String>,
-    publish_time: DbTime,
-    delivery_attempt: i32,
-    redrive_base: i32,
-    lease_expire_time: Option<DbTime>,
-    ack_time: Option<DbTime>,
-    dead_letter_time: Option<DbTime>,
-    dead_letter_reason: Option<String>,
-    deadline_kind: Option<String>,
-    deadline_date: Option<NaiveDate>,
-    failed_message_id: Option<Uuid>,
-    failed_mailbox: Option<String>,
-}
-
-impl MessageRow {
-    fn into_domain(self) -> Result<StoredMessage> {
-        Ok(StoredMessage {
-            id: self.id,
-            mailbox: self.mailbox,
-            sequence: self.sequence.unwrap_or_default(),
-            message_type: code(&self.message_type, MessageType::from_code, "message type")?,
-            referral_id: self.referral_id,
-            consent_id: self.consent_id,
-            state_change: self
-                .state_change
-                .map(|s| json(&s, "state change"))
-                .transpose()?,
-            deadline: match (self.deadline_kind, self.deadline_date) {
-                (Some(kind), Some(date)) => {
-                    Some((code(&kind, DeadlineKind::from_code, "deadline")?, date))
-                }
-                _ => None,
-            },
-            failed: self.failed_message_id.zip(self.failed_mailbox),
-            publish_time: self.publish_time.0,
-            delivery_attempt: self.delivery_attempt,
-            redrive_base: self.redrive_base,
-            lease_expire_time: self.lease_expire_time.map(|t| t.0),
-            ack_time: self.ack_time.map(|t| t.0),
-            dead_letter_time: self.dead_letter_time.map(|t| t.0),
-            dead_letter_reason: self.dead_letter_reason,
-        })
-    }
 }

@@ -31,6 +31,7 @@ pub mod messages;
 pub mod postgres;
 pub mod readings;
 pub mod referrals;
+mod rows;
 mod sql;
 pub mod sqlite;
 mod time;

@@ -5,19 +5,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    DbTime, code, corrupt, deadlines,
+    DbTime, deadlines,
     dialect::{Bind, Dialect},
-    json,
+    rows::ReferralRow,
     sql::SqlTx,
     to_json,
 };
 use crate::{
     domain::{
-        OrganizationId, PersonalIdentityCode,
-        referral::{
-            Basis, DeadlineGroup, Kind, Outcome, Reason, Referral, RejectionReason, State,
-            StatutoryGround, Subject,
-        },
+        OrganizationId,
+        referral::{Basis, Kind, Referral, State},
     },
     error::Result,
 };
@@ -231,97 +228,5 @@ impl<D: Dialect> Referrals for SqlTx<D> {
             Self::sql("SELECT id FROM referrals WHERE consent_id = $1 ORDER BY id").arg(consent_id);
         let ids: Vec<(Uuid,)> = self.fetch_all(select).await?;
         Ok(ids.into_iter().map(|(id,)| id).collect())
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ReferralRow {
-    id: Uuid,
-    kind: String,
-    subject_code: String,
-    subject_name: Option<String>,
-    subject_phone: Option<String>,
-    subject_language: Option<String>,
-    home_municipality_code: String,
-    current_municipality_code: Option<String>,
-    recipient: String,
-    reasons: String,
-    reason_text: String,
-    urgent: bool,
-    deadline_group: String,
-    consent_id: Option<Uuid>,
-    statutory_ground: Option<String>,
-    personal_discussion_requested: bool,
-    application_reference: Option<String>,
-    state: String,
-    state_reason: String,
-    outcome: Option<String>,
-    rejection_reason: Option<String>,
-    rejection_text: Option<String>,
-    cancellation_text: Option<String>,
-    history: String,
-    create_time: DbTime,
-    update_time: DbTime,
-    receive_time: Option<DbTime>,
-    assessment_due_date: Option<NaiveDate>,
-    completion_due_date: Option<NaiveDate>,
-    receive_due_date: Option<NaiveDate>,
-    version: i64,
-}
-
-impl ReferralRow {
-    fn into_domain(self) -> Result<Referral> {
-        let basis = match (self.consent_id, self.statutory_ground) {
-            (Some(id), None) => Basis::Consent(id),
-            (None, Some(ground)) => {
-                Basis::Statutory(code(&ground, StatutoryGround::from_code, "ground")?)
-            }
-            _ => return Err(corrupt("referral basis")),
-        };
-        Ok(Referral {
-            id: self.id,
-            kind: code(&self.kind, Kind::from_code, "kind")?,
-            subject: Subject {
-                personal_identity_code: PersonalIdentityCode::parse(&self.subject_code)
-                    .map_err(|_| corrupt("identity code"))?,
-                name: self.subject_name,
-                contact_phone: self.subject_phone,
-                preferred_language: self.subject_language,
-            },
-            home_municipality_code: self.home_municipality_code,
-            current_municipality_code: self.current_municipality_code,
-            recipient: OrganizationId::parse(&self.recipient).map_err(|_| corrupt("recipient"))?,
-            reasons: json::<Vec<Reason>>(&self.reasons, "reasons")?,
-            reason_text: self.reason_text,
-            urgent: self.urgent,
-            deadline_group: code(
-                &self.deadline_group,
-                DeadlineGroup::from_code,
-                "deadline group",
-            )?,
-            basis,
-            personal_discussion_requested: self.personal_discussion_requested,
-            application_reference: self.application_reference,
-            state: code(&self.state, State::from_code, "state")?,
-            state_reason: self.state_reason,
-            outcome: self
-                .outcome
-                .map(|o| code(&o, Outcome::from_code, "outcome"))
-                .transpose()?,
-            rejection_reason: self
-                .rejection_reason
-                .map(|r| code(&r, RejectionReason::from_code, "rejection reason"))
-                .transpose()?,
-            rejection_text: self.rejection_text,
-            cancellation_text: self.cancellation_text,
-            history: json(&self.history, "history")?,
-            create_time: self.create_time.0,
-            update_time: self.update_time.0,
-            receive_time: self.receive_time.map(|t| t.0),
-            assessment_due_date: self.assessment_due_date,
-            completion_due_date: self.completion_due_date,
-            receive_due_date: self.receive_due_date,
-            version: self.version,
-        })
     }
 }
