@@ -208,6 +208,14 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         (true, baseline) => baseline,
     };
+    // `cargo run --bin referral-exchange-bench` builds the benchmark alone: say what is missing before
+    // a database is made for a run that cannot start.
+    anyhow::ensure!(
+        args.server_binary.is_some() || binary.exists(),
+        "no server binary at {}: build it beside the benchmark (cargo build --release) or name one \
+         with --server-binary",
+        binary.display()
+    );
     let duration = Duration::from_secs(args.duration);
     let mut outcomes = Vec::new();
     let client_counts = if matches!(args.scenario, Scenario::Wakeup | Scenario::Datasize) {
