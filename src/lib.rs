@@ -16,14 +16,13 @@
 //!   default) and PostgreSQL (production, several replicas).
 //! - [`error`]: the one place where errors become `tonic::Status`.
 //! - [`config`], [`tls`], [`telemetry`], [`server`], [`cli`]: running it; [`background`]: tasks that run
-//!   once per deployment; [`affinity`]: why a SQLite server keeps to one CPU; [`bench`]: the
-//!   benchmark.
+//!   once per deployment; [`affinity`]: why a SQLite server keeps to one CPU. The benchmark is a
+//!   binary of its own (`src/bin/referral-exchange-bench/`) that uses this library as any client would.
 
 pub mod access;
 pub mod affinity;
 pub mod audit;
 pub mod background;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,8 +1,9 @@
 -- The rows one CreateReferral (with a written consent) commits, in one transaction, as the server
--- writes them: the baseline for the `create` scenario. `referral-exchange bench --scenario create
--- --database-url …` runs it with pgbench at the same concurrency against the same database, after
--- preparing `bench_consents` (one written consent per client, as the server's own run uses; pgbench's
--- client n refers against the n-th, so that no two clients queue on one consent's row lock).
+-- writes them: the baseline for the `create` scenario. `referral-exchange-bench --scenario create
+-- --database-url … --baseline` runs it with pgbench at the same concurrency against the same
+-- database, after preparing `bench_consents` (one written consent per client, as the server's own
+-- run uses; pgbench's client n refers against the n-th, so that no two clients queue on one
+-- consent's row lock).
 -- Identifiers derive from random 64-bit integers so that one statement can refer to the row another
 -- wrote; the referral's and the message's lead with the transaction's time in milliseconds, as the
 -- server's UUIDv7 ids do (`domain::new_id`), so that their index inserts land where the server's do.

@@ -1,5 +1,5 @@
 -- The rest of one referral's lifecycle, after `create.sql` (which leaves the referral's id in `:ref`):
--- the baseline for the `roundtrip` scenario. `referral-exchange bench --scenario roundtrip
+-- the baseline for the `roundtrip` scenario. `referral-exchange-bench --scenario roundtrip
 -- --database-url … --baseline` runs the two scripts as one, so one pgbench "transaction" is one
 -- lifecycle: eight transactions, one per call, as the server's calls commit them.
 --

@@ -31,8 +31,6 @@ enum Command {
     Migrate(crate::config::MigrateArgs),
     /// Call the API as Kela, a receiver or an auditor; prints JSON.
     Client(Box<client::ClientArgs>),
-    /// Measure a real server process under load (see bench/README.md).
-    Bench(crate::bench::BenchArgs),
     /// The auditor's offline tools: verify an export of the audit log against signed checkpoints.
     Audit(audit::AuditArgs),
 }
@@ -59,10 +57,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await?;
             store.close().await;
             tracing::info!("the database schema is up to date");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench(args) => {
-            crate::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(args).await,

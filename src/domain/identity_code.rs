@@ -228,6 +228,37 @@ impl PersonalIdentityCode {
         }
     }
 
+    /// The code of a person born on `birth_date` with `individual_number` (002–999): the century's
+    /// first sign (`+` for the 1800s, `-` for the 1900s, `A` for the 2000s) and the check character
+    /// computed from the rest. For made-up people (test data, the benchmark): a real person's code is
+    /// given by the population register, never built, because the sign it chose is part of who it is.
+    ///
+    /// Refused with [`IdentityCodeViolation::Date`] outside 1800–2099 and with
+    /// [`IdentityCodeViolation::IndividualNumber`] outside 002–999.
+    pub fn from_birth_date(
+        birth_date: NaiveDate,
+        individual_number: u16,
+    ) -> Result<Self, IdentityCodeViolation> {
+        use chrono::Datelike;
+
+        let sign = match birth_date.year() {
+            1800..=1899 => '+',
+            1900..=1999 => '-',
+            2000..=2099 => 'A',
+            _ => return Err(IdentityCodeViolation::Date),
+        };
+        if !(FIRST_VALID_INDIVIDUAL_NUMBER..=999).contains(&individual_number) {
+            return Err(IdentityCodeViolation::IndividualNumber);
+        }
+        // The year is in 1800–2099 here, so `rem_euclid(100)` is the two digits `YY`.
+        let yy = birth_date.year().rem_euclid(100).unsigned_abs();
+        let ddmmyy = birth_date.day() * 10_000 + birth_date.month() * 100 + yy;
+        let check = check_character(ddmmyy * 1000 + u32::from(individual_number));
+        let code = format!("{ddmmyy:06}{sign}{individual_number:03}{check}");
+        debug_assert!(violations(&code).is_empty(), "built an invalid code");
+        Ok(Self(code))
+    }
+
     /// Tidies what a person typed at a CLI: trims, drops spaces inside, upper-cases ASCII letters.
     ///
     /// The century sign is never replaced by another sign (that would name another person); only its
@@ -526,6 +557,45 @@ mod tests {
             violations_of(&with_check("290200G123")),
             vec![V::CenturySign]
         );
+    }
+
+    #[test]
+    fn from_birth_date_builds_the_valid_code() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let built = |born, n| {
+            PersonalIdentityCode::from_birth_date(born, n)
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        // Published examples, each with its century's first sign.
+        assert_eq!(built(date(1952, 10, 13), 308), "131052-308T");
+        assert_eq!(built(date(2016, 5, 1), 903), "010516A903X");
+        assert_eq!(built(date(1890, 6, 15), 123), with_check("150690+123"));
+        assert_eq!(built(date(2000, 2, 29), 2), with_check("290200A002"));
+        for (born, n) in [(date(1930, 1, 1), 2), (date(1999, 12, 31), 999)] {
+            let code = PersonalIdentityCode::from_birth_date(born, n).unwrap();
+            assert_valid(code.as_str());
+            assert_eq!(code.birth_date(), born);
+        }
+    }
+
+    #[test]
+    fn from_birth_date_refuses_what_no_code_can_say() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        for (born, n, violation) in [
+            (date(1799, 12, 31), 100, V::Date),
+            (date(2100, 1, 1), 100, V::Date),
+            (date(1990, 1, 1), 0, V::IndividualNumber),
+            (date(1990, 1, 1), 1, V::IndividualNumber),
+            (date(1990, 1, 1), 1000, V::IndividualNumber),
+        ] {
+            assert_eq!(
+                PersonalIdentityCode::from_birth_date(born, n),
+                Err(violation),
+                "{born} {n}"
+            );
+        }
     }
 
     #[test]

@@ -5,29 +5,22 @@ use std::process::Command;
 
 use crate::helpers::DEFAULT_POSTGRES_URL;
 
-/// Runs `bench --scenario <scenario> --baseline` for a second at two clients; returns its JSON line.
+/// Runs `referral-exchange-bench --scenario <scenario> --baseline` for a second at two clients; returns
+/// its JSON line.
 fn bench_with_baseline(scenario: &str) -> serde_json::Value {
     let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
     let dir = tempfile::tempdir().expect("dir");
     let json = dir.path().join("outcome.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
-        .args([
-            "bench",
-            "--scenario",
-            scenario,
-            "--clients",
-            "2",
-            "--duration",
-            "1",
-        ])
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
+        .args(["--scenario", scenario, "--clients", "2", "--duration", "1"])
         .args(["--database-url", &url, "--baseline", "--json"])
         .arg(&json)
         .output()
         .expect("run the benchmark");
     assert!(
         output.status.success(),
-        "bench --scenario {scenario} --baseline failed: {}",
+        "referral-exchange-bench --scenario {scenario} --baseline failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let outcomes: serde_json::Value =
@@ -59,8 +52,8 @@ fn a_baseline_is_refused_up_front_without_postgresql_or_for_a_scenario_without_o
         ("create", "the pgbench baseline needs --database-url"),
     ] {
         let started = std::time::Instant::now();
-        let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
-            .args(["bench", "--scenario", scenario, "--baseline"])
+        let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
+            .args(["--scenario", scenario, "--baseline"])
             .output()
             .expect("run the benchmark");
         assert!(!output.status.success());
@@ -72,4 +65,22 @@ fn a_baseline_is_refused_up_front_without_postgresql_or_for_a_scenario_without_o
             started.elapsed()
         );
     }
+}
+
+/// The benchmark is its own binary: the server's help, which operators read, does not offer it.
+#[test]
+fn the_server_binary_has_no_bench_subcommand() {
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("serve"), "{help}");
+    assert!(!help.to_lowercase().contains("bench"), "{help}");
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .args(["bench", "--scenario", "create"])
+        .output()
+        .expect("run bench");
+    assert!(!output.status.success(), "bench is no subcommand any more");
 }

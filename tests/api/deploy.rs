@@ -322,3 +322,125 @@ fn the_dockerfile_builds_a_small_non_root_image_of_the_binary() {
     }
     assert_eq!(exposed, ports, "EXPOSE lists the ports it listens on");
 }
+
+/// The build stage's `COPY` sources (`COPY a b dest` copies `a` and `b`), paths from the repository root.
+fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
+    let mut copies = Vec::new();
+    let mut runs = Vec::new();
+    let mut stage = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") {
+            stage += 1;
+        } else if stage == 1 {
+            if let Some(args) = line.strip_prefix("COPY ") {
+                let words: Vec<&str> = args.split_whitespace().collect();
+                if let Some((_, sources)) = words.split_last() {
+                    copies.extend(sources.iter().map(|w| w.trim_end_matches('/').to_owned()));
+                }
+            } else if let Some(command) = line.strip_prefix("RUN ") {
+                runs.push(command.to_owned());
+            }
+        }
+    }
+    (copies, runs)
+}
+
+/// `dir/../x` and `./x` as `x`; paths from the repository root.
+fn normalised(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, skipping `skip`.
+fn rust_files(dir: &Path, skip: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path == skip {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, skip, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The image builds the server binary and nothing else, from the files it copies: a file the library
+/// or the server embeds from outside them (as the benchmark's pgbench scripts once were) breaks the
+/// image build, which no other test runs.
+#[test]
+fn the_dockerfile_builds_only_the_server_from_what_it_copies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (copies, runs) = build_stage_copies(&deploy("Dockerfile"));
+    let builds: Vec<&String> = runs.iter().filter(|r| r.contains("cargo build")).collect();
+    assert_eq!(builds.len(), 1, "one cargo build: {runs:?}");
+    assert!(
+        builds[0].contains("--bin referral-exchange")
+            && !builds[0].contains("--bins")
+            && !builds[0].contains("--all-targets")
+            && !builds[0].contains("referral-exchange-bench"),
+        "builds the server binary only: {}",
+        builds[0]
+    );
+    let copied = |path: &Path| {
+        copies
+            .iter()
+            .any(|c| path == Path::new(c) || path.starts_with(c))
+    };
+    // Cargo reads the whole manifest, so every target it names must be in the image's sources.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    for line in manifest.lines() {
+        if let Some(path) = line.trim().strip_prefix("path = ") {
+            let path = path.trim_matches('"');
+            assert!(
+                copied(Path::new(path)),
+                "Cargo.toml names {path}, not copied"
+            );
+        }
+    }
+    // What the library and the server binary embed (the benchmark, under src/bin/, is not built).
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &root.join("src/bin"), &mut files);
+    let mut embedded = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("source");
+        let dir = file
+            .parent()
+            .expect("a directory")
+            .strip_prefix(root)
+            .expect("in the repository");
+        for (pattern, from_manifest) in [
+            ("include_str!(\"", false),
+            ("include_bytes!(\"", false),
+            ("migrate!(\"", true),
+        ] {
+            for rest in text.split(pattern).skip(1) {
+                let literal = rest.split('"').next().unwrap_or_default();
+                let path = if from_manifest {
+                    normalised(Path::new(literal))
+                } else {
+                    normalised(&dir.join(literal))
+                };
+                assert!(
+                    copied(&path),
+                    "{} embeds {}, which the Dockerfile does not copy ({copies:?})",
+                    file.display(),
+                    path.display()
+                );
+                embedded += 1;
+            }
+        }
+    }
+    assert!(embedded > 0, "found the embedded files");
+}

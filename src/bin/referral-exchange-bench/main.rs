@@ -1,19 +1,23 @@
-//! `referral-exchange bench`: drives a real server process over mutual TLS and reports what it
+//! `referral-exchange-bench`: drives a real server process over mutual TLS and reports what it
 //! measured. Not a test: run it on purpose, and read `bench/README.md` for how to read the figures.
+//!
+//! Its own binary, not a subcommand of the server's: the production image carries only what operators
+//! and users run, and the benchmark reaches the server only as a client would (the library's public
+//! API, the proto clients, a child process), so what it measures is what ships.
 //!
 //! - [`server`]: the server under test as a child process, on a database of its own.
 //! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, transport, pull, wakeup).
 //! - [`baseline`]: pgbench committing the same rows as a create or a lifecycle, for ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 
-pub mod baseline;
-pub mod datasize;
-pub mod scenarios;
-pub mod server;
+mod baseline;
+mod datasize;
+mod scenarios;
+mod server;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use self::server::{BenchDatabase, ServerProcess};
@@ -51,7 +55,9 @@ impl Scenario {
     }
 }
 
-#[derive(Debug, Args)]
+/// Measure a real server process under load (see bench/README.md).
+#[derive(Debug, Parser)]
+#[command(name = "referral-exchange-bench", version)]
 pub struct BenchArgs {
     #[arg(long, value_enum)]
     scenario: Scenario,
@@ -82,7 +88,7 @@ pub struct BenchArgs {
     /// `datasize`: numbers of stored referrals to measure at.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<u64>,
-    /// The server binary (default: this one).
+    /// The server binary (default: `referral-exchange` beside this one, as `cargo build` leaves it).
     #[arg(long)]
     server_binary: Option<PathBuf>,
     /// Extra `serve` arguments for the server under test, e.g. `--server-arg=--group-commit-max=1`.
@@ -169,11 +175,29 @@ impl Percentiles {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    crate::tls::install_crypto_provider();
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(BenchArgs::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server to measure when `--server-binary` is not given: the `referral-exchange` that the same
+/// `cargo build` put beside this binary.
+fn default_server_binary() -> anyhow::Result<PathBuf> {
+    let name = format!("referral-exchange{}", std::env::consts::EXE_SUFFIX);
+    Ok(std::env::current_exe()?.with_file_name(name))
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    referral_exchange::tls::install_crypto_provider();
     let binary = match &args.server_binary {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?,
+        None => default_server_binary()?,
     };
     // Checked before a run, not after it: the baseline runs only once ours is done.
     let baseline = match (args.baseline, args.scenario.baseline()) {
@@ -184,6 +208,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         (true, baseline) => baseline,
     };
+    // `cargo run --bin referral-exchange-bench` builds the benchmark alone: say what is missing before
+    // a database is made for a run that cannot start.
+    anyhow::ensure!(
+        args.server_binary.is_some() || binary.exists(),
+        "no server binary at {}: build it beside the benchmark (cargo build --release) or name one \
+         with --server-binary",
+        binary.display()
+    );
     let duration = Duration::from_secs(args.duration);
     let mut outcomes = Vec::new();
     let client_counts = if matches!(args.scenario, Scenario::Wakeup | Scenario::Datasize) {

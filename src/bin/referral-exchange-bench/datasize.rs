@@ -16,7 +16,7 @@ use super::{
     scenarios::{identity_code, notification},
     server::ServerProcess,
 };
-use crate::proto::v1::{
+use referral_exchange::proto::v1::{
     self as pb, audit_service_client::AuditServiceClient,
     mailbox_service_client::MailboxServiceClient, referral_service_client::ReferralServiceClient,
 };

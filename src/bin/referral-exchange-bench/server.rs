@@ -16,7 +16,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{access::USER_ID_HEADER, tls};
+use referral_exchange::{access::USER_ID_HEADER, tls};
 
 /// A database created for one benchmark run and dropped after it.
 pub struct BenchDatabase {

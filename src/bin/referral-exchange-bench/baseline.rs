@@ -9,8 +9,8 @@ use anyhow::Context;
 use sqlx::Connection;
 
 /// The scripts, shipped inside the binary so that the benchmark runs from anywhere.
-const CREATE: &str = include_str!("../../bench/pgbench/create.sql");
-const REST_OF_LIFECYCLE: &str = include_str!("../../bench/pgbench/roundtrip.sql");
+const CREATE: &str = include_str!("../../../bench/pgbench/create.sql");
+const REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/roundtrip.sql");
 
 /// Which scenario's rows pgbench commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
