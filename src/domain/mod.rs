@@ -63,6 +63,15 @@ impl Violation {
 
 /// Declares an enum whose variants have stable codes: the proto enum value names. The same codes are
 /// stored in the database and used in JSON, so a value reads the same everywhere.
+/// An enum stored and sent as a fixed code (`"REQUESTED"`): the same codes in the database, the audit
+/// trail and the proto enums' names (`grpc/enums.rs` pairs them, and a test holds them together).
+pub trait Code: Copy + Sized + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn from_code(code: &str) -> Option<Self>;
+}
+
 macro_rules! code_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $code:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -80,6 +89,18 @@ macro_rules! code_enum {
 
             pub fn from_code(code: &str) -> Option<Self> {
                 match code { $($code => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl $crate::domain::Code for $name {
+            const ALL: &'static [$name] = $name::ALL;
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+
+            fn from_code(code: &str) -> Option<Self> {
+                $name::from_code(code)
             }
         }
 

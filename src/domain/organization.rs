@@ -28,15 +28,16 @@ const LAST_COUNTY: u8 = 21;
 /// Auditor names are at most 63 characters so that an id stays usable as a DNS-style label.
 const MAX_AUDITOR_NAME: usize = 63;
 
-/// What an organisation may do; follows from its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Kela, which sends referrals and notifications (SHL §35, LSL §25).
-    Referrer,
-    /// A social welfare organiser that receives referrals for its municipalities.
-    Receiver,
-    /// A data protection officer or supervisory auditor, who reads logs and nothing else.
-    Auditor,
+super::code_enum! {
+    /// What an organisation may do; follows from its id.
+    pub enum Role {
+        /// Kela, which sends referrals and notifications (SHL §35, LSL §25).
+        Referrer = "REFERRER",
+        /// A social welfare organiser that receives referrals for its municipalities.
+        Receiver = "RECEIVER",
+        /// A data protection officer or supervisory auditor, who reads logs and nothing else.
+        Auditor = "AUDITOR",
+    }
 }
 
 /// Why a string is not an organisation id.

@@ -7,9 +7,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    Paging, check, from_timestamp, handle, identity_code, method, opt_timestamp, optional_enum,
-    optional_identity_code, optional_organization, proto_enum, proto_name, request_key,
-    required_enum, resource_id, timestamp,
+    Paging, check, enums, from_timestamp, handle, identity_code, method, opt_timestamp,
+    optional_identity_code, optional_organization, request_key, resource_id, timestamp,
 };
 use crate::{
     domain::{
@@ -42,17 +41,17 @@ pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
             personal_identity_code: c.subject.as_str().to_owned(),
             ..Default::default()
         }),
-        purpose: proto_enum!(pb::consent::Purpose, c.purpose),
+        purpose: enums::to_proto(c.purpose),
         recipients: c
             .recipients
             .iter()
             .map(OrganizationId::resource_name)
             .collect(),
-        form: proto_enum!(pb::consent::Form, c.form),
-        given_by: proto_enum!(pb::consent::GivenBy, c.given_by),
+        form: enums::to_proto(c.form),
+        given_by: enums::to_proto(c.given_by),
         valid_from: Some(timestamp(c.valid_from)),
         expire_time: opt_timestamp(c.expire_time),
-        state: proto_enum!(pb::consent::State, c.state),
+        state: enums::to_proto(c.state),
         evidence_reference: c.evidence_reference.clone(),
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
@@ -69,7 +68,7 @@ pub(crate) fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
     let e = &e.event;
     pb::ConsentEvent {
         consent: format!("consents/{}", e.consent_id),
-        r#type: proto_enum!(pb::consent_event::Type, e.event_type),
+        r#type: enums::to_proto(e.event_type),
         time: Some(timestamp(e.time)),
         organization: e
             .organization
@@ -81,7 +80,7 @@ pub(crate) fn event_to_proto(e: &StoredConsentEvent) -> pb::ConsentEvent {
             .referral_id
             .map(|id| format!("referrals/{id}"))
             .unwrap_or_default(),
-        consent_state: proto_enum!(pb::consent::State, e.consent_state),
+        consent_state: enums::to_proto(e.consent_state),
     }
 }
 
@@ -103,24 +102,9 @@ fn new_consent(consent: Option<pb::Consent>) -> Result<NewConsent> {
             None
         }
     };
-    let purpose = required_enum(
-        proto_name!(pb::consent::Purpose, c.purpose),
-        Purpose::from_code,
-        "consent.purpose",
-        &mut v,
-    );
-    let form = required_enum(
-        proto_name!(pb::consent::Form, c.form),
-        Form::from_code,
-        "consent.form",
-        &mut v,
-    );
-    let given_by = required_enum(
-        proto_name!(pb::consent::GivenBy, c.given_by),
-        GivenBy::from_code,
-        "consent.given_by",
-        &mut v,
-    );
+    let purpose = enums::required::<Purpose>(c.purpose, "consent.purpose", &mut v);
+    let form = enums::required::<Form>(c.form, "consent.form", &mut v);
+    let given_by = enums::required::<GivenBy>(c.given_by, "consent.given_by", &mut v);
     let mut recipients = Vec::new();
     for (i, name) in c.recipients.iter().enumerate() {
         match OrganizationId::from_resource_name(name) {
@@ -223,12 +207,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                         "personal_identity_code",
                         &mut v,
                     ),
-                    state: optional_enum(
-                        proto_name!(pb::consent::State, req.state),
-                        ConsentState::from_code,
-                        "state",
-                        &mut v,
-                    ),
+                    state: enums::optional::<ConsentState>(req.state, "state", &mut v),
                     after: paging.after,
                     page_size: paging.size,
                 };

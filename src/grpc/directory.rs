@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
-use super::{check, handle, method, optional_enum, proto_name};
+use super::{check, enums, handle, method};
 use crate::{
     domain::{OrganizationId, Role, Violation, municipality::Receiver},
     exchange::Exchange,
@@ -46,15 +46,6 @@ fn kela() -> pb::Organization {
     }
 }
 
-fn role_from_code(code: &str) -> Option<Role> {
-    match code {
-        "REFERRER" => Some(Role::Referrer),
-        "RECEIVER" => Some(Role::Receiver),
-        "AUDITOR" => Some(Role::Auditor),
-        _ => None,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::directory_service_server::DirectoryService for DirectoryApi {
     async fn list_organizations(
@@ -68,12 +59,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             METHOD,
             |exchange, call, req| async move {
                 let mut v = Vec::new();
-                let role = optional_enum(
-                    proto_name!(pb::organization::Role, req.role),
-                    role_from_code,
-                    "role",
-                    &mut v,
-                );
+                let role = enums::optional::<Role>(req.role, "role", &mut v);
                 check(v)?;
                 let (include_kela, receivers) = exchange.list_organizations(&call, role).await?;
                 let mut organizations: Vec<pb::Organization> =

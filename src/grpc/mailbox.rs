@@ -7,7 +7,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    Paging, check, from_duration, handle, method, opt_timestamp, proto_enum, request_key, timestamp,
+    Paging, check, enums, from_duration, handle, method, opt_timestamp, request_key, timestamp,
 };
 use crate::{
     domain::Violation,
@@ -41,7 +41,7 @@ pub(crate) fn to_proto(delivery: &Delivery) -> pb::Message {
         } else {
             String::new()
         },
-        r#type: proto_enum!(pb::message::Type, m.message_type),
+        r#type: enums::to_proto(m.message_type),
         referral: delivery.referral.as_ref().map(super::referrals::to_proto),
         sequence: m.sequence,
         delivery_attempt: m.delivery_attempt,

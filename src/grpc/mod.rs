@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod consents;
 pub mod directory;
+mod enums;
 pub mod mailbox;
 pub mod referrals;
 
@@ -360,37 +361,6 @@ pub(crate) fn resource_id(
     id
 }
 
-/// A proto enum value (by its generated name) as a domain value; `_UNSPECIFIED` where a value is
-/// required, or a number the proto does not define, is a violation of `field`.
-pub(crate) fn required_enum<D>(
-    proto_name: Option<&'static str>,
-    from_code: impl Fn(&str) -> Option<D>,
-    field: &str,
-    violations: &mut Vec<Violation>,
-) -> Option<D> {
-    let value = proto_name.and_then(&from_code);
-    if value.is_none() {
-        violations.push(match proto_name {
-            Some(name) if name.ends_with("_UNSPECIFIED") => Violation::required(field),
-            _ => Violation::new(field, "enum_value", "not a value of this enum"),
-        });
-    }
-    value
-}
-
-/// Like [`required_enum`] but `_UNSPECIFIED` means "not given".
-pub(crate) fn optional_enum<D>(
-    proto_name: Option<&'static str>,
-    from_code: impl Fn(&str) -> Option<D>,
-    field: &str,
-    violations: &mut Vec<Violation>,
-) -> Option<D> {
-    match proto_name {
-        Some(name) if name.ends_with("_UNSPECIFIED") => None,
-        _ => required_enum(proto_name, from_code, field, violations),
-    }
-}
-
 /// Fails with every collected violation, if any.
 pub(crate) fn check(violations: Vec<Violation>) -> Result<()> {
     if violations.is_empty() {
@@ -399,22 +369,6 @@ pub(crate) fn check(violations: Vec<Violation>) -> Result<()> {
         Err(Error::invalid(violations))
     }
 }
-
-/// The proto enum number of a domain value that carries the same code.
-macro_rules! proto_enum {
-    ($proto:ty, $value:expr) => {
-        <$proto>::from_str_name($value.as_str()).map_or(0, |v| v as i32)
-    };
-}
-pub(crate) use proto_enum;
-
-/// The generated name of a proto enum number, if it is defined.
-macro_rules! proto_name {
-    ($proto:ty, $value:expr) => {
-        <$proto>::try_from($value).ok().map(|v| v.as_str_name())
-    };
-}
-pub(crate) use proto_name;
 
 fn none_if_empty(s: String) -> Option<String> {
     if s.trim().is_empty() { None } else { Some(s) }

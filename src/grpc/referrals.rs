@@ -6,9 +6,9 @@ use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Paging, check, from_timestamp, handle, identity_code, method, none_if_empty, opt_timestamp,
-    optional_enum, optional_identity_code, optional_organization, proto_enum, proto_name,
-    request_key, required_enum, resource_id, timestamp,
+    Paging, check, enums, from_timestamp, handle, identity_code, method, none_if_empty,
+    opt_timestamp, optional_identity_code, optional_organization, request_key, resource_id,
+    timestamp,
 };
 use crate::{
     domain::{
@@ -44,7 +44,7 @@ pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
     let r = &view.referral;
     pb::Referral {
         name: r.name(),
-        kind: proto_enum!(pb::referral::Kind, r.kind),
+        kind: enums::to_proto(r.kind),
         subject: Some(pb::Subject {
             personal_identity_code: r.subject.personal_identity_code.as_str().to_owned(),
             name: r.subject.name.clone().unwrap_or_default(),
@@ -57,28 +57,23 @@ pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
         reasons: r
             .reasons
             .iter()
-            .map(|reason| proto_enum!(pb::referral::Reason, reason))
+            .map(|reason| enums::to_proto(*reason))
             .collect(),
         reason_text: r.reason_text.clone(),
         urgent: r.urgent,
-        deadline_group: proto_enum!(pb::referral::DeadlineGroup, r.deadline_group),
+        deadline_group: enums::to_proto(r.deadline_group),
         basis: Some(match r.basis {
             Basis::Consent(id) => pb::referral::Basis::Consent(format!("consents/{id}")),
-            Basis::Statutory(ground) => pb::referral::Basis::StatutoryGround(proto_enum!(
-                pb::referral::StatutoryGround,
-                ground
-            )),
+            Basis::Statutory(ground) => {
+                pb::referral::Basis::StatutoryGround(enums::to_proto(ground))
+            }
         }),
         personal_discussion_requested: r.personal_discussion_requested,
         application_reference: r.application_reference.clone().unwrap_or_default(),
-        state: proto_enum!(pb::referral::State, r.state),
+        state: enums::to_proto(r.state),
         state_reason: r.state_reason.clone(),
-        outcome: r
-            .outcome
-            .map_or(0, |o| proto_enum!(pb::referral::Outcome, o)),
-        rejection_reason: r
-            .rejection_reason
-            .map_or(0, |o| proto_enum!(pb::referral::RejectionReason, o)),
+        outcome: r.outcome.map_or(0, enums::to_proto),
+        rejection_reason: r.rejection_reason.map_or(0, enums::to_proto),
         rejection_text: r.rejection_text.clone().unwrap_or_default(),
         cancellation_text: r.cancellation_text.clone().unwrap_or_default(),
         history: r.history.iter().map(state_change_to_proto).collect(),
@@ -104,14 +99,14 @@ fn iso_date(d: Option<NaiveDate>) -> String {
 
 pub(crate) fn deadline_to_proto(kind: DeadlineKind, due: NaiveDate) -> pb::Deadline {
     pb::Deadline {
-        kind: proto_enum!(pb::deadline::Kind, kind),
+        kind: enums::to_proto(kind),
         due_date: iso_date(Some(due)),
     }
 }
 
 pub(crate) fn state_change_to_proto(c: &StateChange) -> pb::StateChange {
     pb::StateChange {
-        state: proto_enum!(pb::referral::State, c.state),
+        state: enums::to_proto(c.state),
         time: Some(timestamp(c.time)),
         organization: c.organization.resource_name(),
         reason: c.reason.clone(),
@@ -129,12 +124,7 @@ fn new_referral(referral: Option<pb::Referral>) -> Result<NewReferral> {
         return Err(Error::invalid(vec![Violation::required("referral")]));
     };
     let mut v = Vec::new();
-    let kind = required_enum(
-        proto_name!(pb::referral::Kind, r.kind),
-        Kind::from_code,
-        "referral.kind",
-        &mut v,
-    );
+    let kind = enums::required::<Kind>(r.kind, "referral.kind", &mut v);
     let code = match &r.subject {
         Some(s) if !s.personal_identity_code.is_empty() => identity_code(
             &s.personal_identity_code,
@@ -156,31 +146,19 @@ fn new_referral(referral: Option<pb::Referral>) -> Result<NewReferral> {
         .iter()
         .enumerate()
         .map(|(i, &reason)| {
-            required_enum(
-                proto_name!(pb::referral::Reason, reason),
-                Reason::from_code,
-                &format!("referral.reasons[{i}]"),
-                &mut v,
-            )
+            enums::required::<Reason>(reason, &format!("referral.reasons[{i}]"), &mut v)
         })
         .collect();
-    let deadline_group = required_enum(
-        proto_name!(pb::referral::DeadlineGroup, r.deadline_group),
-        DeadlineGroup::from_code,
-        "referral.deadline_group",
-        &mut v,
-    );
+    let deadline_group =
+        enums::required::<DeadlineGroup>(r.deadline_group, "referral.deadline_group", &mut v);
     let basis = match &r.basis {
         Some(pb::referral::Basis::Consent(name)) => {
             resource_id(name, "consents", "referral.consent", &mut v).map(Basis::Consent)
         }
-        Some(pb::referral::Basis::StatutoryGround(ground)) => required_enum(
-            proto_name!(pb::referral::StatutoryGround, *ground),
-            StatutoryGround::from_code,
-            "referral.statutory_ground",
-            &mut v,
-        )
-        .map(Basis::Statutory),
+        Some(pb::referral::Basis::StatutoryGround(ground)) => {
+            enums::required::<StatutoryGround>(*ground, "referral.statutory_ground", &mut v)
+                .map(Basis::Statutory)
+        }
         None => {
             v.push(Violation::new(
                 "referral.consent",
@@ -337,18 +315,8 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
                     &req.page_token,
                 )?;
                 let query = ReferralQuery {
-                    state: optional_enum(
-                        proto_name!(pb::referral::State, req.state),
-                        State::from_code,
-                        "state",
-                        &mut v,
-                    ),
-                    kind: optional_enum(
-                        proto_name!(pb::referral::Kind, req.kind),
-                        Kind::from_code,
-                        "kind",
-                        &mut v,
-                    ),
+                    state: enums::optional::<State>(req.state, "state", &mut v),
+                    kind: enums::optional::<Kind>(req.kind, "kind", &mut v),
                     recipient: optional_organization(&req.recipient, "recipient", &mut v),
                     subject: optional_identity_code(
                         &req.personal_identity_code,
@@ -438,15 +406,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
             request,
             method,
             |r| (&r.name, &r.etag, &r.request_id),
-            |req, _, v| {
-                required_enum(
-                    proto_name!(pb::referral::Outcome, req.outcome),
-                    Outcome::from_code,
-                    "outcome",
-                    v,
-                )
-                .map(Action::Complete)
-            },
+            |req, _, v| enums::required::<Outcome>(req.outcome, "outcome", v).map(Action::Complete),
         )
         .await
     }
@@ -462,8 +422,7 @@ impl pb::referral_service_server::ReferralService for ReferralApi {
             |r| (&r.name, &r.etag, &r.request_id),
             |req, _, v| {
                 check_length(v, "reason_text", &req.reason_text, MAX_REASON_TEXT_CHARS);
-                let reason = proto_name!(pb::referral::RejectionReason, req.reason);
-                required_enum(reason, RejectionReason::from_code, "reason", v).map(|reason| {
+                enums::required::<RejectionReason>(req.reason, "reason", v).map(|reason| {
                     Action::Reject {
                         reason,
                         text: none_if_empty(req.reason_text.clone()),
