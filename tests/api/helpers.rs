@@ -45,28 +45,21 @@ pub enum Db {
     Postgres,
 }
 
-/// Runs each test body once on SQLite and once on PostgreSQL: `name::sqlite` and `name::postgres`.
+/// Runs the test `$name`, an ordinary `async fn $name(db: Db)` written beside the call, once on
+/// SQLite and once on PostgreSQL: as `$name::sqlite` and `$name::postgres`.
 macro_rules! both_engines {
-    ($($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block)*) => {
-        $(
-            $(#[$meta])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                async fn run($db: $crate::helpers::Db) $body
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    run($crate::helpers::Db::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    run($crate::helpers::Db::Postgres).await
-                }
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Db::Sqlite).await
             }
-        )*
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Db::Postgres).await
+            }
+        }
     };
 }
 pub(crate) use both_engines;

@@ -45,33 +45,46 @@ macro_rules! list_services {
     }};
 }
 
-both_engines! {
-    async fn health_and_both_reflection_versions_are_served(db) {
-        let app = TestApp::spawn(db).await;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel("hva-15").await);
-        for service in ["", "referral_exchange.v1.ReferralService", "referral_exchange.v1.MailboxService"] {
-            let status = health
-                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-                .await
-                .expect("health")
-                .into_inner()
-                .status;
-            assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
-        }
-        for services in [list_services!(app, v1), list_services!(app, v1alpha)] {
-            for expected in [
-                "referral_exchange.v1.ReferralService",
-                "referral_exchange.v1.ConsentService",
-                "referral_exchange.v1.MailboxService",
-                "referral_exchange.v1.AuditService",
-                "referral_exchange.v1.DirectoryService",
-                "grpc.health.v1.Health",
-            ] {
-                assert!(services.iter().any(|s| s == expected), "{expected} in {services:?}");
-            }
-        }
-        app.stop().await;
+both_engines!(health_and_both_reflection_versions_are_served);
+async fn health_and_both_reflection_versions_are_served(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(app.channel("hva-15").await);
+    for service in [
+        "",
+        "referral_exchange.v1.ReferralService",
+        "referral_exchange.v1.MailboxService",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
     }
+    for services in [list_services!(app, v1), list_services!(app, v1alpha)] {
+        for expected in [
+            "referral_exchange.v1.ReferralService",
+            "referral_exchange.v1.ConsentService",
+            "referral_exchange.v1.MailboxService",
+            "referral_exchange.v1.AuditService",
+            "referral_exchange.v1.DirectoryService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                services.iter().any(|s| s == expected),
+                "{expected} in {services:?}"
+            );
+        }
+    }
+    app.stop().await;
 }
 
 /// The database a server binary of a test runs on: a fresh PostgreSQL one, or none for SQLite (the
@@ -201,63 +214,108 @@ pub(crate) async fn binary_client(
     )
 }
 
-both_engines! {
-    async fn sigterm_lets_calls_in_flight_finish_then_exits_zero(db) {
-        let dir = tempfile::tempdir().expect("dir");
-        let database = binary_database(db).await;
-        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
-        assert!(dir.path().join("pki/clients/kela/cert.pem").exists(), "created a development PKI");
-        assert!(dir.path().join("pseudonym.key").exists(), "created a development pseudonym key");
-        let hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
-        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+both_engines!(sigterm_lets_calls_in_flight_finish_then_exits_zero);
+async fn sigterm_lets_calls_in_flight_finish_then_exits_zero(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = binary_database(db).await;
+    let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+    assert!(
+        dir.path().join("pki/clients/kela/cert.pem").exists(),
+        "created a development PKI"
+    );
+    assert!(
+        dir.path().join("pseudonym.key").exists(),
+        "created a development pseudonym key"
+    );
+    let hva15 = binary_client(dir.path(), addr, "hva-15", "worker-1").await;
+    let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
 
-        // In flight at SIGTERM: a long-poll (20 s) and a stream.
-        let mut poller = hva15.clone();
-        let in_flight = tokio::spawn(async move {
-            poller
-                .mailbox
-                .pull_messages(pb::PullMessagesRequest { max_messages: 1, lease_duration: seconds(30), wait_duration: seconds(20) })
-                .await
-        });
-        let mut stream = kela
+    // In flight at SIGTERM: a long-poll (20 s) and a stream.
+    let mut poller = hva15.clone();
+    let in_flight = tokio::spawn(async move {
+        poller
             .mailbox
-            .stream_messages(pb::StreamMessagesRequest { lease_duration: seconds(30), max_outstanding_messages: 5 })
+            .pull_messages(pb::PullMessagesRequest {
+                max_messages: 1,
+                lease_duration: seconds(30),
+                wait_duration: seconds(20),
+            })
             .await
-            .expect("stream")
-            .into_inner();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let signalled = std::time::Instant::now();
-        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-        assert!(killed.success());
-        let answer = in_flight.await.expect("task");
-        assert!(answer.is_ok(), "the call in flight finished: {answer:?}");
-        assert!(signalled.elapsed() < Duration::from_secs(10), "the long-poll ended early, not at its 20 s");
-        let end = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("the stream ends");
-        assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
-        drop(hva15);
-        let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
-        assert_eq!(status.code(), Some(0));
-    }
+    });
+    let mut stream = kela
+        .mailbox
+        .stream_messages(pb::StreamMessagesRequest {
+            lease_duration: seconds(30),
+            max_outstanding_messages: 5,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let answer = in_flight.await.expect("task");
+    assert!(answer.is_ok(), "the call in flight finished: {answer:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the long-poll ended early, not at its 20 s"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends");
+    assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
+    drop(hva15);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
 
-    async fn a_restarted_server_reuses_its_development_pki_and_answers_retries_the_same(db) {
-        let dir = tempfile::tempdir().expect("dir");
-        let database = binary_database(db).await;
-        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
-        let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("ca");
-        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
-        let request = notification(PIC, JYVASKYLA);
-        let first = kela.referrals.create_referral(request.clone()).await.expect("create").into_inner();
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+both_engines!(a_restarted_server_reuses_its_development_pki_and_answers_retries_the_same);
+async fn a_restarted_server_reuses_its_development_pki_and_answers_retries_the_same(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = binary_database(db).await;
+    let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+    let ca = std::fs::read(dir.path().join("pki/ca.pem")).expect("ca");
+    let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+    let request = notification(PIC, JYVASKYLA);
+    let first = kela
+        .referrals
+        .create_referral(request.clone())
+        .await
+        .expect("create")
+        .into_inner();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 
-        let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
-        assert_eq!(std::fs::read(dir.path().join("pki/ca.pem")).expect("ca"), ca, "the same CA after a restart");
-        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
-        let retry = kela.referrals.create_referral(request).await.expect("retry").into_inner();
-        assert_eq!(retry, first, "a retry after a restart returns the first result");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-    }
+    let (mut child, addr) = start_binary(dir.path(), database.as_ref().map(TestDb::url));
+    assert_eq!(
+        std::fs::read(dir.path().join("pki/ca.pem")).expect("ca"),
+        ca,
+        "the same CA after a restart"
+    );
+    let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+    let retry = kela
+        .referrals
+        .create_referral(request)
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(
+        retry, first,
+        "a retry after a restart returns the first result"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
 /// The CPUs each thread of process `pid` may run on, as the kernel lists them ("0-1", "1").
@@ -274,28 +332,50 @@ fn allowed_cpus(pid: &str) -> Vec<String> {
         .collect()
 }
 
-both_engines! {
-    async fn a_sqlite_server_keeps_to_one_cpu_and_a_postgres_server_to_all_unless_told(db) {
-        let dir = tempfile::tempdir().expect("dir");
-        let database = binary_database(db).await;
-        let url = database.as_ref().map(TestDb::url);
-        let ours = allowed_cpus("self").into_iter().next().expect("this test's CPUs");
-        let single = |cpus: &str| !cpus.contains(['-', ',']);
+both_engines!(a_sqlite_server_keeps_to_one_cpu_and_a_postgres_server_to_all_unless_told);
+async fn a_sqlite_server_keeps_to_one_cpu_and_a_postgres_server_to_all_unless_told(db: Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = binary_database(db).await;
+    let url = database.as_ref().map(TestDb::url);
+    let ours = allowed_cpus("self")
+        .into_iter()
+        .next()
+        .expect("this test's CPUs");
+    let single = |cpus: &str| !cpus.contains(['-', ',']);
 
-        for (setting, one_cpu) in [("auto", db == Db::Sqlite), ("one", true), ("all", false)] {
-            let (mut child, addr) = start_binary_with(dir.path(), url, &[("REFERRAL_EXCHANGE_CPU_AFFINITY", setting)]);
-            // Serving, and the store's connection threads started: every thread is counted.
-            let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
-            kela.referrals.create_referral(notification(PIC, JYVASKYLA)).await.expect("create");
-            let threads = allowed_cpus(&child.id().to_string());
-            assert!(threads.len() > 2, "{setting}: read the server's threads: {threads:?}");
-            if one_cpu {
-                assert!(threads.iter().all(|cpus| single(cpus) && cpus == &threads[0]), "{setting}: one CPU for all: {threads:?}");
-            } else {
-                assert!(threads.iter().all(|cpus| cpus == &ours), "{setting}: as allowed to the test ({ours}): {threads:?}");
-            }
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    for (setting, one_cpu) in [("auto", db == Db::Sqlite), ("one", true), ("all", false)] {
+        let (mut child, addr) = start_binary_with(
+            dir.path(),
+            url,
+            &[("REFERRAL_EXCHANGE_CPU_AFFINITY", setting)],
+        );
+        // Serving, and the store's connection threads started: every thread is counted.
+        let mut kela = binary_client(dir.path(), addr, "kela", "handler-1").await;
+        kela.referrals
+            .create_referral(notification(PIC, JYVASKYLA))
+            .await
+            .expect("create");
+        let threads = allowed_cpus(&child.id().to_string());
+        assert!(
+            threads.len() > 2,
+            "{setting}: read the server's threads: {threads:?}"
+        );
+        if one_cpu {
+            assert!(
+                threads
+                    .iter()
+                    .all(|cpus| single(cpus) && cpus == &threads[0]),
+                "{setting}: one CPU for all: {threads:?}"
+            );
+        } else {
+            assert!(
+                threads.iter().all(|cpus| cpus == &ours),
+                "{setting}: as allowed to the test ({ours}): {threads:?}"
+            );
         }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
 }
