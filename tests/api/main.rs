@@ -18,4 +18,5 @@ mod operations;
 mod refusals;
 mod replicas;
 mod server;
+mod store;
 mod telemetry;

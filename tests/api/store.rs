@@ -1,0 +1,365 @@
+//! The store's contract, at the store itself, on both engines: what every use case relies on from a
+//! `Tx`, whichever database is behind it. The API tests exercise the same through the server; these
+//! pin each operation's meaning (who gets which message, when a lease is live, what a claim
+//! returns) so that an engine or a query can be changed against them alone.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use referral_exchange::{
+    audit::AuditRecord,
+    domain::OrganizationId,
+    mailbox::{MailboxSignals, MessageType, NewMessage},
+    store::{self, Claim, Schema, Store, Tx},
+};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const MAILBOX: &str = "hva-15";
+
+/// A store on a fresh database of `db`, with the mailbox's counter in place.
+async fn open(db: Db) -> (TestDb, Arc<dyn Store>) {
+    let database = TestDb::create(db).await;
+    let store = store::connect(
+        database.url(),
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+    )
+    .await
+    .expect("open the store");
+    let mut tx = store.begin().await.expect("begin");
+    tx.ensure_mailboxes(&[MAILBOX.to_owned()])
+        .await
+        .expect("mailbox counter");
+    tx.commit().await.expect("commit");
+    (database, store)
+}
+
+async fn begin(store: &Arc<dyn Store>) -> Box<dyn Tx> {
+    store.begin().await.expect("begin")
+}
+
+/// A message about nothing in particular (no referral, no consent) published at `at`.
+fn message(at: DateTime<Utc>) -> NewMessage {
+    NewMessage {
+        id: referral_exchange::domain::new_id(at),
+        mailbox: OrganizationId::parse(MAILBOX).expect("organization id"),
+        message_type: MessageType::ReferralStateChanged,
+        referral_id: None,
+        consent_id: None,
+        state_change: None,
+        deadline: None,
+        failed: None,
+        publish_time: at,
+    }
+}
+
+/// Commits `n` messages, one transaction each, and returns their ids in commit order.
+async fn publish(store: &Arc<dyn Store>, n: usize, at: DateTime<Utc>) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let m = message(at + Duration::milliseconds(i as i64));
+        let mut tx = begin(store).await;
+        tx.insert_message(&m).await.expect("insert message");
+        tx.commit().await.expect("commit");
+        ids.push(m.id);
+    }
+    ids
+}
+
+both_engines!(a_request_id_is_claimed_once_and_its_retries_get_the_first_response);
+async fn a_request_id_is_claimed_once_and_its_retries_get_the_first_response(db: Db) {
+    let (_database, store) = open(db).await;
+    let now = default_start();
+
+    let mut tx = begin(&store).await;
+    let claim = tx.claim_request("kela", "r-1", "fp-a", now).await;
+    assert_eq!(claim.expect("claim"), Claim::New);
+    tx.complete_request("kela", "r-1", "{\"done\":1}")
+        .await
+        .expect("complete");
+    tx.commit().await.expect("commit");
+
+    let mut tx = begin(&store).await;
+    let again = tx.claim_request("kela", "r-1", "fp-b", now).await;
+    assert_eq!(
+        again.expect("claim again"),
+        Claim::Existing {
+            fingerprint: "fp-a".into(),
+            response: "{\"done\":1}".into()
+        },
+        "a retry sees the first request's fingerprint and response"
+    );
+    let other = tx.claim_request("hva-15", "r-1", "fp-a", now).await;
+    assert_eq!(
+        other.expect("claim"),
+        Claim::New,
+        "request ids are each organisation's own"
+    );
+    drop(tx);
+
+    // A claim rolled back is no claim.
+    let mut tx = begin(&store).await;
+    let rolled_back = tx.claim_request("hva-15", "r-1", "fp-a", now).await;
+    assert_eq!(rolled_back.expect("claim"), Claim::New);
+}
+
+both_engines!(messages_are_numbered_in_commit_order_and_leased_in_sequence);
+async fn messages_are_numbered_in_commit_order_and_leased_in_sequence(db: Db) {
+    let (_database, store) = open(db).await;
+    let now = default_start();
+    let ids = publish(&store, 3, now).await;
+
+    let mut tx = begin(&store).await;
+    assert_eq!(tx.number_messages(MAILBOX).await.expect("number"), 3);
+    assert_eq!(
+        tx.number_messages(MAILBOX).await.expect("number again"),
+        0,
+        "what is numbered is not numbered again"
+    );
+    let lease_until = now + Duration::seconds(60);
+    let first = tx
+        .lease_messages(MAILBOX, 2, 10, now, lease_until)
+        .await
+        .expect("lease");
+    let second = tx
+        .lease_messages(MAILBOX, 10, 10, now, lease_until)
+        .await
+        .expect("lease the rest");
+    tx.commit().await.expect("commit");
+
+    let sequences: Vec<i64> = first.iter().chain(&second).map(|m| m.sequence).collect();
+    assert_eq!(sequences, vec![1, 2, 3], "numbered in commit order");
+    let leased: Vec<Uuid> = first.iter().chain(&second).map(|m| m.id).collect();
+    assert_eq!(leased, ids, "each message leased once, in sequence");
+    assert!(
+        first
+            .iter()
+            .chain(&second)
+            .all(|m| m.delivery_attempt == 1 && m.lease_expire_time == Some(lease_until))
+    );
+
+    // Another mailbox's pull sees none of them.
+    let mut tx = begin(&store).await;
+    let elsewhere = tx
+        .lease_messages("helsinki", 10, 10, now, lease_until)
+        .await
+        .expect("lease elsewhere");
+    assert!(elsewhere.is_empty());
+}
+
+both_engines!(a_lease_is_live_until_its_end_then_the_message_is_delivered_again);
+async fn a_lease_is_live_until_its_end_then_the_message_is_delivered_again(db: Db) {
+    let (_database, store) = open(db).await;
+    let now = default_start();
+    let ids = publish(&store, 2, now).await;
+    let end = now + Duration::seconds(30);
+
+    let mut tx = begin(&store).await;
+    tx.number_messages(MAILBOX).await.expect("number");
+    let leased = tx
+        .lease_messages(MAILBOX, 10, 10, now, end)
+        .await
+        .expect("lease");
+    tx.commit().await.expect("commit");
+    let attempts: Vec<(Uuid, i32)> = leased.iter().map(|m| (m.id, m.delivery_attempt)).collect();
+
+    let mut tx = begin(&store).await;
+    let live_before = tx.live_leases(MAILBOX, &attempts, end - Duration::milliseconds(1));
+    assert_eq!(live_before.await.expect("live"), ids);
+    let live_at_end = tx.live_leases(MAILBOX, &attempts, end).await;
+    assert!(
+        live_at_end.expect("live").is_empty(),
+        "a lease is over at its end"
+    );
+    let during = tx.lease_messages(MAILBOX, 10, 10, end - Duration::seconds(1), end);
+    assert!(
+        during.await.expect("lease").is_empty(),
+        "nothing to lease while leased"
+    );
+    let again = tx
+        .lease_messages(MAILBOX, 10, 10, end, end + Duration::seconds(30))
+        .await
+        .expect("lease again");
+    tx.commit().await.expect("commit");
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert!(again.iter().all(|m| m.delivery_attempt == 2));
+
+    // The first delivery's attempt no longer names a live lease; the second's does.
+    let mut tx = begin(&store).await;
+    let old = tx
+        .live_leases(MAILBOX, &attempts, end + Duration::seconds(1))
+        .await;
+    assert!(old.expect("live").is_empty());
+    let renewed: Vec<(Uuid, i32)> = again.iter().map(|m| (m.id, 2)).collect();
+    let new = tx
+        .live_leases(MAILBOX, &renewed, end + Duration::seconds(1))
+        .await;
+    assert_eq!(new.expect("live"), ids);
+}
+
+both_engines!(an_acknowledged_message_is_never_delivered_again_and_stays_in_the_history);
+async fn an_acknowledged_message_is_never_delivered_again_and_stays_in_the_history(db: Db) {
+    let (_database, store) = open(db).await;
+    let now = default_start();
+    let ids = publish(&store, 2, now).await;
+
+    let mut tx = begin(&store).await;
+    tx.number_messages(MAILBOX).await.expect("number");
+    tx.lease_messages(MAILBOX, 10, 10, now, now + Duration::seconds(10))
+        .await
+        .expect("lease");
+    let got = tx
+        .get_messages(MAILBOX, &[ids[0]])
+        .await
+        .expect("get messages");
+    assert_eq!(got.len(), 1);
+    let not_ours = tx.get_messages("helsinki", &[ids[0]]).await;
+    assert!(
+        not_ours.expect("get messages").is_empty(),
+        "an id of another mailbox is left out"
+    );
+    tx.acknowledge_messages(&[ids[0]], now + Duration::seconds(1))
+        .await
+        .expect("acknowledge");
+    tx.commit().await.expect("commit");
+
+    let mut tx = begin(&store).await;
+    let later = now + Duration::seconds(60);
+    let redelivered = tx
+        .lease_messages(MAILBOX, 10, 10, later, later + Duration::seconds(10))
+        .await
+        .expect("lease after expiry");
+    assert_eq!(
+        redelivered.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[1]],
+        "only the unacknowledged message comes again"
+    );
+    let history = tx.mailbox_history(MAILBOX, 0, 10).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert!(history[0].ack_time.is_some() && history[1].ack_time.is_none());
+    let counts = tx.mailbox_stats(MAILBOX, later).await.expect("stats");
+    assert_eq!((counts.pending, counts.leased, counts.dead), (0, 1, 0));
+
+    // Retention forgets acknowledged messages only.
+    let forgotten = tx.delete_acknowledged_before(later).await.expect("forget");
+    assert_eq!(forgotten, 1);
+    let history = tx.mailbox_history(MAILBOX, 0, 10).await.expect("history");
+    assert_eq!(
+        history.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+}
+
+both_engines!(a_message_out_of_attempts_goes_to_the_dead_letters_until_redriven);
+async fn a_message_out_of_attempts_goes_to_the_dead_letters_until_redriven(db: Db) {
+    let (_database, store) = open(db).await;
+    let now = default_start();
+    let ids = publish(&store, 1, now).await;
+    let max_attempts = 1;
+    let end = now + Duration::seconds(10);
+
+    let mut tx = begin(&store).await;
+    tx.number_messages(MAILBOX).await.expect("number");
+    tx.lease_messages(MAILBOX, 10, max_attempts, now, end)
+        .await
+        .expect("lease");
+    let early = tx.dead_letter_exhausted(None, max_attempts, end - Duration::seconds(1));
+    assert!(
+        early.await.expect("dead letters").is_empty(),
+        "not while its last lease is live"
+    );
+    let dead = tx
+        .dead_letter_exhausted(Some(MAILBOX), max_attempts, end)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    let out_of_attempts =
+        tx.lease_messages(MAILBOX, 10, max_attempts, end, end + Duration::seconds(10));
+    assert!(out_of_attempts.await.expect("lease").is_empty());
+    let listed = tx.list_dead_letters(MAILBOX, 0, 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].dead_letter_time.is_some());
+    let counts = tx.mailbox_stats(MAILBOX, end).await.expect("stats");
+    assert_eq!((counts.pending, counts.leased, counts.dead), (0, 0, 1));
+
+    let redriven = tx
+        .redrive_dead_letters(MAILBOX, Some(&ids))
+        .await
+        .expect("redrive");
+    assert_eq!(redriven, 1);
+    let again = tx
+        .lease_messages(MAILBOX, 10, max_attempts, end, end + Duration::seconds(10))
+        .await
+        .expect("lease after redrive");
+    assert_eq!(again.len(), 1, "a redriven message gets new attempts");
+    assert_eq!(again[0].delivery_attempt, 2);
+    assert!(
+        tx.list_dead_letters(MAILBOX, 0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+both_engines!(the_audit_tables_take_inserts_and_refuse_every_change);
+async fn the_audit_tables_take_inserts_and_refuse_every_change(db: Db) {
+    let (database, store) = open(db).await;
+    let record = AuditRecord {
+        time: default_start(),
+        organization: "kela".into(),
+        user_id: "handler-1".into(),
+        method: "/referral_exchange.v1.ReferralService/GetReferral".into(),
+        resources: vec!["referrals/x".into()],
+        subject_pseudonyms: vec!["p1".into()],
+        status_code: 0,
+        correlation_id: String::new(),
+        disclosures: Vec::new(),
+    };
+    let mut tx = begin(&store).await;
+    tx.insert_audit_event(&record).await.expect("insert");
+    tx.commit().await.expect("commit");
+
+    let mut tx = begin(&store).await;
+    let query = referral_exchange::audit::AuditQuery {
+        subject_pseudonyms: vec!["p1".into()],
+        limit: 10,
+        ..Default::default()
+    };
+    let found = tx.list_audit_events(&query).await.expect("list");
+    assert_eq!(found.len(), 1, "found through the subject index");
+    assert_eq!(found[0].record, record);
+    drop(tx);
+
+    for change in [
+        "UPDATE audit_events SET user_id = 'someone-else'",
+        "DELETE FROM audit_events",
+        "DELETE FROM audit_event_subjects",
+        "UPDATE audit_event_resources SET resource = 'x'",
+    ] {
+        let refused = raw_sql(&database, db, change).await;
+        assert!(
+            refused.is_err_and(|e| e.contains("append-only")),
+            "{change} must be refused by the database"
+        );
+    }
+}
+
+/// Runs one statement on the test database outside the store; its error, as text.
+async fn raw_sql(database: &TestDb, db: Db, sql: &str) -> Result<(), String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    let result = match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(database.url()).await;
+            let pool = pool.expect("connect");
+            sqlx::raw_sql(sql).execute(&pool).await.map(drop)
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(database.url()).await;
+            let pool = pool.expect("connect");
+            sqlx::raw_sql(sql).execute(&pool).await.map(drop)
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
