@@ -1,23 +1,24 @@
 //! referral-exchange: Kela refers clients to social welfare; the receiving organisers report back.
 //!
-//! How the crate is laid out, outside in:
+//! How the crate is laid out, outside in; each layer imports only from those below it
+//! (ARCHITECTURE.md draws it):
 //!
-//! - [`grpc`]: one file per gRPC service. Converts proto messages to domain types and back; nothing
-//!   else crosses this edge. Authenticates the caller from its client certificate.
-//! - [`exchange`]: the use cases (create a referral, record a consent, change a state…). Each runs in
-//!   one database transaction together with its audit event and outgoing mailbox messages.
-//! - [`mailbox`]: per-organisation mailboxes: leased pull delivery, acknowledgement, redelivery.
-//! - [`audit`]: the access and disclosure log, and the keyed pseudonyms it records instead of
-//!   identity codes.
-//! - [`access`]: who may call what, and what each party may see.
-//! - [`domain`]: the rules of the field as pure code (identity codes, municipalities, working days,
-//!   the referral state machine, consent).
-//! - [`store`]: one trait of transactional operations, with an adapter each for SQLite (the embedded
-//!   default) and PostgreSQL (production, several replicas).
-//! - [`error`]: the one place where errors become `tonic::Status`.
-//! - [`config`], [`tls`], [`telemetry`], [`server`], [`cli`]: running it; [`background`]: tasks that run
-//!   once per deployment; [`affinity`]: why a SQLite server keeps to one CPU. The benchmark is a
-//!   binary of its own (`src/bin/referral-exchange-bench/`) that uses this library as any client would.
+//! - [`server`], [`cli`]: assembling and running it, with [`config`] (flags and defaults), [`tls`]
+//!   (mutual TLS, caller identity, the development PKI), [`telemetry`], [`background`] (tasks that run
+//!   once per deployment) and [`affinity`] (why a SQLite server keeps to one CPU).
+//! - [`grpc`]: the edge, one file per gRPC service. Converts proto messages to domain types and back,
+//!   field rules included; nothing else happens there.
+//! - [`exchange`]: every use case (create a referral, record a consent, pull a mailbox…). Each runs in
+//!   one database transaction together with its audit event and outgoing mailbox messages, and
+//!   returns everything its answer shows.
+//! - [`store`]: one trait of transactional operations per aggregate, its SQL beside it, written once
+//!   for SQLite (the embedded default) and PostgreSQL (production, several replicas).
+//! - [`domain`], [`mailbox`], [`audit`], [`access`], [`error`], [`clock`]: types and rules as pure
+//!   code (identity codes, routing, working days, the state machine, consent, leases, pseudonyms, the
+//!   Merkle tree), who may call what, the closed set of errors, time.
+//!
+//! The benchmark is a binary of its own (`src/bin/referral-exchange-bench/`) that uses this library
+//! as any client would.
 
 pub mod access;
 pub mod affinity;

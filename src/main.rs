@@ -1,3 +1,6 @@
+//! The `referral-exchange` binary: parses the command line and hands it to [`referral_exchange::cli`];
+//! everything else is in the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,6 +1,6 @@
 //! Deadlines in SQL: which referrals are overdue, and which passings have been told.
 //!
-//! [`push_overdue`] is the one SQL statement of the rule `Referral::overdue` (domain/referral.rs)
+//! `push_overdue` is the one SQL statement of the rule `Referral::overdue` (domain/referral.rs)
 //! states in Rust: some deadline passed by `today` without the state it requires. Listing overdue
 //! referrals, the deadline watch and the overdue gauges all use it.
 

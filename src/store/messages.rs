@@ -1,7 +1,7 @@
 //! Mailboxes and their messages: appending, numbering, leasing, acknowledging, dead letters.
 //!
 //! Two rules live here as SQL, once each: a lease is live while `lease_expire_time` is after now
-//! ([`push_lease_live`]), and a mailbox's messages are numbered under its counter's row lock
+//! (`push_lease_live`), and a mailbox's messages are numbered under its counter's row lock
 //! ([`Messages::number_messages`]).
 
 use async_trait::async_trait;
