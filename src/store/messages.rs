@@ -129,6 +129,27 @@ pub trait Messages {
     async fn signal_mailbox(&mut self, mailbox: &str) -> Result<()>;
 }
 
+impl<D: Dialect> SqlTx<D> {
+    /// Sets `column` to `time` on the messages `ids`, with `also` (further fixed assignments).
+    async fn set_message_time(
+        &mut self,
+        ids: &[Uuid],
+        column: &str,
+        time: DateTime<Utc>,
+        also: &str,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut q = Self::sql(format!("UPDATE messages SET {column} = "));
+        q.bind(DbTime(time))
+            .push(also)
+            .push(" WHERE id IN ")
+            .list(ids.iter().copied());
+        self.execute(q).await.map(drop)
+    }
+}
+
 /// Decodes message rows, in sequence order.
 fn in_sequence(rows: Vec<MessageRow>) -> Result<Vec<StoredMessage>> {
     let mut messages = rows
@@ -310,25 +331,13 @@ impl<D: Dialect> Messages for SqlTx<D> {
     }
 
     async fn acknowledge_messages(&mut self, ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut q = Self::sql("UPDATE messages SET ack_time = ");
-        q.bind(DbTime(now))
-            .push(", lease_expire_time = NULL WHERE id IN ")
-            .list(ids.iter().copied());
-        self.execute(q).await.map(drop)
+        self.set_message_time(ids, "ack_time", now, ", lease_expire_time = NULL")
+            .await
     }
 
     async fn set_message_leases(&mut self, ids: &[Uuid], lease_until: DateTime<Utc>) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut q = Self::sql("UPDATE messages SET lease_expire_time = ");
-        q.bind(DbTime(lease_until))
-            .push(" WHERE id IN ")
-            .list(ids.iter().copied());
-        self.execute(q).await.map(drop)
+        self.set_message_time(ids, "lease_expire_time", lease_until, "")
+            .await
     }
 
     async fn live_leases(
