@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
 
 use super::{ORGANIZATION_URI_PREFIX, TlsError, parse_certificates, read};
 
@@ -256,9 +254,10 @@ pub(super) struct IssuedLeaf {
 }
 
 impl LoadedCa {
-    /// Loads and checks the CA. rcgen's own CA parser needs its `x509-parser` feature,
-    /// which the project does not enable, so the issuer (subject name, key identifier) is
-    /// rebuilt here from the certificate with x509-parser.
+    /// Loads and checks the CA: readable, a CA, not expired, and `ca.key` is its key. rcgen
+    /// takes the issuer's subject name and subject key identifier from the certificate, so
+    /// that issued certificates name it byte for byte and carry a matching authority key
+    /// identifier (OpenSSL refuses a chain where the identifiers differ).
     pub(super) fn load(layout: &PkiLayout) -> Result<Self, TlsError> {
         let reuse_error = |reason: String| TlsError::CaReuse {
             path: layout.dir.clone(),
@@ -300,17 +299,17 @@ impl LoadedCa {
             return Err(reuse_error("ca.key does not belong to ca.pem".to_owned()));
         }
 
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&cert).map_err(reuse_error)?;
-        // The authority key identifier of issued certificates must equal the CA's subject
-        // key identifier: OpenSSL refuses a chain where they differ.
-        params.key_identifier_method = subject_key_identifier(&cert)
-            .map(KeyIdMethod::PreSpecified)
-            .unwrap_or(KeyIdMethod::Sha256);
+        let subject_raw = cert.subject().as_raw().to_vec();
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| {
+            reuse_error(format!(
+                "ca.pem cannot serve as an issuer ({e}); each RDN of its subject must hold \
+                 one attribute of a standard string type"
+            ))
+        })?;
         Ok(Self {
-            subject_raw: cert.subject().as_raw().to_vec(),
+            subject_raw,
             not_after,
-            issuer: Issuer::new(params, key),
+            issuer,
             pem,
         })
     }
@@ -367,55 +366,6 @@ impl LoadedCa {
             key_pem: key.serialize_pem(),
         })
     }
-}
-
-/// Rebuilds a certificate's subject as an rcgen name, keeping each attribute's string type
-/// (a PrintableString and a UTF8String with the same text are different names).
-fn distinguished_name(cert: &X509Certificate<'_>) -> Result<DistinguishedName, String> {
-    use x509_parser::der_parser::asn1_rs::Tag;
-
-    let mut dn = DistinguishedName::new();
-    for rdn in cert.subject().iter() {
-        let mut attributes = rdn.iter();
-        let (Some(attribute), None) = (attributes.next(), attributes.next()) else {
-            return Err("the CA subject has a multi-valued or empty RDN".to_owned());
-        };
-        let oid: Vec<u64> = attribute
-            .attr_type()
-            .iter()
-            .ok_or("the CA subject has an attribute type that is not a valid OID")?
-            .collect();
-        let value = attribute.attr_value();
-        let text = std::str::from_utf8(value.data)
-            .map_err(|_| "the CA subject has a non-UTF-8 attribute".to_owned())?;
-        let value = match value.header.tag() {
-            Tag::Utf8String => DnValue::Utf8String(text.to_owned()),
-            Tag::PrintableString => DnValue::PrintableString(
-                text.try_into()
-                    .map_err(|e| format!("the CA subject has a bad PrintableString: {e}"))?,
-            ),
-            Tag::Ia5String => DnValue::Ia5String(
-                text.try_into()
-                    .map_err(|e| format!("the CA subject has a bad IA5String: {e}"))?,
-            ),
-            other => {
-                return Err(format!(
-                    "the CA subject uses unsupported string type {other}"
-                ));
-            }
-        };
-        dn.push(DnType::from_oid(&oid), value);
-    }
-    Ok(dn)
-}
-
-/// The certificate's subject key identifier, if it has one.
-fn subject_key_identifier(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.iter_extensions()
-        .find_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-            _ => None,
-        })
 }
 
 /// Sets the validity period. rcgen takes `time::OffsetDateTime`, and the project neither
@@ -498,10 +448,44 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 mod tests {
     use super::*;
 
-    use x509_parser::extensions::GeneralName;
+    use std::sync::Arc;
 
-    use crate::tls::organization_from_certificate;
+    use rcgen::{DnValue, KeyIdMethod};
+    use rustls::pki_types::UnixTime;
+    use rustls::server::WebPkiClientVerifier;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
     use crate::tls::test_support::*;
+    use crate::tls::{organization_from_certificate, parse_trust_anchors};
+
+    /// Whether the client certificate at `cert` chains to the CA(s) in `ca`, judged by the
+    /// verifier the server runs in the handshake (chain, signature, validity, clientAuth).
+    fn server_accepts(ca: &Path, cert: &Path) -> Result<(), rustls::Error> {
+        let roots = parse_trust_anchors(ca, &fs::read(ca).unwrap()).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let leaf = parse_certificates(cert, &fs::read(cert).unwrap()).unwrap();
+        verifier
+            .verify_client_cert(&leaf[0], &leaf[1..], UnixTime::now())
+            .map(|_| ())
+    }
+
+    /// The key identifier a certificate carries as `which` (subject or authority).
+    fn key_identifier(der: &[u8], authority: bool) -> Option<Vec<u8>> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        cert.iter_extensions()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) if !authority => Some(id.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(aki) if authority => {
+                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+                }
+                _ => None,
+            })
+    }
 
     #[test]
     fn layout_paths() {
@@ -656,6 +640,53 @@ mod tests {
         let ca_lifetime =
             ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
         assert!(ca_lifetime >= 5 * 365 * 24 * 3600, "{ca_lifetime}");
+    }
+
+    /// A CA made elsewhere and loaded from PEM issues certificates the server accepts: the
+    /// issuer name is reproduced byte for byte (string types included) and the authority
+    /// key identifier is the CA's own subject key identifier, not one rcgen derives anew.
+    #[test]
+    fn a_ca_loaded_from_pem_issues_certificates_that_chain_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CountryName,
+            DnValue::PrintableString("FI".try_into().unwrap()),
+        );
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Federation of Åland");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "an operator's CA");
+        params.key_identifier_method = KeyIdMethod::PreSpecified(vec![0x5a; 20]);
+        let ca = params.self_signed(&ca_key).unwrap();
+        fs::write(layout.ca_cert(), ca.pem()).unwrap();
+        fs::write(layout.ca_key(), ca_key.serialize_pem()).unwrap();
+
+        let report = write_dev_pki(dir.path(), &["kela"]).unwrap();
+        assert!(!report.created_ca);
+        let kela = layout.client_dir("kela").join("cert.pem");
+        server_accepts(&layout.ca_cert(), &kela).unwrap();
+        let kela_der = first_cert_der(&kela);
+        assert_eq!(key_identifier(&kela_der, true), Some(vec![0x5a; 20]));
+        assert_eq!(key_identifier(ca.der(), false), Some(vec![0x5a; 20]));
+        let (_, parsed) = x509_parser::parse_x509_certificate(&kela_der).unwrap();
+        let (_, parsed_ca) = x509_parser::parse_x509_certificate(ca.der()).unwrap();
+        assert_eq!(parsed.issuer().as_raw(), parsed_ca.subject().as_raw());
+
+        // The check is not vacuous: another CA's certificate for the same org is refused.
+        let other = tempfile::tempdir().unwrap();
+        write_dev_pki(other.path(), &["kela"]).unwrap();
+        let foreign = PkiLayout::new(other.path())
+            .client_dir("kela")
+            .join("cert.pem");
+        assert!(server_accepts(&layout.ca_cert(), &foreign).is_err());
     }
 
     /// The development PKI's own chain also passes OpenSSL's verification, so clients
