@@ -95,19 +95,12 @@ impl<D: Dialect> Consents for SqlTx<D> {
     }
 
     async fn get_consent(&mut self, id: Uuid, lock: bool) -> Result<Option<Consent>> {
-        let lock = if lock { D::LOCK } else { "" };
-        let select = Self::sql(format!("SELECT * FROM consents WHERE id = $1{lock}")).arg(id);
-        let row: Option<ConsentRow> = self.fetch_optional(select).await?;
+        let row: Option<ConsentRow> = self.by_id("consents", id, lock).await?;
         row.map(ConsentRow::into_domain).transpose()
     }
 
     async fn get_consents(&mut self, ids: &[Uuid]) -> Result<Vec<Consent>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut select = Self::sql("SELECT * FROM consents WHERE id IN ");
-        select.list(ids.iter().copied());
-        let rows: Vec<ConsentRow> = self.fetch_all(select).await?;
+        let rows: Vec<ConsentRow> = self.by_ids("consents", ids).await?;
         rows.into_iter().map(ConsentRow::into_domain).collect()
     }
 

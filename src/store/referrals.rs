@@ -117,19 +117,12 @@ impl<D: Dialect> Referrals for SqlTx<D> {
     }
 
     async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>> {
-        let lock = if lock { D::LOCK } else { "" };
-        let select = Self::sql(format!("SELECT * FROM referrals WHERE id = $1{lock}")).arg(id);
-        let row: Option<ReferralRow> = self.fetch_optional(select).await?;
+        let row: Option<ReferralRow> = self.by_id("referrals", id, lock).await?;
         row.map(ReferralRow::into_domain).transpose()
     }
 
     async fn get_referrals(&mut self, ids: &[Uuid]) -> Result<Vec<Referral>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut select = Self::sql("SELECT * FROM referrals WHERE id IN ");
-        select.list(ids.iter().copied());
-        let rows: Vec<ReferralRow> = self.fetch_all(select).await?;
+        let rows: Vec<ReferralRow> = self.by_ids("referrals", ids).await?;
         rows.into_iter().map(ReferralRow::into_domain).collect()
     }
 

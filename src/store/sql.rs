@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use sqlx::{Arguments, error::BoxDynError};
+use uuid::Uuid;
 
 use super::{
     Tx,
@@ -202,6 +203,30 @@ impl<D: Dialect> SqlTx<D> {
             .fetch_one(self.conn().await?.executor())
             .await?;
         Ok(row.read()?)
+    }
+
+    /// The row of `table` whose `id` is `id`; with `lock`, locked until the transaction ends.
+    pub async fn by_id<T>(&mut self, table: &str, id: Uuid, lock: bool) -> Result<Option<T>>
+    where
+        D::Row: Read<T>,
+    {
+        let lock = if lock { D::LOCK } else { "" };
+        let select = Self::sql(format!("SELECT * FROM {table} WHERE id = $1{lock}")).arg(id);
+        self.fetch_optional(select).await
+    }
+
+    /// The rows of `table` whose `id` is among `ids`, unlocked, in no particular order: one
+    /// statement however many.
+    pub async fn by_ids<T>(&mut self, table: &str, ids: &[Uuid]) -> Result<Vec<T>>
+    where
+        D::Row: Read<T>,
+    {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select = Self::sql(format!("SELECT * FROM {table} WHERE id IN "));
+        select.list(ids.iter().copied());
+        self.fetch_all(select).await
     }
 
     /// Runs a statement by the simple protocol: one round trip, and its text (one per member of a
