@@ -38,8 +38,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(connect_error(&options, &e)))?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/postgres"), schema).await?;
         let listener = tokio::spawn(listen(pool.clone(), signals.clone()));
         Ok(Self {
@@ -106,6 +107,41 @@ impl Leadership for AdvisoryLock {
             .execute(&mut self.conn)
             .await
             .is_ok()
+    }
+}
+
+/// Says which step of connecting to PostgreSQL failed — reaching the server, logging in, or finding
+/// the database — and what to do about it; never the password.
+pub fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> String {
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let user = options.get_username();
+    let database = options.get_database().unwrap_or(user);
+    let code = match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match (e, code.as_deref()) {
+        (sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut, _) => format!(
+            "cannot reach PostgreSQL at {server} ({e}): is it running, and are the host and port \
+             in the URL right?"
+        ),
+        (sqlx::Error::Tls(_), _) => format!(
+            "PostgreSQL at {server} and this server could not agree on TLS ({e}): check the URL's \
+             sslmode"
+        ),
+        // invalid_password, invalid_authorization_specification
+        (_, Some("28P01" | "28000")) => format!(
+            "PostgreSQL at {server} refused the login of user {user:?} ({e}): check the user and \
+             password in the URL, and the server's pg_hba.conf"
+        ),
+        // invalid_catalog_name
+        (_, Some("3D000")) => format!(
+            "PostgreSQL at {server} has no database {database:?}: create it (createdb -h {} -p {} \
+             -U {user} {database}) or name another in the URL",
+            options.get_host(),
+            options.get_port()
+        ),
+        _ => format!("cannot connect to PostgreSQL at {server} as {user:?}: {e}"),
     }
 }
 

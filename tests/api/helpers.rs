@@ -155,11 +155,50 @@ impl Drop for TestDb {
     }
 }
 
-async fn admin_connection(url: &str) -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is required for the tests and was not reachable at {url}: {e}. Start it or set REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
-    })
+/// The connection the tests create their databases through. A missing database (a fresh
+/// PostgreSQL has no `test`) is created first, through the server's `postgres` database; any other
+/// failure says which step failed (server, login, database) and stops the tests: they fail, never
+/// skip, without PostgreSQL.
+pub(crate) async fn admin_connection(url: &str) -> sqlx::PgConnection {
+    use std::str::FromStr;
+
+    use sqlx::{Connection, postgres::PgConnectOptions};
+    let options = PgConnectOptions::from_str(url)
+        .unwrap_or_else(|e| panic!("REFERRAL_EXCHANGE_TEST_POSTGRES_URL is not a URL: {e}"));
+    let fail = |e: &sqlx::Error| -> ! {
+        panic!(
+            "PostgreSQL is required for the tests: {}. Set REFERRAL_EXCHANGE_TEST_POSTGRES_URL for \
+             another server",
+            referral_exchange::store::postgres::connect_error(&options, e)
+        )
+    };
+    match sqlx::PgConnection::connect_with(&options).await {
+        Ok(connection) => connection,
+        Err(e) if is_missing_database(&e) => {
+            let database = options.get_database().unwrap_or("test").to_owned();
+            let maintenance = options.clone().database("postgres");
+            let mut admin = sqlx::PgConnection::connect_with(&maintenance)
+                .await
+                .unwrap_or_else(|e| fail(&e));
+            let create = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
+            // Another test binary may have created it meanwhile.
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+                && !e.to_string().contains("already exists")
+            {
+                fail(&e);
+            }
+            sqlx::PgConnection::connect_with(&options)
+                .await
+                .unwrap_or_else(|e| fail(&e))
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn is_missing_database(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
 }
 
 /// Databases left behind by a test run that was killed: older than an hour.

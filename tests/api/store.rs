@@ -363,3 +363,69 @@ async fn raw_sql(database: &TestDb, db: Db, sql: &str) -> Result<(), String> {
     };
     result.map_err(|e| e.to_string())
 }
+
+/// The PostgreSQL URL the tests use, with its database replaced by `database`.
+fn postgres_url_of(database: &str) -> String {
+    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => format!("{url}/{database}"),
+    }
+}
+
+async fn connect_error(url: &str) -> String {
+    let signals = Arc::new(MailboxSignals::default());
+    match store::connect(url, Schema::Migrate, signals).await {
+        Ok(_) => panic!("connected to {url}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// A connection that fails says which step failed and what to do, for each of the three.
+#[tokio::test]
+async fn a_failed_postgres_connection_says_whether_server_login_or_database_failed() {
+    let missing = format!("rx_missing_{}", Uuid::new_v4().simple());
+    let no_database = connect_error(&postgres_url_of(&missing)).await;
+    assert!(
+        no_database.contains(&format!("has no database \"{missing}\""))
+            && no_database.contains("createdb"),
+        "{no_database}"
+    );
+
+    let no_server = connect_error("postgres://postgres@127.0.0.1:1/test").await;
+    assert!(
+        no_server.contains("cannot reach PostgreSQL at 127.0.0.1:1"),
+        "{no_server}"
+    );
+
+    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let stranger = url.replacen("postgres@", "rx_no_such_role@", 1);
+    let no_login = connect_error(&stranger).await;
+    assert!(
+        no_login.contains("refused the login of user \"rx_no_such_role\""),
+        "{no_login}"
+    );
+}
+
+/// A fresh PostgreSQL has no `test` database: the tests' admin connection creates the one its URL
+/// names instead of failing.
+#[tokio::test]
+async fn the_tests_create_their_database_when_it_is_missing() {
+    let missing = format!("rx_missing_{}", Uuid::new_v4().simple());
+    let mut connection = admin_connection(&postgres_url_of(&missing)).await;
+    let (current,): (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&mut connection)
+        .await
+        .expect("query");
+    assert_eq!(current, missing);
+    drop(connection);
+    let mut admin = admin_connection(&postgres_url_of("postgres")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {missing} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop");
+}
