@@ -253,7 +253,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
         None => None,
     };
-    tracing::info!(%addr, health = ?health_addr, engine = ?exchange.store().engine(), "serving");
+    let health_port = health_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(%addr, health = %health_port, engine = ?exchange.store().engine(), "serving");
 
     let (stop_background, stopped) = watch::channel(false);
     let background = background_jobs(&exchange, &audit_log)

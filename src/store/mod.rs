@@ -103,23 +103,15 @@ where
     DB: sqlx::Database,
     DB::Connection: sqlx::migrate::Migrate,
 {
-    use sqlx::migrate::Migrate;
+    let missing = missing_migrations(pool, migrator).await?;
     if schema == Schema::Migrate {
         migrator.run(pool).await?;
+        if !missing.is_empty() {
+            // Several replicas may start together: one applied these, the others waited for it.
+            tracing::info!(versions = ?missing, "the database schema was behind; migrated");
+        }
         return Ok(());
     }
-    let mut conn = pool.acquire().await?;
-    // No migrations table at all: nothing was applied.
-    let applied = match conn.list_applied_migrations(&migrator.table_name).await {
-        Ok(applied) => applied,
-        Err(sqlx::migrate::MigrateError::Execute(e)) if is_missing_table(&e) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let missing: Vec<i64> = migrator
-        .iter()
-        .map(|m| m.version)
-        .filter(|version| !applied.iter().any(|a| a.version == *version))
-        .collect();
     anyhow::ensure!(
         missing.is_empty(),
         "the database schema is behind this binary (migrations {missing:?} not applied): run `referral-exchange migrate` first"
@@ -169,6 +161,30 @@ pub trait Tx:
     async fn savepoint(&mut self, n: u64) -> Result<()>;
     /// `ROLLBACK TO SAVEPOINT sp<n>`: undoes what was done since, also after an error.
     async fn rollback_to_savepoint(&mut self, n: u64) -> Result<()>;
+}
+
+/// The versions of `migrator` that `pool`'s database has not applied.
+async fn missing_migrations<DB>(
+    pool: &sqlx::Pool<DB>,
+    migrator: &sqlx::migrate::Migrator,
+) -> anyhow::Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let mut conn = pool.acquire().await?;
+    // No migrations table at all: nothing was applied.
+    let applied = match conn.list_applied_migrations(&migrator.table_name).await {
+        Ok(applied) => applied,
+        Err(sqlx::migrate::MigrateError::Execute(e)) if is_missing_table(&e) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !applied.iter().any(|a| a.version == *version))
+        .collect())
 }
 
 /// Whether `e` says the table asked for does not exist (a database no migration has touched).

@@ -38,11 +38,24 @@ async fn serve_without_migrating_refuses_a_schema_that_is_behind_until_migrate_h
         .args(["migrate", "--database-url", database.url()])
         .output()
         .expect("run migrate");
+    let said = String::from_utf8_lossy(&migrated.stderr);
+    assert!(migrated.status.success(), "{said}");
+    // It says what it did, in plain text when its stderr is not a terminal.
+    assert!(said.contains("migrated"), "{said}");
     assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
+        !said.contains('\u{1b}'),
+        "colour escapes in a pipe: {said:?}"
     );
+    let again = binary()
+        .args(["migrate", "--database-url", database.url()])
+        .output()
+        .expect("run migrate again");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && !said.contains("migrated"),
+        "{said}"
+    );
+    assert!(said.contains("up to date"), "{said}");
 
     let app = TestApp::spawn_on(db, database, default_start(), |settings| {
         settings.schema = referral_exchange::store::Schema::RequireCurrent;

@@ -172,6 +172,12 @@ pub(crate) fn start_binary_with(
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
             && json["fields"]["message"] == "serving"
         {
+            // An address or "off", never Rust's debug spelling of an absent one.
+            let health = json["fields"]["health"].as_str().unwrap_or_default();
+            assert!(
+                health == "off" || health.parse::<std::net::SocketAddr>().is_ok(),
+                "health: {health:?}"
+            );
             break json["fields"]["addr"]
                 .as_str()
                 .expect("addr")
