@@ -209,6 +209,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The error details every refusal carries (ErrorInfo, BadRequest…): with them a
+            // reflection client such as grpcurl shows a refusal's reason and field violations.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

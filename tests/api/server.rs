@@ -87,6 +87,40 @@ async fn health_and_both_reflection_versions_are_served(db: Db) {
     app.stop().await;
 }
 
+/// Whether reflection (version `v1alpha`, what grpcurl speaks) finds the file defining `symbol`.
+async fn reflection_finds(app: &TestApp, symbol: &str) -> bool {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(app.channel("kela").await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = stream.next().await.and_then(Result::ok);
+    matches!(
+        response.and_then(|r| r.message_response),
+        Some(MessageResponse::FileDescriptorResponse(files)) if !files.file_descriptor_proto.is_empty()
+    )
+}
+
+/// grpcurl decodes a refusal's details by asking reflection for their types.
+#[tokio::test]
+async fn reflection_serves_the_error_detail_types_of_refusals() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    for symbol in ["google.rpc.ErrorInfo", "google.rpc.BadRequest"] {
+        assert!(reflection_finds(&app, symbol).await, "{symbol}");
+    }
+    assert!(!reflection_finds(&app, "google.rpc.NoSuchDetail").await);
+    app.stop().await;
+}
+
 /// The database a server binary of a test runs on: a fresh PostgreSQL one, or none for SQLite (the
 /// server then makes its file in its data directory).
 async fn binary_database(db: Db) -> Option<TestDb> {
