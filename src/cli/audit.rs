@@ -78,8 +78,8 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
-                    "signing_key_file": out,
-                    "verifier_key": signer.verifier().to_string(),
+                    "signingKeyFile": out,
+                    "verifierKey": signer.verifier().to_string(),
                 }))?
             );
             Ok(ExitCode::SUCCESS)
@@ -141,8 +141,10 @@ fn verify_command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What a successful verification established.
+/// What a successful verification established. Printed with the API's key style (camelCase), as
+/// every tool of the command line prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Verified {
     pub origin: String,
     pub tree_size: u64,

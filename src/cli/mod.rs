@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = crate::tls::write_dev_pki(&args.dir, &orgs)?;
             let out = serde_json::json!({
                 "dir": args.dir,
-                "created_ca": report.created_ca,
+                "createdCa": report.created_ca,
                 "issued": report.issued,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);

@@ -200,3 +200,45 @@ async fn after_a_pseudonym_key_rotation_a_persons_history_is_still_found(db: Db)
     assert_eq!(pseudonyms.len(), 2, "one pseudonym per key");
     after.stop().await;
 }
+
+/// The local tools print JSON with the API's key style (camelCase), as the client does.
+#[test]
+fn the_local_tools_print_camel_case_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = binary()
+        .args(["dev-pki", "--org", "kela", "--dir"])
+        .arg(dir.path().join("pki"))
+        .output()
+        .expect("run dev-pki");
+    let key = binary()
+        .args([
+            "audit",
+            "generate-key",
+            "--origin",
+            "example/audit-log",
+            "--out",
+        ])
+        .arg(dir.path().join("signing.key"))
+        .output()
+        .expect("run generate-key");
+    for (tool, output, expected) in [
+        ("dev-pki", pki, &["dir", "createdCa", "issued"][..]),
+        ("generate-key", key, &["signingKeyFile", "verifierKey"][..]),
+    ] {
+        assert!(output.status.success(), "{tool}: {output:?}");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in expected {
+            assert!(keys.contains(key), "{tool}: {key} in {keys:?}");
+        }
+        assert!(
+            keys.iter().all(|k| !k.contains('_')),
+            "{tool}: snake_case key in {keys:?}"
+        );
+    }
+}
