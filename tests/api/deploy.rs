@@ -1,5 +1,6 @@
 //! `deploy/` is checked against the binary without a container engine: every manifest parses, and
-//! names only flags, environment variables, ports, probes and secrets the binary really has.
+//! names only flags, environment variables, ports, probes and secrets the binary really has; and the
+//! server builds from exactly the files the Dockerfile copies.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -323,19 +324,68 @@ fn the_dockerfile_builds_a_small_non_root_image_of_the_binary() {
     assert_eq!(exposed, ports, "EXPOSE lists the ports it listens on");
 }
 
-/// The build stage's `COPY` sources (`COPY a b dest` copies `a` and `b`), paths from the repository root.
-fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
+/// One `COPY` of the build stage: its sources (paths from the repository root) and where each lands,
+/// relative to the stage's `WORKDIR`.
+struct Copy {
+    sources: Vec<String>,
+    destination: String,
+}
+
+impl Copy {
+    /// Where each source lands: `COPY a b dir/` puts `a` and `b` into `dir`; `COPY src src` copies
+    /// the file or directory `src` as `src`.
+    fn placements(&self) -> Vec<(String, std::path::PathBuf)> {
+        let destination = Path::new(&self.destination);
+        let into_directory = self.sources.len() > 1 || self.destination.ends_with('/');
+        self.sources
+            .iter()
+            .map(|source| {
+                let target = if into_directory {
+                    destination.join(Path::new(source).file_name().expect("a file name"))
+                } else {
+                    destination.to_path_buf()
+                };
+                (source.clone(), normalised(&target))
+            })
+            .collect()
+    }
+}
+
+/// The build stage's `COPY` lines and `RUN` commands.
+fn build_stage(dockerfile: &str) -> (Vec<Copy>, Vec<String>) {
     let mut copies = Vec::new();
     let mut runs = Vec::new();
+    let mut workdir = String::from("/");
     let mut stage = 0;
     for line in dockerfile.lines().map(str::trim) {
         if line.starts_with("FROM ") {
             stage += 1;
         } else if stage == 1 {
-            if let Some(args) = line.strip_prefix("COPY ") {
+            if let Some(dir) = line.strip_prefix("WORKDIR ") {
+                workdir = dir.trim().to_owned();
+            } else if let Some(args) = line.strip_prefix("COPY ") {
                 let words: Vec<&str> = args.split_whitespace().collect();
-                if let Some((_, sources)) = words.split_last() {
-                    copies.extend(sources.iter().map(|w| w.trim_end_matches('/').to_owned()));
+                assert!(
+                    !words.iter().any(|w| w.starts_with("--")),
+                    "a build-stage COPY with options: {line}"
+                );
+                if let Some((destination, sources)) = words.split_last() {
+                    // An absolute destination inside the WORKDIR, as a relative one.
+                    let destination = destination
+                        .strip_prefix(workdir.as_str())
+                        .map(|d| format!("./{}", d.trim_start_matches('/')))
+                        .unwrap_or_else(|| (*destination).to_owned());
+                    assert!(
+                        !destination.starts_with('/'),
+                        "a COPY outside the WORKDIR {workdir}: {line}"
+                    );
+                    copies.push(Copy {
+                        sources: sources
+                            .iter()
+                            .map(|w| w.trim_end_matches('/').to_owned())
+                            .collect(),
+                        destination,
+                    });
                 }
             } else if let Some(command) = line.strip_prefix("RUN ") {
                 runs.push(command.to_owned());
@@ -343,6 +393,14 @@ fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
         }
     }
     (copies, runs)
+}
+
+/// The build stage's `COPY` sources (`COPY a b dest` copies `a` and `b`), paths from the repository
+/// root, and its `RUN` commands.
+fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
+    let (copies, runs) = build_stage(dockerfile);
+    let sources = copies.into_iter().flat_map(|c| c.sources).collect();
+    (sources, runs)
 }
 
 /// `dir/../x` and `./x` as `x`; paths from the repository root.
@@ -443,4 +501,112 @@ fn the_dockerfile_builds_only_the_server_from_what_it_copies() {
         }
     }
     assert!(embedded > 0, "found the embedded files");
+}
+
+/// Copies the file or directory `from` to `to`, every file with a modification time of now: a copy
+/// keeps no mtime of the tree it came from, so cargo cannot take any of it for already built.
+fn copy_touched(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+        let entries = std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        for entry in entries {
+            let entry = entry.expect("a directory entry");
+            copy_touched(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+        }
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        std::fs::File::options()
+            .write(true)
+            .open(to)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .unwrap_or_else(|e| panic!("touching {}: {e}", to.display()));
+    }
+}
+
+/// The directory this test binary was built in (`<dir>/debug/deps/api-…`), whose compiled
+/// dependencies a build of the image's sources can reuse.
+fn own_build_dir() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|dir| dir.join("debug").is_dir())
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(Into::into))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The image's server binary builds from exactly the files the Dockerfile's build stage copies, put
+/// into a directory that holds nothing else, with the Dockerfile's own `cargo build` command: a file
+/// the build needs and the image lacks (a module, an `include_str!`, a migration, a proto) fails here
+/// as it would fail `docker build`, which CI cannot run.
+///
+/// Debug, not the image's `--release`: a missing file fails compilation the same way in both (files
+/// are read when macros expand and modules load, before any optimisation), and an optimised build
+/// would add minutes on CI's two cores without checking anything more. `--offline --locked`: nothing
+/// is fetched, and the copied `Cargo.lock` must already be complete.
+///
+/// Where it builds: the context is copied to a fixed place in this test's own build directory,
+/// wiped first (so it holds the copied files only) and every file touched (so cargo cannot take the
+/// copy for an already-built tree). Intermediate artifacts go to this test's build directory
+/// (`CARGO_BUILD_BUILD_DIR`), so the compiled dependencies are reused and only the crate itself is
+/// compiled; the final binary goes to a directory of its own (`CARGO_TARGET_DIR`), so that it never
+/// replaces `target/debug/referral-exchange` while other tests run that binary. A fixed place keeps
+/// the package's identity the same from run to run, so its artifacts are replaced, not piled up.
+#[test]
+fn the_server_builds_from_exactly_the_files_the_dockerfile_copies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (copies, runs) = build_stage(&deploy("Dockerfile"));
+    let build_dir = own_build_dir();
+    let context = build_dir.join("dockerfile-context");
+    let artifacts = build_dir.join("dockerfile-artifacts");
+    if context.exists() {
+        std::fs::remove_dir_all(&context).expect("remove the previous context");
+    }
+    std::fs::create_dir_all(&context).expect("context directory");
+    for copy in &copies {
+        for (source, target) in copy.placements() {
+            let from = root.join(&source);
+            assert!(
+                from.exists(),
+                "the Dockerfile copies {source}, which does not exist"
+            );
+            copy_touched(&from, &context.join(target));
+        }
+    }
+
+    let build = runs
+        .iter()
+        .find(|r| r.trim_start().starts_with("cargo build"))
+        .expect("a cargo build in the build stage");
+    let args: Vec<&str> = build
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| *a != "--release")
+        .collect();
+    assert!(
+        args.contains(&"--locked"),
+        "the image builds --locked: {build}"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(&args)
+        .arg("--offline")
+        .current_dir(&context)
+        .env("CARGO_BUILD_BUILD_DIR", &build_dir)
+        .env("CARGO_TARGET_DIR", &artifacts)
+        .output()
+        .expect("run cargo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+    assert!(
+        output.status.success(),
+        "`{build}` (debug, --offline) fails on exactly the files the Dockerfile copies:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        artifacts.join("debug/referral-exchange").is_file(),
+        "built the server binary"
+    );
 }
