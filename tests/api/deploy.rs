@@ -1,6 +1,7 @@
 //! `deploy/` is checked against the binary without a container engine: every manifest parses, and
-//! names only flags, environment variables, ports, probes and secrets the binary really has; and the
-//! server builds from exactly the files the Dockerfile copies.
+//! names only flags, environment variables, ports, probes and secrets the binary really has; the server
+//! builds from exactly the files the Dockerfile copies; compose's set-up commands run as written and
+//! give the image's user files it can read.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -608,5 +609,164 @@ fn the_server_builds_from_exactly_the_files_the_dockerfile_copies() {
     assert!(
         artifacts.join("debug/referral-exchange").is_file(),
         "built the server binary"
+    );
+}
+
+/// The image's user, numerically: distroless' `nonroot` is uid and gid 65532.
+fn image_user() -> (u32, u32) {
+    let dockerfile = deploy("Dockerfile");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER");
+    let id = |name: &str| match name {
+        "nonroot" => 65532,
+        number => number
+            .parse()
+            .unwrap_or_else(|_| panic!("USER {user}: unknown name {name}")),
+    };
+    let (u, g) = user
+        .trim()
+        .split_once(':')
+        .unwrap_or((user.trim(), user.trim()));
+    (id(u), id(g))
+}
+
+/// Whether a file of `meta` grants `bits` (4 read, 1 execute) to `uid`/`gid`, as the kernel decides
+/// for a process without supplementary groups: owner bits, else group bits, else other bits.
+fn grants(meta: &std::fs::Metadata, uid: u32, gid: u32, bits: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        mode >> 6 & bits == bits
+    } else if meta.gid() == gid {
+        mode >> 3 & bits == bits
+    } else {
+        mode & bits == bits
+    }
+}
+
+/// compose.yaml's opening comment sets up `./secrets`; its indented lines are the commands, run here
+/// as written (`cargo run --` being the binary under test) in an empty directory, as one shell script
+/// as a pasted block would run. Then every file the replicas are given under the secrets mount exists
+/// and is readable by the image's user through it (a bind mount keeps the host's owners and modes),
+/// private keys are readable by nobody else, and the user really reads each one.
+#[test]
+fn the_compose_set_up_commands_run_as_written_and_the_image_user_can_read_the_secrets() {
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    let text = deploy("compose.yaml");
+    let commands: Vec<String> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| {
+            l.replace(
+                "cargo run -- ",
+                &format!("{} ", env!("CARGO_BIN_EXE_referral-exchange")),
+            )
+        })
+        .collect();
+    assert!(
+        commands.len() >= 3,
+        "set-up commands in the comment: {commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.contains("cargo ")),
+        "every command runs the binary: {commands:?}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let output = Command::new("sh")
+        .args(["-euc", &commands.join("\n")])
+        .current_dir(dir.path())
+        .output()
+        .expect("sh");
+    assert!(
+        output.status.success(),
+        "the set-up commands fail: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let compose = &yaml("compose.yaml")[0];
+    let exchange = &compose["x-exchange"];
+    assert!(
+        exchange["user"].is_badvalue(),
+        "the replicas run as the image's user"
+    );
+    let (uid, gid) = image_user();
+    // `./secrets:/run/secrets:ro`: host paths from the compose file's directory.
+    let mounts: Vec<(String, String)> = list(&exchange["volumes"])
+        .iter()
+        .map(|v| {
+            let mut parts = s(v).split(':');
+            let host = parts.next().unwrap_or_default().to_owned();
+            let container = parts.next().unwrap_or_default().to_owned();
+            (host, container)
+        })
+        .collect();
+    let compose_dir = dir.path().join("deploy");
+    let mut checked = 0;
+    for (name, value) in exchange["environment"].as_hash().expect("environment") {
+        let (name, value) = (s(name), value.as_str().unwrap_or_default());
+        let Some((host, rest)) = mounts.iter().find_map(|(host, container)| {
+            value
+                .strip_prefix(container.as_str())
+                .map(|rest| (host, rest.trim_start_matches('/')))
+        }) else {
+            continue;
+        };
+        let mount_root = normalised(&compose_dir.join(host));
+        let file = mount_root.join(rest);
+        let meta = std::fs::metadata(&file).unwrap_or_else(|e| {
+            panic!("{name}={value}: the set-up made no {}: {e}", file.display())
+        });
+        assert!(
+            grants(&meta, uid, gid, 4),
+            "{name}: {} (mode {:o}, owner {}:{}) is not readable by {uid}:{gid}",
+            file.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        );
+        // Every directory from the mount down to the file is traversable.
+        for ancestor in file
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&mount_root))
+        {
+            let meta = std::fs::metadata(ancestor).expect("a directory");
+            assert!(
+                grants(&meta, uid, gid, 1),
+                "{name}: {} is not traversable by {uid}:{gid}",
+                ancestor.display()
+            );
+        }
+        if name.ends_with("_KEY") || name.ends_with("_KEY_FILE") {
+            assert_eq!(
+                meta.mode() & 0o007,
+                0,
+                "{name}: {} is readable by everyone",
+                file.display()
+            );
+        }
+        // And really: a process of that user and group alone reads it.
+        let read = Command::new("cat")
+            .arg(&file)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("cat");
+        assert!(
+            read.status.success() && !read.stdout.is_empty(),
+            "{name}: {uid}:{gid} cannot read {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&read.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 5,
+        "TLS certificate, key and client CA, pseudonym and signing keys"
     );
 }
