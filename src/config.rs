@@ -275,6 +275,13 @@ impl ServeArgs {
         }
     }
 
+    /// The file the pseudonym key is read from: the configured one, or the development key's.
+    pub fn pseudonym_key_path(&self) -> PathBuf {
+        self.pseudonym_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pseudonym.key"))
+    }
+
     /// The pseudonym key: from the configured file, or a development key created on first use.
     pub fn pseudonym_key(&self) -> anyhow::Result<Vec<u8>> {
         match &self.pseudonym_key_file {
