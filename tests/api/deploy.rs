@@ -546,7 +546,8 @@ fn own_build_dir() -> std::path::PathBuf {
 /// Debug, not the image's `--release`: a missing file fails compilation the same way in both (files
 /// are read when macros expand and modules load, before any optimisation), and an optimised build
 /// would add minutes on CI's two cores without checking anything more. `--offline --locked`: nothing
-/// is fetched, and the copied `Cargo.lock` must already be complete.
+/// is fetched, and the copied `Cargo.lock` must already be complete. `--jobs 1` leaves the other core
+/// to the tests running beside this one.
 ///
 /// Where it builds: the context is copied to a fixed place in this test's own build directory,
 /// wiped first (so it holds the copied files only) and every file touched (so cargo cannot take the
@@ -594,6 +595,9 @@ fn the_server_builds_from_exactly_the_files_the_dockerfile_copies() {
     let output = Command::new(cargo)
         .args(&args)
         .arg("--offline")
+        // One job: the other tests of this binary run meanwhile, some of them timing-sensitive, and
+        // CI has two cores.
+        .args(["--jobs", "1"])
         .current_dir(&context)
         .env("CARGO_BUILD_BUILD_DIR", &build_dir)
         .env("CARGO_TARGET_DIR", &artifacts)
