@@ -108,7 +108,8 @@ pub struct ServeArgs {
     pub client_ca: Option<PathBuf>,
 
     /// File holding the pseudonym key as hex (at least 32 bytes). Losing it makes old audit events
-    /// unsearchable by identity code; see deploy/README.md on rotation.
+    /// unsearchable by identity code. The database remembers the key it was written with and the
+    /// server refuses to start with another; see deploy/README.md on rotation.
     #[arg(long, env = "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
 
@@ -273,6 +274,13 @@ impl ServeArgs {
                 "give all of --tls-cert, --tls-key and --client-ca, or none for a development PKI"
             ),
         }
+    }
+
+    /// The file the pseudonym key is read from: the configured one, or the development key's.
+    pub fn pseudonym_key_path(&self) -> PathBuf {
+        self.pseudonym_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pseudonym.key"))
     }
 
     /// The pseudonym key: from the configured file, or a development key created on first use.

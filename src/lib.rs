@@ -15,7 +15,8 @@
 //!   for SQLite (the embedded default) and PostgreSQL (production, several replicas).
 //! - [`domain`], [`mailbox`], [`audit`], [`access`], [`error`], [`clock`]: types and rules as pure
 //!   code (identity codes, routing, working days, the state machine, consent, leases, pseudonyms, the
-//!   Merkle tree), who may call what, the closed set of errors, time.
+//!   Merkle tree), who may call what, the closed set of errors, time; [`keys`]: fingerprints of the
+//!   keys the database was written with.
 //!
 //! The benchmark is a binary of its own (`src/bin/referral-exchange-bench/`) that uses this library
 //! as any client would.
@@ -31,6 +32,7 @@ pub mod domain;
 pub mod error;
 pub mod exchange;
 pub mod grpc;
+pub mod keys;
 pub mod mailbox;
 pub mod server;
 pub mod store;

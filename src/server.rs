@@ -4,7 +4,7 @@
 //! calls), an optional drain pause lets them notice, long-polls answer and streams end, the server
 //! stops accepting and lets calls in flight finish, background tasks stop, the database closes.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -59,6 +59,8 @@ pub struct Settings {
     pub pseudonym_key: Vec<u8>,
     /// Keys rotated out, still used to look people up.
     pub previous_pseudonym_keys: Vec<Vec<u8>>,
+    /// Where the pseudonym key was read from, named when the database refuses it.
+    pub pseudonym_key_file: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
     pub delivery: DeliveryPolicy,
     pub deadlines: DeadlinePolicy,
@@ -113,6 +115,7 @@ impl Settings {
             tls,
             pseudonym_key,
             previous_pseudonym_keys: Vec::new(),
+            pseudonym_key_file: None,
             clock: Arc::new(SystemClock),
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
@@ -176,7 +179,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             .iter()
             .map(|r| r.id.to_string()),
     );
+    let pseudonyms = Pseudonymizer::new(settings.pseudonym_key)?
+        .with_previous(settings.previous_pseudonym_keys)?;
     let mut tx = store.begin().await?;
+    // Before anything is written: a refused key leaves the database as it was.
+    check_pseudonym_key(
+        &mut *tx,
+        &pseudonyms,
+        settings.pseudonym_key_file.as_deref(),
+        settings.clock.now(),
+    )
+    .await?;
     tx.ensure_mailboxes(&mailboxes).await?;
     tx.commit().await?;
     let audit_log = settings.audit_log;
@@ -184,8 +197,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         Exchange::new(
             store,
             settings.clock,
-            Pseudonymizer::new(settings.pseudonym_key)?
-                .with_previous(settings.previous_pseudonym_keys)?,
+            pseudonyms,
             settings.delivery,
             settings.deadlines,
         )
@@ -278,6 +290,75 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         stop_background,
         background,
     })
+}
+
+/// Refuses a pseudonym key the database was not written with, records the key of a new database, and
+/// records a rotation (the key the database was written with given as a previous key). See
+/// [`crate::keys`] for why: under another key, lookups by identity code silently find nothing.
+async fn check_pseudonym_key(
+    tx: &mut dyn store::Tx,
+    pseudonyms: &Pseudonymizer,
+    file: Option<&std::path::Path>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    use crate::keys::{KeyCheck, KeyPurpose, check, short};
+    let purpose = KeyPurpose::Pseudonym.as_str();
+    let current = pseudonyms.fingerprint();
+    let previous = pseudonyms.previous_fingerprints();
+    // A second round only when another replica recorded or rotated at the same moment.
+    for _ in 0..2 {
+        let recorded = tx.key_fingerprint(purpose).await?;
+        let done = match check(recorded.as_deref(), &current, &previous) {
+            KeyCheck::Same => true,
+            KeyCheck::Record => {
+                let done = tx.insert_key_fingerprint(purpose, &current, now).await?;
+                if done {
+                    tracing::info!(
+                        fingerprint = short(&current),
+                        "recorded the pseudonym key's fingerprint in the database"
+                    );
+                }
+                done
+            }
+            KeyCheck::Rotate { from } => {
+                let done = tx
+                    .replace_key_fingerprint(purpose, &from, &current, now)
+                    .await?;
+                if done {
+                    tracing::info!(
+                        from = short(&from),
+                        to = short(&current),
+                        "pseudonym key rotated: new events use the new key, lookups also match the previous keys"
+                    );
+                }
+                done
+            }
+            KeyCheck::Unknown { recorded } => {
+                let file = file.map_or_else(
+                    || "the pseudonym key given".to_owned(),
+                    |f| format!("the pseudonym key in {}", f.display()),
+                );
+                let previous = if previous.is_empty() {
+                    String::new()
+                } else {
+                    format!(", nor is any of the {} previous keys", previous.len())
+                };
+                anyhow::bail!(
+                    "{file} is not the key this database was written with{previous} (fingerprint of the \
+                     database's key {}…, of this key {}…): with it, lookups by identity code would \
+                     silently find nobody's events. Start with the key the database was written with. \
+                     To rotate to a new key, give the new key as --pseudonym-key-file and the old one as \
+                     --previous-pseudonym-key-file (deploy/README.md, \"Keys\")",
+                    short(&recorded),
+                    short(&current),
+                );
+            }
+        };
+        if done {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the pseudonym key's fingerprint kept changing while starting; start again")
 }
 
 /// The deployment-wide tasks (see [`background`]); each runs on one replica at a time.

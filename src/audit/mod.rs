@@ -63,6 +63,20 @@ impl Pseudonymizer {
         hmac_hex(&self.key, code)
     }
 
+    /// The fingerprint of the current key (`crate::keys`): what the database records it was
+    /// written with.
+    pub fn fingerprint(&self) -> String {
+        crate::keys::fingerprint(crate::keys::KeyPurpose::Pseudonym, &self.key)
+    }
+
+    /// The fingerprints of the previous keys, in the order given.
+    pub fn previous_fingerprints(&self) -> Vec<String> {
+        self.previous
+            .iter()
+            .map(|key| crate::keys::fingerprint(crate::keys::KeyPurpose::Pseudonym, key))
+            .collect()
+    }
+
     /// The pseudonyms `code` may have been recorded under: the current one first, then each previous
     /// key's. What lookups by identity code match.
     pub fn lookup(&self, code: &PersonalIdentityCode) -> Vec<String> {

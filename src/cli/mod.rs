@@ -96,6 +96,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
     settings.health_listen = args.health_listen;
     settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
+    settings.pseudonym_key_file = Some(args.pseudonym_key_path());
     settings.drain = std::time::Duration::from_secs(args.drain_seconds);
     settings.group_commit_max = usize::try_from(args.group_commit_max).unwrap_or(1);
     settings.group_commit_lanes = usize::try_from(args.group_commit_lanes).unwrap_or(1);

@@ -8,7 +8,8 @@
 //!
 //! - [`Tx`]: one transaction's operations, one trait per aggregate, each in its own file with its
 //!   SQL: [`idempotency`], [`consents`], [`referrals`], [`messages`] (mailboxes), [`deadlines`],
-//!   [`audit_trail`] (the events), [`audit_log`] (the Merkle tree), [`readings`] (the gauges).
+//!   [`audit_trail`] (the events), [`audit_log`] (the Merkle tree), [`readings`] (the gauges),
+//!   [`keys`] (fingerprints of the keys the data was written with).
 //! - `sql`: the one implementation of [`Tx`], generic over the engine, and the statement builder
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
@@ -27,6 +28,7 @@ mod dialect;
 pub mod group;
 mod held;
 pub mod idempotency;
+pub mod keys;
 pub mod messages;
 pub mod postgres;
 pub mod readings;
@@ -46,6 +48,7 @@ pub use self::{
     consents::{ConsentEventFilter, ConsentFilter, Consents, StoredConsentEvent},
     deadlines::Deadlines,
     idempotency::{Claim, Idempotency},
+    keys::Keys,
     messages::{MailboxCounts, Messages},
     postgres::PostgresStore,
     readings::{GaugeReadings, Readings},
@@ -147,7 +150,16 @@ pub trait Leadership: Send {
 /// [`Tx::commit`] rolls everything back.
 #[async_trait]
 pub trait Tx:
-    Idempotency + Consents + Referrals + Messages + Deadlines + AuditTrail + AuditLog + Readings + Send
+    Idempotency
+    + Consents
+    + Referrals
+    + Messages
+    + Deadlines
+    + AuditTrail
+    + AuditLog
+    + Readings
+    + Keys
+    + Send
 {
     /// Sends the writes this transaction has held back, if any: plain writes (inserts, updates by
     /// key) whose results nobody reads wait and go together, before the next read and at the

@@ -1,5 +1,7 @@
 //! `deploy/` is checked against the binary without a container engine: every manifest parses, and
-//! names only flags, environment variables, ports, probes and secrets the binary really has.
+//! names only flags, environment variables, ports, probes and secrets the binary really has; the server
+//! builds from exactly the files the Dockerfile copies; compose's set-up commands run as written and
+//! give the image's user files it can read.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -323,19 +325,68 @@ fn the_dockerfile_builds_a_small_non_root_image_of_the_binary() {
     assert_eq!(exposed, ports, "EXPOSE lists the ports it listens on");
 }
 
-/// The build stage's `COPY` sources (`COPY a b dest` copies `a` and `b`), paths from the repository root.
-fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
+/// One `COPY` of the build stage: its sources (paths from the repository root) and where each lands,
+/// relative to the stage's `WORKDIR`.
+struct Copy {
+    sources: Vec<String>,
+    destination: String,
+}
+
+impl Copy {
+    /// Where each source lands: `COPY a b dir/` puts `a` and `b` into `dir`; `COPY src src` copies
+    /// the file or directory `src` as `src`.
+    fn placements(&self) -> Vec<(String, std::path::PathBuf)> {
+        let destination = Path::new(&self.destination);
+        let into_directory = self.sources.len() > 1 || self.destination.ends_with('/');
+        self.sources
+            .iter()
+            .map(|source| {
+                let target = if into_directory {
+                    destination.join(Path::new(source).file_name().expect("a file name"))
+                } else {
+                    destination.to_path_buf()
+                };
+                (source.clone(), normalised(&target))
+            })
+            .collect()
+    }
+}
+
+/// The build stage's `COPY` lines and `RUN` commands.
+fn build_stage(dockerfile: &str) -> (Vec<Copy>, Vec<String>) {
     let mut copies = Vec::new();
     let mut runs = Vec::new();
+    let mut workdir = String::from("/");
     let mut stage = 0;
     for line in dockerfile.lines().map(str::trim) {
         if line.starts_with("FROM ") {
             stage += 1;
         } else if stage == 1 {
-            if let Some(args) = line.strip_prefix("COPY ") {
+            if let Some(dir) = line.strip_prefix("WORKDIR ") {
+                workdir = dir.trim().to_owned();
+            } else if let Some(args) = line.strip_prefix("COPY ") {
                 let words: Vec<&str> = args.split_whitespace().collect();
-                if let Some((_, sources)) = words.split_last() {
-                    copies.extend(sources.iter().map(|w| w.trim_end_matches('/').to_owned()));
+                assert!(
+                    !words.iter().any(|w| w.starts_with("--")),
+                    "a build-stage COPY with options: {line}"
+                );
+                if let Some((destination, sources)) = words.split_last() {
+                    // An absolute destination inside the WORKDIR, as a relative one.
+                    let destination = destination
+                        .strip_prefix(workdir.as_str())
+                        .map(|d| format!("./{}", d.trim_start_matches('/')))
+                        .unwrap_or_else(|| (*destination).to_owned());
+                    assert!(
+                        !destination.starts_with('/'),
+                        "a COPY outside the WORKDIR {workdir}: {line}"
+                    );
+                    copies.push(Copy {
+                        sources: sources
+                            .iter()
+                            .map(|w| w.trim_end_matches('/').to_owned())
+                            .collect(),
+                        destination,
+                    });
                 }
             } else if let Some(command) = line.strip_prefix("RUN ") {
                 runs.push(command.to_owned());
@@ -343,6 +394,14 @@ fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
         }
     }
     (copies, runs)
+}
+
+/// The build stage's `COPY` sources (`COPY a b dest` copies `a` and `b`), paths from the repository
+/// root, and its `RUN` commands.
+fn build_stage_copies(dockerfile: &str) -> (Vec<String>, Vec<String>) {
+    let (copies, runs) = build_stage(dockerfile);
+    let sources = copies.into_iter().flat_map(|c| c.sources).collect();
+    (sources, runs)
 }
 
 /// `dir/../x` and `./x` as `x`; paths from the repository root.
@@ -443,4 +502,275 @@ fn the_dockerfile_builds_only_the_server_from_what_it_copies() {
         }
     }
     assert!(embedded > 0, "found the embedded files");
+}
+
+/// Copies the file or directory `from` to `to`, every file with a modification time of now: a copy
+/// keeps no mtime of the tree it came from, so cargo cannot take any of it for already built.
+fn copy_touched(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+        let entries = std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        for entry in entries {
+            let entry = entry.expect("a directory entry");
+            copy_touched(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+        }
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        std::fs::File::options()
+            .write(true)
+            .open(to)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .unwrap_or_else(|e| panic!("touching {}: {e}", to.display()));
+    }
+}
+
+/// The directory this test binary was built in (`<dir>/debug/deps/api-…`), whose compiled
+/// dependencies a build of the image's sources can reuse.
+fn own_build_dir() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|dir| dir.join("debug").is_dir())
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(Into::into))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The image's server binary builds from exactly the files the Dockerfile's build stage copies, put
+/// into a directory that holds nothing else, with the Dockerfile's own `cargo build` command: a file
+/// the build needs and the image lacks (a module, an `include_str!`, a migration, a proto) fails here
+/// as it would fail `docker build`, which CI cannot run.
+///
+/// Debug, not the image's `--release`: a missing file fails compilation the same way in both (files
+/// are read when macros expand and modules load, before any optimisation), and an optimised build
+/// would add minutes on CI's two cores without checking anything more. `--offline --locked`: nothing
+/// is fetched, and the copied `Cargo.lock` must already be complete. `--jobs 1` leaves the other core
+/// to the tests running beside this one.
+///
+/// Where it builds: the context is copied to a fixed place in this test's own build directory,
+/// wiped first (so it holds the copied files only) and every file touched (so cargo cannot take the
+/// copy for an already-built tree). Intermediate artifacts go to this test's build directory
+/// (`CARGO_BUILD_BUILD_DIR`), so the compiled dependencies are reused and only the crate itself is
+/// compiled; the final binary goes to a directory of its own (`CARGO_TARGET_DIR`), so that it never
+/// replaces `target/debug/referral-exchange` while other tests run that binary. A fixed place keeps
+/// the package's identity the same from run to run, so its artifacts are replaced, not piled up.
+#[test]
+fn the_server_builds_from_exactly_the_files_the_dockerfile_copies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (copies, runs) = build_stage(&deploy("Dockerfile"));
+    let build_dir = own_build_dir();
+    let context = build_dir.join("dockerfile-context");
+    let artifacts = build_dir.join("dockerfile-artifacts");
+    if context.exists() {
+        std::fs::remove_dir_all(&context).expect("remove the previous context");
+    }
+    std::fs::create_dir_all(&context).expect("context directory");
+    for copy in &copies {
+        for (source, target) in copy.placements() {
+            let from = root.join(&source);
+            assert!(
+                from.exists(),
+                "the Dockerfile copies {source}, which does not exist"
+            );
+            copy_touched(&from, &context.join(target));
+        }
+    }
+
+    let build = runs
+        .iter()
+        .find(|r| r.trim_start().starts_with("cargo build"))
+        .expect("a cargo build in the build stage");
+    let args: Vec<&str> = build
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| *a != "--release")
+        .collect();
+    assert!(
+        args.contains(&"--locked"),
+        "the image builds --locked: {build}"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(&args)
+        .arg("--offline")
+        // One job: the other tests of this binary run meanwhile, some of them timing-sensitive, and
+        // CI has two cores.
+        .args(["--jobs", "1"])
+        .current_dir(&context)
+        .env("CARGO_BUILD_BUILD_DIR", &build_dir)
+        .env("CARGO_TARGET_DIR", &artifacts)
+        .output()
+        .expect("run cargo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+    assert!(
+        output.status.success(),
+        "`{build}` (debug, --offline) fails on exactly the files the Dockerfile copies:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        artifacts.join("debug/referral-exchange").is_file(),
+        "built the server binary"
+    );
+}
+
+/// The image's user, numerically: distroless' `nonroot` is uid and gid 65532.
+fn image_user() -> (u32, u32) {
+    let dockerfile = deploy("Dockerfile");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER");
+    let id = |name: &str| match name {
+        "nonroot" => 65532,
+        number => number
+            .parse()
+            .unwrap_or_else(|_| panic!("USER {user}: unknown name {name}")),
+    };
+    let (u, g) = user
+        .trim()
+        .split_once(':')
+        .unwrap_or((user.trim(), user.trim()));
+    (id(u), id(g))
+}
+
+/// Whether a file of `meta` grants `bits` (4 read, 1 execute) to `uid`/`gid`, as the kernel decides
+/// for a process without supplementary groups: owner bits, else group bits, else other bits.
+fn grants(meta: &std::fs::Metadata, uid: u32, gid: u32, bits: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        mode >> 6 & bits == bits
+    } else if meta.gid() == gid {
+        mode >> 3 & bits == bits
+    } else {
+        mode & bits == bits
+    }
+}
+
+/// compose.yaml's opening comment sets up `./secrets`; its indented lines are the commands, run here
+/// as written (`cargo run --` being the binary under test) in an empty directory, as one shell script
+/// as a pasted block would run. Then every file the replicas are given under the secrets mount exists
+/// and is readable by the image's user through it (a bind mount keeps the host's owners and modes),
+/// private keys are readable by nobody else, and the user really reads each one.
+#[test]
+fn the_compose_set_up_commands_run_as_written_and_the_image_user_can_read_the_secrets() {
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    let text = deploy("compose.yaml");
+    let commands: Vec<String> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| {
+            l.replace(
+                "cargo run -- ",
+                &format!("{} ", env!("CARGO_BIN_EXE_referral-exchange")),
+            )
+        })
+        .collect();
+    assert!(
+        commands.len() >= 3,
+        "set-up commands in the comment: {commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.contains("cargo ")),
+        "every command runs the binary: {commands:?}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let output = Command::new("sh")
+        .args(["-euc", &commands.join("\n")])
+        .current_dir(dir.path())
+        .output()
+        .expect("sh");
+    assert!(
+        output.status.success(),
+        "the set-up commands fail: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let compose = &yaml("compose.yaml")[0];
+    let exchange = &compose["x-exchange"];
+    assert!(
+        exchange["user"].is_badvalue(),
+        "the replicas run as the image's user"
+    );
+    let (uid, gid) = image_user();
+    // `./secrets:/run/secrets:ro`: host paths from the compose file's directory.
+    let mounts: Vec<(String, String)> = list(&exchange["volumes"])
+        .iter()
+        .map(|v| {
+            let mut parts = s(v).split(':');
+            let host = parts.next().unwrap_or_default().to_owned();
+            let container = parts.next().unwrap_or_default().to_owned();
+            (host, container)
+        })
+        .collect();
+    let compose_dir = dir.path().join("deploy");
+    let mut checked = 0;
+    for (name, value) in exchange["environment"].as_hash().expect("environment") {
+        let (name, value) = (s(name), value.as_str().unwrap_or_default());
+        let Some((host, rest)) = mounts.iter().find_map(|(host, container)| {
+            value
+                .strip_prefix(container.as_str())
+                .map(|rest| (host, rest.trim_start_matches('/')))
+        }) else {
+            continue;
+        };
+        let mount_root = normalised(&compose_dir.join(host));
+        let file = mount_root.join(rest);
+        let meta = std::fs::metadata(&file).unwrap_or_else(|e| {
+            panic!("{name}={value}: the set-up made no {}: {e}", file.display())
+        });
+        assert!(
+            grants(&meta, uid, gid, 4),
+            "{name}: {} (mode {:o}, owner {}:{}) is not readable by {uid}:{gid}",
+            file.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        );
+        // Every directory from the mount down to the file is traversable.
+        for ancestor in file
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&mount_root))
+        {
+            let meta = std::fs::metadata(ancestor).expect("a directory");
+            assert!(
+                grants(&meta, uid, gid, 1),
+                "{name}: {} is not traversable by {uid}:{gid}",
+                ancestor.display()
+            );
+        }
+        if name.ends_with("_KEY") || name.ends_with("_KEY_FILE") {
+            assert_eq!(
+                meta.mode() & 0o007,
+                0,
+                "{name}: {} is readable by everyone",
+                file.display()
+            );
+        }
+        // And really: a process of that user and group alone reads it.
+        let read = Command::new("cat")
+            .arg(&file)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("cat");
+        assert!(
+            read.status.success() && !read.stdout.is_empty(),
+            "{name}: {uid}:{gid} cannot read {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&read.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 5,
+        "TLS certificate, key and client CA, pseudonym and signing keys"
+    );
 }

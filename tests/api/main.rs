@@ -12,6 +12,7 @@ mod delivery;
 mod deploy;
 mod exchange;
 mod group_commit;
+mod keys;
 mod logs;
 mod mailbox;
 mod operations;

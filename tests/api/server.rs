@@ -132,7 +132,7 @@ async fn binary_database(db: Db) -> Option<TestDb> {
 
 /// A server process that ends with its test: killed when dropped, so that a test that fails half-way
 /// leaves no server running behind it.
-pub(crate) struct ServerChild(std::process::Child);
+pub(crate) struct ServerChild(pub(crate) std::process::Child);
 
 impl std::ops::Deref for ServerChild {
     type Target = std::process::Child;

@@ -122,13 +122,28 @@ impl Target {
 }
 
 /// One server process.
+/// The pseudonym key every server process of one run uses, beside their data directories: the
+/// database refuses a key it was not written with (`referral_exchange::keys`), and each data
+/// directory would otherwise get a development key of its own (the wake-up scenario's two processes,
+/// the data-size mode's restarts).
+fn shared_pseudonym_key(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.parent().unwrap_or(data_dir).join("pseudonym.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        referral_exchange::config::write_secret(&path, &hex::encode(key))?;
+    }
+    Ok(path)
+}
+
 pub struct ServerProcess {
     child: Child,
     target: Target,
 }
 
 impl ServerProcess {
-    /// Starts `binary serve` on `database_url` with a development PKI in `data_dir`.
+    /// Starts `binary serve` on `database_url` with a development PKI in `data_dir` and the run's
+    /// shared pseudonym key (unless `extra` names one).
     pub fn start(
         binary: &Path,
         data_dir: &Path,
@@ -146,6 +161,10 @@ impl ServerProcess {
             ])
             .arg(data_dir)
             .args(["--database-url", database_url])
+            .env(
+                "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE",
+                shared_pseudonym_key(data_dir)?,
+            )
             .args(extra)
             .env("RUST_LOG", "warn,referral_exchange::server=info")
             .stdout(Stdio::null())
