@@ -230,6 +230,7 @@ pub fn client_tls_config(
 
     let roots = parse_trust_anchors(ca, &ca_pem)?;
     let chain = parse_certificates(cert, &cert_pem)?;
+    check_client_auth_usage(cert, &chain[0])?;
     let private_key = parse_private_key(key, &key_pem)?;
     ServerName::try_from(domain).map_err(|e| TlsError::Unusable {
         context: format!("server name {domain:?}"),
@@ -265,6 +266,26 @@ pub fn client_tls_config_pem(
         .ca_certificate(Certificate::from_pem(ca_pem))
         .identity(Identity::from_pem(cert_pem, key_pem))
         .domain_name(domain)
+}
+
+/// Refuses a client certificate whose extended key usage leaves out `clientAuth`: the server
+/// refuses it during the handshake, and under TLS 1.3 the client then only sees its first call
+/// fail with "connection closed", which points nowhere. A certificate without the extension at
+/// all is accepted by the server (no restriction), so only a present extension is checked.
+fn check_client_auth_usage(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        // rustls will say what is wrong with it.
+        return Ok(());
+    };
+    match parsed.extended_key_usage() {
+        Ok(Some(usage)) if !usage.value.client_auth => Err(TlsError::Unusable {
+            context: format!("client certificate {}", path.display()),
+            reason: "it has no clientAuth extended key usage, so the server refuses it at the \
+                     TLS handshake; have it issued with extendedKeyUsage=clientAuth"
+                .to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -384,6 +405,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, TlsError::Pem { .. }), "{error}");
+
+        // A certificate for servers only (serverAuth, no clientAuth) as the client's.
+        let error = client_tls_config(
+            &layout.ca_cert(),
+            &layout.server_cert(),
+            &layout.server_key(),
+            "localhost",
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("server.pem") && text.contains("no clientAuth extended key usage"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
