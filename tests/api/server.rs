@@ -89,7 +89,7 @@ async fn health_and_both_reflection_versions_are_served(db: Db) {
 
 /// The database a server binary of a test runs on: a fresh PostgreSQL one, or none for SQLite (the
 /// server then makes its file in its data directory).
-async fn binary_database(db: Db) -> Option<TestDb> {
+pub(crate) async fn binary_database(db: Db) -> Option<TestDb> {
     match db {
         Db::Sqlite => None,
         Db::Postgres => Some(TestDb::create(Db::Postgres).await),
