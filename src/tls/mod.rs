@@ -2,6 +2,7 @@
 //!
 //! * here: the runtime configuration (server and client rustls/tonic configs, the crypto
 //!   provider, PEM files read and checked up front so that errors name the file);
+//! * `incoming.rs`: the server's TLS handshakes, each refusal logged with its reason and peer;
 //! * `identity.rs`: which organisation a client certificate speaks for;
 //! * `dev_pki.rs`: the development PKI written by `referral-exchange dev-pki`;
 //! * `test_support.rs`: a health server behind the real certificate check, for the tests.
@@ -54,6 +55,7 @@
 
 mod dev_pki;
 mod identity;
+mod incoming;
 #[cfg(test)]
 mod test_support;
 
@@ -72,10 +74,11 @@ pub use identity::{
     CertificateIdentityError, ORGANIZATION_URI_PREFIX, organization_from_certificate,
     organization_from_request,
 };
+pub use incoming::tls_incoming;
 
 /// How long a peer may take to complete the TLS handshake. tonic has no default, so a peer
 /// that opens TCP connections and never finishes the handshake would hold them forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors reading, checking or writing TLS material. Every variant names the file or the
 /// item concerned, because these errors are read by an operator at startup.
@@ -173,6 +176,21 @@ pub fn server_tls_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<ServerTlsConfig, TlsError> {
+    server_rustls_config(cert, key, client_ca)?;
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .client_ca_root(Certificate::from_pem(read(client_ca)?))
+        .timeout(HANDSHAKE_TIMEOUT))
+}
+
+/// The same server configuration as [`server_tls_config`] as a rustls config (offering HTTP/2 by
+/// ALPN, as tonic does), for [`tls_incoming`], which does the handshakes itself so that it can log
+/// the refused ones.
+pub fn server_rustls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let ca_pem = read(client_ca)?;
@@ -191,7 +209,7 @@ pub fn server_tls_config(
         context: format!("client CA {}", client_ca.display()),
         reason: e.to_string(),
     })?;
-    rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| {
             b.with_client_cert_verifier(verifier)
@@ -205,11 +223,8 @@ pub fn server_tls_config(
             ),
             reason: e.to_string(),
         })?;
-
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca_pem))
-        .timeout(HANDSHAKE_TIMEOUT))
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Client side: trust `ca`, present `cert`/`key`; `domain` is the server name to verify

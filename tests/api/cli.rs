@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::helpers::*;
-use crate::server::{ServerChild, binary_database, start_binary};
+use crate::server::{ServerChild, ServerLog, binary_database, start_binary_logged};
 
 /// The built binary, which the tour calls `cargo run -q --`.
 const BIN: &str = env!("CARGO_BIN_EXE_referral-exchange");
@@ -18,19 +18,24 @@ struct Tour {
     _database: Option<TestDb>,
     _server: ServerChild,
     endpoint: String,
+    log: ServerLog,
 }
 
 impl Tour {
     async fn start(db: Db) -> Tour {
         let dir = tempfile::tempdir().expect("dir");
         let database = binary_database(db).await;
-        let (server, addr) =
-            start_binary(&dir.path().join("var"), database.as_ref().map(TestDb::url));
+        let (server, addr, log) = start_binary_logged(
+            &dir.path().join("var"),
+            database.as_ref().map(TestDb::url),
+            &[],
+        );
         Tour {
             dir,
             _database: database,
             _server: server,
             endpoint: format!("https://{addr}"),
+            log,
         }
     }
 
@@ -432,9 +437,71 @@ async fn errors_say_what_to_do(db: Db) {
         "{stderr}"
     );
 
-    // A server certificate from another CA: the error names the CA file used.
+    // A client certificate from another CA (with the right CA for the server): the server
+    // refuses it at the handshake and logs why and from where; the client names its certificate.
     let other = tempfile::tempdir().expect("dir");
     referral_exchange::tls::write_dev_pki(other.path(), &["kela"]).expect("other PKI");
+    let other_kela = other.path().join("clients/kela");
+    let output = tour.client(
+        "kela",
+        Some("handler-1"),
+        &[
+            "--cert",
+            other_kela.join("cert.pem").to_str().unwrap_or_default(),
+            "--key",
+            other_kela.join("key.pem").to_str().unwrap_or_default(),
+            "list-referrals",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refused the client certificate {}",
+            other_kela.join("cert.pem").display()
+        )),
+        "{stderr}"
+    );
+    let refusal = wait_for_refusal(&tour.log, "UnknownIssuer|BadSignature").await;
+    assert!(
+        refusal["fields"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("--client-ca")),
+        "{refusal}"
+    );
+
+    // A certificate without clientAuth, from a client that does not check (not this CLI): the
+    // server logs the reason.
+    let tls = referral_exchange::tls::client_tls_config_pem(
+        &std::fs::read(pki.join("ca.pem")).expect("ca"),
+        &std::fs::read(pki.join("server.pem")).expect("cert"),
+        &std::fs::read(pki.join("server.key")).expect("key"),
+        "localhost",
+    );
+    let channel = tonic::transport::Endpoint::from_shared(tour.endpoint.clone())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await;
+    if let Ok(channel) = channel {
+        let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        assert!(answer.is_err(), "refused: {answer:?}");
+    }
+    let refusal = wait_for_refusal(&tour.log, "extended key usage|InvalidPurpose").await;
+    assert!(
+        refusal["fields"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("clientAuth")),
+        "{refusal}"
+    );
+    // Never a certificate's names in the log.
+    let log = tour.log.lock().map(|l| l.join("\n")).unwrap_or_default();
+    assert!(!log.contains("urn:referral-exchange"), "{log}");
+
+    // A server certificate from another CA: the error names the CA file used.
     let other_ca = other.path().join("ca.pem");
     let output = tour.client(
         "kela",
@@ -451,4 +518,33 @@ async fn errors_say_what_to_do(db: Db) {
         stderr.contains(&format!("not issued by the CA in {}", other_ca.display())),
         "{stderr}"
     );
+}
+
+/// The server's "TLS handshake refused" log line whose reason matches one of the `|`-separated
+/// words, waiting a little for it (the server logs once it has the client's alert or data).
+async fn wait_for_refusal(log: &ServerLog, reasons: &str) -> serde_json::Value {
+    for _ in 0..50 {
+        let found = log.lock().ok().and_then(|lines| {
+            lines.iter().rev().find_map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                let fields = &json["fields"];
+                let reason = fields["reason"].as_str()?;
+                (fields["message"] == "TLS handshake refused"
+                    && reasons.split('|').any(|r| reason.contains(r)))
+                .then_some(json)
+            })
+        });
+        if let Some(json) = found {
+            assert!(
+                json["fields"]["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("127.0.0.1:")),
+                "the peer's address: {json}"
+            );
+            return json;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = log.lock().map(|l| l.join("\n")).unwrap_or_default();
+    panic!("no handshake refusal with {reasons} in the server's log:\n{log}");
 }

@@ -409,7 +409,20 @@ pub(super) fn tls_hint(chain: &str, files: &TlsFiles) -> Option<String> {
             files.cert.display()
         ));
     }
-    if has("UnsupportedCertificate") || has("CertificateUnknown") || has("connection closed") {
+    // Under TLS 1.3 the client may not even get the server's alert: its first call finds the
+    // connection gone.
+    if [
+        "UnsupportedCertificate",
+        "CertificateUnknown",
+        "connection closed",
+        "broken pipe",
+        "stream closed",
+        "connection reset",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|needle| has(needle))
+    {
         return Some(format!(
             "if every call fails like this, the server probably refused the client certificate \
              {} during the handshake; the server's log names the reason",
