@@ -34,8 +34,10 @@
 //! # Notes on tonic 0.14 TLS (verified by the tests below)
 //!
 //! * `Server::tls_config` also applies to `serve_with_incoming`: the incoming TCP streams
-//!   are wrapped in TLS. A failed handshake is logged at `debug` level and the connection
-//!   dropped; the server keeps serving others.
+//!   are wrapped in TLS. A failed handshake is logged at `debug` level, without the peer, and
+//!   the connection dropped; the server keeps serving others. That is why the real server does
+//!   its handshakes itself ([`tls_incoming`], from [`server_rustls_config`]) and logs each
+//!   refusal with its reason and peer; [`server_tls_config`] remains for the tests' servers.
 //! * `Request::peer_certs()` is only `Some` when the incoming stream is a
 //!   `tokio::net::TcpStream` (tonic looks for `TlsConnectInfo<TcpConnectInfo>`); with any
 //!   other IO type it is `None`, and [`organization_from_request`] then refuses the request.

@@ -10,12 +10,18 @@
 //!
 //! * `0`: the call succeeded; the response is on stdout.
 //! * `1`: the server refused the call. stderr gets one line of JSON:
-//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"field_violations":[…],"precondition_violations":[…]}`
+//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"field_violations":[…],"precondition_violations":[…],"hint":…}`
 //!   (the `google.rpc.Status` details of AIP-193), so a script can branch on `code` and `reason`
-//!   without parsing messages. `health` also exits 1 when the server answers but is not `SERVING`.
+//!   without parsing messages. The server speaks the API's names; this client adds to each field
+//!   violation the `flag` that sets the field (`lease_duration` → `--lease-seconds`) and, when it
+//!   knows one, a `hint` in its own terms (a missing `x-user-id` is a missing `--user`). `health`
+//!   also exits 1 when the server answers but is not `SERVING`.
 //! * `2`: the server could not be reached or the connection broke (TCP, TLS, HTTP/2). stderr gets
 //!   `error: …` with the whole source chain, because the outermost message of a transport error
-//!   ("transport error") says nothing useful on its own. (clap's usage errors exit 2 as well.)
+//!   ("transport error") says nothing useful on its own; a `hint:` line follows when the failure
+//!   points at one of the TLS files (the CA file for a server from another CA, the client
+//!   certificate when the server refused it). clap's usage errors exit 2 as well, and so does
+//!   the one usage rule checked after parsing ([`Command::usage_error`]).
 //! * `3`: the call succeeded but some of its ack ids did not take effect: `acknowledge-messages`,
 //!   `modify-leases`, `pull-messages --ack`, `stream-messages --ack`. The response is still on
 //!   stdout; stderr gets one line of JSON naming each ack id and why:
