@@ -183,6 +183,19 @@ async fn the_readme_tour_runs_twice_with_the_same_output(db: Db) {
         "the tour's commands were found:\n{script}"
     );
     let tour = Tour::start(db).await;
+    // A person starts the server and then reads the README; by the time they paste, the audit
+    // log has its first signed checkpoint (the sequencer signs about once a second), which the
+    // tour's auditor part reads. Wait for that instead of racing it.
+    let mut waited = 0;
+    while !tour
+        .client("auditor-dpo", None, &["get-checkpoint"])
+        .status
+        .success()
+    {
+        waited += 1;
+        assert!(waited < 100, "no audit checkpoint within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut outputs = Vec::new();
     for run in 1..=2 {
         let output = tour.run_script(&script);
