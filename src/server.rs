@@ -162,7 +162,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 /// Opens the database (migrating it, or checking it is current), binds and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     crate::tls::install_crypto_provider();
-    let tls = crate::tls::server_tls_config(
+    let tls = crate::tls::server_rustls_config(
         &settings.tls.cert,
         &settings.tls.key,
         &settings.tls.client_ca,
@@ -233,7 +233,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let mut tasks = Vec::new();
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service.clone())
@@ -244,8 +243,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .add_service(MailboxApi::new(exchange.clone()))
         .add_service(AuditApi::new(exchange.clone()))
         .add_service(DirectoryApi::new(exchange.clone()));
+    // TLS handshakes are done by `tls::tls_incoming`, which logs each refusal with its peer.
     tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming(listener),
+        crate::tls::tls_incoming(listener, tls, crate::tls::HANDSHAKE_TIMEOUT),
         async {
             let _ = stopped.await;
         },

@@ -84,12 +84,16 @@ impl NewConsent {
             ));
         }
         for (i, recipient) in self.recipients.iter().enumerate() {
-            if recipient.role() != Role::Receiver || !is_receiver(recipient) {
+            if recipient.role() != Role::Receiver {
                 violations.push(Violation::new(
                     format!("consent.recipients[{i}]"),
                     "receiver",
                     "must name a receiving organisation, such as organizations/hva-15",
                 ));
+            } else if !is_receiver(recipient) {
+                violations.push(super::organization::unknown_receiver_violation(format!(
+                    "consent.recipients[{i}]"
+                )));
             } else if self.recipients[..i].contains(recipient) {
                 violations.push(Violation::new(
                     format!("consent.recipients[{i}]"),
@@ -391,7 +395,7 @@ mod tests {
         c.recipients = vec![hva15()];
         assert_eq!(
             rules(c.validate(now(), |_| false)),
-            vec![("consent.recipients[0]".into(), "receiver")]
+            vec![("consent.recipients[0]".into(), "unknown_organization")]
         );
     }
 

@@ -167,6 +167,52 @@ impl OrganizationId {
     }
 }
 
+/// The rule of a field violation naming no organisation that takes part.
+pub const UNKNOWN_ORGANIZATION_RULE: &str = "unknown_organization";
+
+/// What to do about a name that is no organisation: where the list of those taking part is.
+const LIST_THEM: &str = "DirectoryService.ListOrganizations lists those taking part (client: \
+     list-organizations); a municipality's organiser is found with ResolveRecipient (client: \
+     resolve-recipient --home-municipality CODE)";
+
+/// The field violation for `name` given where an organisation's resource name belongs, when it is
+/// not one: a name without `organizations/` is malformed (`resource_name`); anything else names no
+/// organisation (`unknown_organization`), whatever its spelling, because `hva-99`, `espoo` and
+/// `HVA-15` are all the same mistake to the person who typed them. The description says what ids
+/// look like and where to find them, never the value itself (a mistyped field may hold anything).
+pub fn organization_name_violation(field: impl Into<String>, name: &str) -> super::Violation {
+    let Some(id) = name.strip_prefix(RESOURCE_PREFIX) else {
+        return super::Violation::new(
+            field,
+            "resource_name",
+            "must be an organisation's resource name, organizations/{id}, e.g. organizations/hva-15",
+        );
+    };
+    let why = match OrganizationId::parse(id) {
+        // Syntactically an id, yet not one taking part (e.g. `aland-999`).
+        Ok(_) => String::new(),
+        Err(_) if OrganizationId::parse(&id.to_ascii_lowercase()).is_ok() => {
+            " (organisation ids are lower case)".to_owned()
+        }
+        Err(error) => format!(" ({error})"),
+    };
+    super::Violation::new(
+        field,
+        UNKNOWN_ORGANIZATION_RULE,
+        format!("no such organisation{why}; {LIST_THEM}"),
+    )
+}
+
+/// The violation for an id that has the form of a receiver's but is none (an Åland code that is
+/// no Åland municipality): the same answer as any other unknown organisation.
+pub fn unknown_receiver_violation(field: impl Into<String>) -> super::Violation {
+    super::Violation::new(
+        field,
+        UNKNOWN_ORGANIZATION_RULE,
+        format!("no such organisation; {LIST_THEM}"),
+    )
+}
+
 impl fmt::Display for OrganizationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -198,6 +244,45 @@ impl<'de> Deserialize<'de> for OrganizationId {
 mod tests {
     use super::OrganizationIdError as E;
     use super::*;
+
+    #[test]
+    fn names_of_no_organisation_say_so_and_where_to_look() {
+        for (name, rule, contains) in [
+            (
+                "organizations/hva-99",
+                "unknown_organization",
+                "'hva-01' to 'hva-21'",
+            ),
+            (
+                "organizations/espoo",
+                "unknown_organization",
+                "must be 'kela'",
+            ),
+            ("organizations/HVA-15", "unknown_organization", "lower case"),
+            (
+                "organizations/aland-999",
+                "unknown_organization",
+                "no such organisation;",
+            ),
+            ("hva-15", "resource_name", "organizations/{id}"),
+        ] {
+            let v = organization_name_violation("consent.recipients[0]", name);
+            assert_eq!(v.field, "consent.recipients[0]");
+            assert_eq!(v.rule, rule, "{name}");
+            assert!(
+                v.description.contains(contains),
+                "{name}: {}",
+                v.description
+            );
+            if rule == UNKNOWN_ORGANIZATION_RULE {
+                assert!(v.description.starts_with("no such organisation"), "{name}");
+                assert!(v.description.contains("list-organizations"), "{name}");
+                // The value itself is never echoed.
+                let id = name.trim_start_matches(RESOURCE_PREFIX);
+                assert!(!v.description.contains(id), "{name}: {}", v.description);
+            }
+        }
+    }
 
     fn role_of(s: &str) -> Role {
         OrganizationId::parse(s).unwrap().role()

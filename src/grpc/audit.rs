@@ -227,10 +227,9 @@ impl pb::audit_service_server::AuditService for AuditApi {
                         .unwrap_or(&req.organization);
                     let org = OrganizationId::parse(id).ok().map(|o| o.to_string());
                     if org.is_none() {
-                        v.push(Violation::new(
+                        v.push(crate::domain::organization::organization_name_violation(
                             "organization",
-                            "organization",
-                            "must be organizations/{id}",
+                            &format!("organizations/{id}"),
                         ));
                     }
                     org

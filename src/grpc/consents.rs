@@ -14,6 +14,7 @@ use crate::{
     domain::{
         OrganizationId, Violation,
         consent::{Consent, ConsentState, Form, GivenBy, NewConsent, Purpose},
+        organization::organization_name_violation,
     },
     error::{Error, Result},
     exchange::{
@@ -109,10 +110,9 @@ fn new_consent(consent: Option<pb::Consent>) -> Result<NewConsent> {
     for (i, name) in c.recipients.iter().enumerate() {
         match OrganizationId::from_resource_name(name) {
             Ok(org) => recipients.push(org),
-            Err(_) => v.push(Violation::new(
+            Err(_) => v.push(organization_name_violation(
                 format!("consent.recipients[{i}]"),
-                "resource_name",
-                "must be organizations/{id}",
+                name,
             )),
         }
     }

@@ -63,8 +63,28 @@ where
         };
         let result = exchange.finish(&call, result).await;
         if let Err(e) = &result {
-            // Codes and reasons only: messages may quote resource names, never personal data.
-            tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+            // Codes, reasons and the broken rules' field paths only: messages may quote resource
+            // names, never personal data, and a field path with its rule is what an operator
+            // needs to tell a caller what to fix.
+            let fields = match e {
+                Error::InvalidArgument { violations, .. } => violations
+                    .iter()
+                    .map(|v| format!("{} ({})", v.field, v.rule))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            if fields.is_empty() {
+                tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+            } else {
+                tracing::info!(
+                    method,
+                    code = ?e.code(),
+                    reason = e.reason().as_str(),
+                    fields,
+                    "refused"
+                );
+            }
         }
         result
     }
@@ -327,10 +347,8 @@ pub(crate) fn optional_organization(
     }
     let org = crate::domain::OrganizationId::from_resource_name(value).ok();
     if org.is_none() {
-        violations.push(Violation::new(
-            field,
-            "resource_name",
-            "must be organizations/{id}",
+        violations.push(crate::domain::organization::organization_name_violation(
+            field, value,
         ));
     }
     org

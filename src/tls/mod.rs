@@ -2,6 +2,7 @@
 //!
 //! * here: the runtime configuration (server and client rustls/tonic configs, the crypto
 //!   provider, PEM files read and checked up front so that errors name the file);
+//! * `incoming.rs`: the server's TLS handshakes, each refusal logged with its reason and peer;
 //! * `identity.rs`: which organisation a client certificate speaks for;
 //! * `dev_pki.rs`: the development PKI written by `referral-exchange dev-pki`;
 //! * `test_support.rs`: a health server behind the real certificate check, for the tests.
@@ -33,8 +34,10 @@
 //! # Notes on tonic 0.14 TLS (verified by the tests below)
 //!
 //! * `Server::tls_config` also applies to `serve_with_incoming`: the incoming TCP streams
-//!   are wrapped in TLS. A failed handshake is logged at `debug` level and the connection
-//!   dropped; the server keeps serving others.
+//!   are wrapped in TLS. A failed handshake is logged at `debug` level, without the peer, and
+//!   the connection dropped; the server keeps serving others. That is why the real server does
+//!   its handshakes itself ([`tls_incoming`], from [`server_rustls_config`]) and logs each
+//!   refusal with its reason and peer; [`server_tls_config`] remains for the tests' servers.
 //! * `Request::peer_certs()` is only `Some` when the incoming stream is a
 //!   `tokio::net::TcpStream` (tonic looks for `TlsConnectInfo<TcpConnectInfo>`); with any
 //!   other IO type it is `None`, and [`organization_from_request`] then refuses the request.
@@ -54,6 +57,7 @@
 
 mod dev_pki;
 mod identity;
+mod incoming;
 #[cfg(test)]
 mod test_support;
 
@@ -72,10 +76,11 @@ pub use identity::{
     CertificateIdentityError, ORGANIZATION_URI_PREFIX, organization_from_certificate,
     organization_from_request,
 };
+pub use incoming::tls_incoming;
 
 /// How long a peer may take to complete the TLS handshake. tonic has no default, so a peer
 /// that opens TCP connections and never finishes the handshake would hold them forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors reading, checking or writing TLS material. Every variant names the file or the
 /// item concerned, because these errors are read by an operator at startup.
@@ -173,6 +178,21 @@ pub fn server_tls_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<ServerTlsConfig, TlsError> {
+    server_rustls_config(cert, key, client_ca)?;
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .client_ca_root(Certificate::from_pem(read(client_ca)?))
+        .timeout(HANDSHAKE_TIMEOUT))
+}
+
+/// The same server configuration as [`server_tls_config`] as a rustls config (offering HTTP/2 by
+/// ALPN, as tonic does), for [`tls_incoming`], which does the handshakes itself so that it can log
+/// the refused ones.
+pub fn server_rustls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let ca_pem = read(client_ca)?;
@@ -191,7 +211,7 @@ pub fn server_tls_config(
         context: format!("client CA {}", client_ca.display()),
         reason: e.to_string(),
     })?;
-    rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| {
             b.with_client_cert_verifier(verifier)
@@ -205,11 +225,8 @@ pub fn server_tls_config(
             ),
             reason: e.to_string(),
         })?;
-
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca_pem))
-        .timeout(HANDSHAKE_TIMEOUT))
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Client side: trust `ca`, present `cert`/`key`; `domain` is the server name to verify
@@ -230,6 +247,7 @@ pub fn client_tls_config(
 
     let roots = parse_trust_anchors(ca, &ca_pem)?;
     let chain = parse_certificates(cert, &cert_pem)?;
+    check_client_auth_usage(cert, &chain[0])?;
     let private_key = parse_private_key(key, &key_pem)?;
     ServerName::try_from(domain).map_err(|e| TlsError::Unusable {
         context: format!("server name {domain:?}"),
@@ -265,6 +283,26 @@ pub fn client_tls_config_pem(
         .ca_certificate(Certificate::from_pem(ca_pem))
         .identity(Identity::from_pem(cert_pem, key_pem))
         .domain_name(domain)
+}
+
+/// Refuses a client certificate whose extended key usage leaves out `clientAuth`: the server
+/// refuses it during the handshake, and under TLS 1.3 the client then only sees its first call
+/// fail with "connection closed", which points nowhere. A certificate without the extension at
+/// all is accepted by the server (no restriction), so only a present extension is checked.
+fn check_client_auth_usage(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        // rustls will say what is wrong with it.
+        return Ok(());
+    };
+    match parsed.extended_key_usage() {
+        Ok(Some(usage)) if !usage.value.client_auth => Err(TlsError::Unusable {
+            context: format!("client certificate {}", path.display()),
+            reason: "it has no clientAuth extended key usage, so the server refuses it at the \
+                     TLS handshake; have it issued with extendedKeyUsage=clientAuth"
+                .to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -384,6 +422,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, TlsError::Pem { .. }), "{error}");
+
+        // A certificate for servers only (serverAuth, no clientAuth) as the client's.
+        let error = client_tls_config(
+            &layout.ca_cert(),
+            &layout.server_cert(),
+            &layout.server_key(),
+            "localhost",
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("server.pem") && text.contains("no clientAuth extended key usage"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod background;
 mod bench;
+mod cli;
 mod consents;
 mod deadlines;
 mod delivery;

@@ -123,7 +123,7 @@ async fn reflection_serves_the_error_detail_types_of_refusals() {
 
 /// The database a server binary of a test runs on: a fresh PostgreSQL one, or none for SQLite (the
 /// server then makes its file in its data directory).
-async fn binary_database(db: Db) -> Option<TestDb> {
+pub(crate) async fn binary_database(db: Db) -> Option<TestDb> {
     match db {
         Db::Sqlite => None,
         Db::Postgres => Some(TestDb::create(Db::Postgres).await),
@@ -172,6 +172,19 @@ pub(crate) fn start_binary_with(
     database_url: Option<&str>,
     env: &[(&str, &str)],
 ) -> (ServerChild, std::net::SocketAddr) {
+    let (child, addr, _log) = start_binary_logged(dir, database_url, env);
+    (child, addr)
+}
+
+/// The server's log lines (JSON) after the one that reported its address, as they come.
+pub(crate) type ServerLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`start_binary_with`], keeping the server's log for the test to read.
+pub(crate) fn start_binary_logged(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    env: &[(&str, &str)],
+) -> (ServerChild, std::net::SocketAddr, ServerLog) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_referral-exchange"));
     command
         .args([
@@ -220,8 +233,16 @@ pub(crate) fn start_binary_with(
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let log = ServerLog::default();
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(line);
+            }
+        }
+    });
+    (child, addr, log)
 }
 
 pub(crate) async fn binary_client(

@@ -290,17 +290,23 @@ pub enum MailboxCommand {
         /// Wait up to this long (0–20 s) when the mailbox is empty.
         #[arg(long, default_value_t = 0)]
         wait_seconds: u32,
+        /// Acknowledge every pulled message once printed (for a script that has just handed
+        /// them on). Exits 3 if any acknowledgement did not apply.
+        #[arg(long)]
+        ack: bool,
     },
 
     /// Acknowledge delivered messages. Acknowledging REFERRAL_ROUTED is how a receiver takes
-    /// delivery (the referral becomes RECEIVED and its deadlines start).
+    /// delivery (the referral becomes RECEIVED and its deadlines start). Exits 3, naming the ack
+    /// ids and why on stderr, if any of them did not apply (expired lease, unknown id, …).
     AcknowledgeMessages {
         /// `ack_id`s from pull-messages.
         #[arg(required = true, value_name = "ACK_ID")]
         ack_ids: Vec<String>,
     },
 
-    /// Extend leases, or release them (`--lease-seconds 0`) for immediate redelivery.
+    /// Extend leases, or release them (`--lease-seconds 0`) for immediate redelivery. Exits 3,
+    /// naming the ack ids and why on stderr, if any lease change did not apply.
     ModifyLeases {
         /// `ack_id`s from pull-messages.
         #[arg(required = true, value_name = "ACK_ID")]
@@ -322,7 +328,8 @@ pub enum MailboxCommand {
         /// Stop after this many messages (default: until interrupted).
         #[arg(long)]
         count: Option<u64>,
-        /// Acknowledge each message once printed.
+        /// Acknowledge each message once printed. Exits 3 at the end if any acknowledgement
+        /// did not apply.
         #[arg(long)]
         ack: bool,
     },
@@ -498,7 +505,9 @@ pub struct RecordConsentArgs {
     /// End of validity (RFC 3339). Required by the server for written and electronic consents.
     #[arg(long, value_parser = parse_time, value_name = "RFC3339", conflicts_with = "valid_days")]
     pub expire_time: Option<DateTime<Utc>>,
-    /// End of validity as a number of days from `--valid-from` (or from now).
+    /// End of validity as a number of days from `--valid-from` (or from now: then it is printed
+    /// on stderr as `expire_time: …`, and a retry with `--request-id` must give that as
+    /// `--expire-time`, because "now" will have moved).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500), value_name = "N")]
     pub valid_days: Option<u32>,
     /// Where the evidence is kept, e.g. the archive reference of a signed form. No personal data.
@@ -506,6 +515,40 @@ pub struct RecordConsentArgs {
     pub evidence_reference: Option<String>,
     #[command(flatten)]
     pub request: RequestIdArgs,
+}
+
+impl RecordConsentArgs {
+    /// Whether the end of validity would be computed from this machine's clock: `--valid-days`
+    /// with neither `--valid-from` nor `--expire-time` to count from.
+    pub(super) fn expiry_depends_on_the_clock(&self) -> bool {
+        self.valid_days.is_some() && self.valid_from.is_none() && self.expire_time.is_none()
+    }
+}
+
+impl Command {
+    /// Usage errors clap cannot express, found before anything is sent.
+    ///
+    /// A retry with the same `--request-id` must send the same body (AIP-155: the server answers a
+    /// reused id with another body `ALREADY_EXISTS`/`REQUEST_ID_REUSED`). Every field of every
+    /// mutating command is taken from its flags as given, except one: `record-consent
+    /// --valid-days N` without `--valid-from` counts from now, so a retry would carry another
+    /// `expire_time`. With a given `--request-id` (which is how a retry looks) that is refused here.
+    pub fn usage_error(&self) -> Option<clap::Error> {
+        match self {
+            Command::Consent(ConsentCommand::RecordConsent(args))
+                if args.request.request_id.is_some() && args.expiry_depends_on_the_clock() =>
+            {
+                Some(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--valid-days without --valid-from counts from now, so a retry with the same \
+                     --request-id would send another expire_time and be refused as \
+                     REQUEST_ID_REUSED; give --expire-time RFC3339 (or --valid-from RFC3339 with \
+                     --valid-days), or drop --request-id\n",
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `create-referral` arguments.
@@ -714,6 +757,63 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_cannot_count_validity_from_now() {
+        let base = [
+            "record-consent",
+            "--identity-code",
+            "131052-308T",
+            "--recipient",
+            "hva-15",
+            "--form",
+            "written",
+            "--given-by",
+            "subject",
+        ];
+        let with = |extra: &[&'static str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            parse_ok(&argv).command.usage_error()
+        };
+        let error = with(&["--valid-days", "30", "--request-id", REFERRAL_UUID]);
+        let text = error.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert_eq!(
+            error.map(|e| (e.kind(), e.exit_code())),
+            Some((ErrorKind::ArgumentConflict, 2)),
+            "{text}"
+        );
+        for expected in [
+            "--expire-time",
+            "--valid-from",
+            "drop --request-id",
+            "REQUEST_ID_REUSED",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        // Anchored, or without a given id (the first try), it is fine.
+        assert!(with(&["--valid-days", "30"]).is_none());
+        assert!(
+            with(&[
+                "--valid-days",
+                "30",
+                "--valid-from",
+                "2025-03-01T09:00:00+02:00",
+                "--request-id",
+                REFERRAL_UUID
+            ])
+            .is_none()
+        );
+        assert!(
+            with(&[
+                "--expire-time",
+                "2026-03-01T09:00:00+02:00",
+                "--request-id",
+                REFERRAL_UUID
+            ])
+            .is_none()
+        );
+    }
+
+    #[test]
     fn transitions_parse() {
         let args = parse_ok(&[
             "reject-referral",
@@ -776,7 +876,8 @@ mod tests {
             Command::Mailbox(MailboxCommand::PullMessages {
                 max_messages: 10,
                 lease_seconds: 60,
-                wait_seconds: 0
+                wait_seconds: 0,
+                ack: false,
             })
         ));
         let args = parse_ok(&["modify-leases", "a1", "a2", "--lease-seconds", "0"]);

@@ -18,16 +18,16 @@ use super::output::report_table;
 use super::values::{IdentityCode, ProtoEnum};
 use crate::access::{CORRELATION_ID_HEADER, USER_ID_HEADER};
 use crate::proto::v1::{
-    AcceptReferralRequest, AcknowledgeMessagesRequest, CancelReferralRequest,
+    AcceptReferralRequest, AckResult, AcknowledgeMessagesRequest, CancelReferralRequest,
     CompleteReferralRequest, Consent, CreateReferralRequest, ExportAuditEventsRequest,
     ForwardReferralRequest, GetCheckpointRequest, GetConsentRequest, GetConsistencyProofRequest,
     GetInclusionProofRequest, GetMailboxStatsRequest, GetReferralRequest,
     GetSubjectAccessReportRequest, ListAuditEventsRequest, ListConsentEventsRequest,
     ListConsentsRequest, ListDeadLettersRequest, ListMailboxHistoryRequest,
     ListOrganizationsRequest, ListReferralsRequest, ModifyLeasesRequest, PullMessagesRequest,
-    RecordConsentRequest, RedriveDeadLettersRequest, Referral, RejectReferralRequest,
-    ResolveRecipientRequest, StartAssessmentRequest, StreamMessagesRequest, Subject,
-    WithdrawConsentRequest, audit_service_client::AuditServiceClient,
+    PullMessagesResponse, RecordConsentRequest, RedriveDeadLettersRequest, Referral,
+    RejectReferralRequest, ResolveRecipientRequest, StartAssessmentRequest, StreamMessagesRequest,
+    Subject, WithdrawConsentRequest, audit_service_client::AuditServiceClient,
     consent_service_client::ConsentServiceClient, directory_service_client::DirectoryServiceClient,
     mailbox_service_client::MailboxServiceClient, referral,
     referral_service_client::ReferralServiceClient,
@@ -81,6 +81,22 @@ pub(super) struct Output {
     pub(super) healthy: bool,
     /// Printed instead of the JSON when set (already printed when empty).
     pub(super) text: Option<String>,
+    /// Ack ids the server answered for but did not apply (`acknowledge-messages`,
+    /// `modify-leases`, `--ack`): the call succeeded, yet what the caller asked for did not
+    /// happen, so the exit code must say so (see the module docs).
+    pub(super) not_applied: Vec<AckResult>,
+}
+
+impl Output {
+    /// Text printed as is (empty: already printed), with no JSON.
+    fn text(text: String) -> Self {
+        Output {
+            json: serde_json::Value::Null,
+            healthy: true,
+            text: Some(text),
+            not_applied: Vec::new(),
+        }
+    }
 }
 
 /// Why a call produced no output.
@@ -106,6 +122,7 @@ fn json<T: Serialize>(response: tonic::Response<T>) -> Result<Output, CallError>
             json,
             healthy: true,
             text: None,
+            not_applied: Vec::new(),
         })
         .map_err(CallError::Output)
 }
@@ -128,6 +145,22 @@ async fn consent_service(command: ConsentCommand, s: &Session) -> Result<Output,
         ConsentCommand::RecordConsent(args) => {
             let request_id = request_id(&args.request);
             let request = record_consent_request(&args, request_id, Utc::now());
+            if args.expiry_depends_on_the_clock() {
+                // The id was generated (a given one is refused with a relative expiry, see
+                // `Command::usage_error`): say what a retry must send to be the same request.
+                if let Some(expire) = request
+                    .consent
+                    .as_ref()
+                    .and_then(|c| c.expire_time.as_ref())
+                    .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+                {
+                    let expire = expire.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    eprintln!(
+                        "expire_time: {expire} (to retry with this request_id, give \
+                         --expire-time {expire} instead of --valid-days)"
+                    );
+                }
+            }
             json(s.consents().record_consent(s.request(request)).await?)
         }
         ConsentCommand::GetConsent { name } => json(
@@ -294,17 +327,25 @@ async fn mailbox_service(command: MailboxCommand, s: &Session) -> Result<Output,
             max_messages,
             lease_seconds,
             wait_seconds,
+            ack,
         } => {
             let request = PullMessagesRequest {
                 max_messages,
                 lease_duration: Some(seconds(lease_seconds)),
                 wait_duration: Some(seconds(wait_seconds)),
             };
-            json(s.mailbox().pull_messages(s.request(request)).await?)
+            let response = s.mailbox().pull_messages(s.request(request)).await?;
+            if ack {
+                pull_and_acknowledge(s, response.into_inner()).await
+            } else {
+                json(response)
+            }
         }
         MailboxCommand::AcknowledgeMessages { ack_ids } => {
             let request = AcknowledgeMessagesRequest { ack_ids };
-            json(s.mailbox().acknowledge_messages(s.request(request)).await?)
+            let response = s.mailbox().acknowledge_messages(s.request(request)).await?;
+            let failed = failed_acks(response.get_ref().results.iter().cloned());
+            json(response).map(|output| output.with_not_applied(failed))
         }
         MailboxCommand::ModifyLeases {
             ack_ids,
@@ -314,7 +355,9 @@ async fn mailbox_service(command: MailboxCommand, s: &Session) -> Result<Output,
                 ack_ids,
                 lease_duration: Some(seconds(lease_seconds)),
             };
-            json(s.mailbox().modify_leases(s.request(request)).await?)
+            let response = s.mailbox().modify_leases(s.request(request)).await?;
+            let failed = failed_acks(response.get_ref().results.iter().cloned());
+            json(response).map(|output| output.with_not_applied(failed))
         }
         MailboxCommand::StreamMessages {
             lease_seconds,
@@ -394,12 +437,7 @@ async fn audit_service(command: AuditCommand, s: &Session) -> Result<Output, Cal
                 .get_checkpoint(s.request(GetCheckpointRequest {}))
                 .await?;
             if note {
-                let note = response.into_inner().checkpoint;
-                Ok(Output {
-                    json: serde_json::Value::Null,
-                    healthy: true,
-                    text: Some(note),
-                })
+                Ok(Output::text(response.into_inner().checkpoint))
             } else {
                 json(response)
             }
@@ -450,11 +488,7 @@ async fn audit_service(command: AuditCommand, s: &Session) -> Result<Output, Cal
                 .await?;
             match format {
                 ReportFormat::Json => json(response),
-                ReportFormat::Table => Ok(Output {
-                    json: serde_json::Value::Null,
-                    healthy: true,
-                    text: Some(report_table(&response.into_inner())),
-                }),
+                ReportFormat::Table => Ok(Output::text(report_table(&response.into_inner()))),
             }
         }
     }
@@ -475,6 +509,7 @@ async fn stream_messages(
         .await?
         .into_inner();
     let mut received: u64 = 0;
+    let mut not_applied = Vec::new();
     while count.is_none_or(|n| received < n) {
         let Some(message) = stream.message().await? else {
             break;
@@ -487,7 +522,10 @@ async fn stream_messages(
             let request = AcknowledgeMessagesRequest {
                 ack_ids: vec![message.ack_id],
             };
-            s.mailbox().acknowledge_messages(s.request(request)).await?;
+            let response = s.mailbox().acknowledge_messages(s.request(request)).await?;
+            // Reported at the end with the others; the stream goes on, since the next
+            // message's lease is independent of this one's.
+            not_applied.extend(failed_acks(response.into_inner().results));
         }
         received += 1;
     }
@@ -495,7 +533,47 @@ async fn stream_messages(
         json: serde_json::json!({ "received": received }),
         healthy: true,
         text: None,
+        not_applied,
     })
+}
+
+/// `pull-messages --ack`: prints the pulled messages first (so that nothing is acknowledged that
+/// was not handed on), then acknowledges every one of them. An empty pull prints `{}` and
+/// acknowledges nothing.
+async fn pull_and_acknowledge(
+    s: &Session,
+    pulled: PullMessagesResponse,
+) -> Result<Output, CallError> {
+    let text = serde_json::to_string_pretty(&pulled).map_err(CallError::Output)? + "\n";
+    if write!(std::io::stdout().lock(), "{text}").is_err() {
+        // Nobody read them: leave them leased, to be delivered again when the lease ends.
+        return Ok(Output::text(String::new()));
+    }
+    let ack_ids: Vec<String> = pulled
+        .messages
+        .into_iter()
+        .map(|m| m.ack_id)
+        .filter(|id| !id.is_empty())
+        .collect();
+    let mut output = Output::text(String::new());
+    if !ack_ids.is_empty() {
+        let request = AcknowledgeMessagesRequest { ack_ids };
+        let response = s.mailbox().acknowledge_messages(s.request(request)).await?;
+        output.not_applied = failed_acks(response.into_inner().results);
+    }
+    Ok(output)
+}
+
+/// The results whose ack id did not take effect.
+fn failed_acks(results: impl IntoIterator<Item = AckResult>) -> Vec<AckResult> {
+    results.into_iter().filter(|r| !r.applied).collect()
+}
+
+impl Output {
+    fn with_not_applied(mut self, not_applied: Vec<AckResult>) -> Self {
+        self.not_applied = not_applied;
+        self
+    }
 }
 
 /// `export-audit-events`: prints each leaf as one line of JSON as it arrives (the input of
@@ -518,11 +596,7 @@ async fn export_audit_events(
         }
     }
     let _ = std::io::Write::flush(&mut out);
-    Ok(Output {
-        json: serde_json::Value::Null,
-        healthy: true,
-        text: Some(String::new()),
-    })
+    Ok(Output::text(String::new()))
 }
 
 /// Calls `DirectoryService`.
@@ -570,6 +644,7 @@ async fn health(session: &Session) -> Result<Output, CallError> {
         json,
         healthy: status == Some(ServingStatus::Serving),
         text: None,
+        not_applied: Vec::new(),
     })
 }
 
@@ -583,7 +658,11 @@ fn record_consent_request(
     let expire_time = match (args.expire_time, args.valid_days) {
         (Some(time), _) => Some(time),
         (None, Some(days)) => {
-            let start = args.valid_from.unwrap_or(now);
+            // Whole seconds, so that the `expire_time` printed for a retry (RFC 3339 in
+            // seconds) is exactly what was sent.
+            let start = args
+                .valid_from
+                .unwrap_or_else(|| chrono::SubsecRound::trunc_subsecs(now, 0));
             // In range by construction: clap caps --valid-days at 100 years.
             start.checked_add_signed(chrono::Duration::days(i64::from(days)))
         }

@@ -10,12 +10,24 @@
 //!
 //! * `0`: the call succeeded; the response is on stdout.
 //! * `1`: the server refused the call. stderr gets one line of JSON:
-//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"field_violations":[…],"precondition_violations":[…]}`
+//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"field_violations":[…],"precondition_violations":[…],"hint":…}`
 //!   (the `google.rpc.Status` details of AIP-193), so a script can branch on `code` and `reason`
-//!   without parsing messages. `health` also exits 1 when the server answers but is not `SERVING`.
+//!   without parsing messages. The server speaks the API's names; this client adds to each field
+//!   violation the `flag` that sets the field (`lease_duration` → `--lease-seconds`) and, when it
+//!   knows one, a `hint` in its own terms (a missing `x-user-id` is a missing `--user`). `health`
+//!   also exits 1 when the server answers but is not `SERVING`.
 //! * `2`: the server could not be reached or the connection broke (TCP, TLS, HTTP/2). stderr gets
 //!   `error: …` with the whole source chain, because the outermost message of a transport error
-//!   ("transport error") says nothing useful on its own.
+//!   ("transport error") says nothing useful on its own; a `hint:` line follows when the failure
+//!   points at one of the TLS files (the CA file for a server from another CA, the client
+//!   certificate when the server refused it). clap's usage errors exit 2 as well, and so does
+//!   the one usage rule checked after parsing ([`Command::usage_error`]).
+//! * `3`: the call succeeded but some of its ack ids did not take effect: `acknowledge-messages`,
+//!   `modify-leases`, `pull-messages --ack`, `stream-messages --ack`. The response is still on
+//!   stdout; stderr gets one line of JSON naming each ack id and why:
+//!   `{"code":"NOT_APPLIED","message":…,"not_applied":[{"ack_id":…,"reason":"LEASE_EXPIRED","description":…}]}`.
+//!   A script that acknowledges and moves on would otherwise believe a referral was received
+//!   when it was not.
 //! * `Err` from [`run`]: a local problem found before anything was sent (missing certificate
 //!   files, an unusable endpoint), or a response that cannot be printed; the caller reports it.
 //!
@@ -65,7 +77,7 @@ pub use values::IdentityCode;
 
 use crate::tls::{client_tls_config, install_crypto_provider};
 use calls::{CallError, Output, Session, execute};
-use output::{error_chain, report_status};
+use output::{error_chain, report_not_applied, report_status, tls_hint, with_hint};
 
 /// How long to wait for the TCP connection and the TLS handshake together. Without a limit a
 /// firewall that drops packets (rather than refusing) would hang a script for minutes.
@@ -77,6 +89,10 @@ const EXIT_REFUSED: u8 = 1;
 /// Exit code for a server that could not be reached or a connection that broke.
 const EXIT_TRANSPORT: u8 = 2;
 
+/// Exit code for a call that succeeded but whose acknowledgements or lease changes (some of
+/// them) did not apply.
+const EXIT_NOT_APPLIED: u8 = 3;
+
 /// Runs one `referral-exchange client` command: connects, calls, prints. See the module docs for
 /// the exit codes.
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
@@ -84,10 +100,16 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         connection,
         command,
     } = args;
-    let channel = match connection.connect().await? {
+    if let Some(error) = command.usage_error() {
+        eprint!("{error}");
+        return Ok(ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2)));
+    }
+    let files = connection.tls_files()?;
+    let channel = match connection.connect(&files).await? {
         Ok(channel) => channel,
         Err(message) => {
-            eprintln!("error: {message}");
+            let hint = tls_hint(&message, &files);
+            eprintln!("error: {}", with_hint(message, hint));
             return Ok(ExitCode::from(EXIT_TRANSPORT));
         }
     };
@@ -101,20 +123,23 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             json,
             healthy,
             text,
+            not_applied,
         }) => {
             let text = match text {
                 Some(text) => text,
                 None => serde_json::to_string_pretty(&json)? + "\n",
             };
             write!(std::io::stdout().lock(), "{text}").context("writing to stdout")?;
-            Ok(if healthy {
+            Ok(if !not_applied.is_empty() {
+                ExitCode::from(report_not_applied(&not_applied))
+            } else if healthy {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_REFUSED)
             })
         }
         Err(CallError::Rpc(status)) => {
-            let code = report_status(&status);
+            let code = report_status(&status, Some(&files));
             Ok(ExitCode::from(code))
         }
         Err(CallError::Output(error)) => Err(anyhow::Error::new(error).context(
@@ -147,8 +172,7 @@ impl ConnectionArgs {
 
     /// Connects with mutual TLS. The outer `Err` is a local setup problem (files, endpoint); the
     /// inner one a failure to reach the server, as a message with its source chain.
-    async fn connect(&self) -> anyhow::Result<Result<Channel, String>> {
-        let files = self.tls_files()?;
+    async fn connect(&self, files: &TlsFiles) -> anyhow::Result<Result<Channel, String>> {
         // tonic builds its rustls configs with the process-default provider; installing ring
         // explicitly keeps rustls from panicking if another provider is ever compiled in too.
         install_crypto_provider();

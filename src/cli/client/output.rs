@@ -6,8 +6,10 @@ use serde::Serialize;
 use tonic::Status;
 use tonic_types::StatusExt as _;
 
-use super::{EXIT_REFUSED, EXIT_TRANSPORT};
-use crate::proto::v1::{GetSubjectAccessReportResponse, consent, consent_event};
+use super::{EXIT_NOT_APPLIED, EXIT_REFUSED, EXIT_TRANSPORT, TlsFiles};
+use crate::proto::v1::{
+    AckResult, GetSubjectAccessReportResponse, ack_result, consent, consent_event,
+};
 
 // ---- the subject access report as a table ----
 
@@ -195,13 +197,122 @@ struct ErrorReport {
     reason: Option<String>,
     field_violations: Vec<FieldViolationReport>,
     precondition_violations: Vec<PreconditionViolationReport>,
+    /// What to do about it on this command line, when the server's words name only the API
+    /// (`x-user-id` rather than `--user`). Left out when there is nothing to add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 struct FieldViolationReport {
+    /// The API's field path, as the server named it (`lease_duration`).
     field: String,
     reason: String,
     description: String,
+    /// The flag of this client that sets the field (`--lease-seconds`), when there is one: the
+    /// server speaks proto, the person typed flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flag: Option<&'static str>,
+}
+
+/// The client flag that sets the request field `field` (indices such as `[2]` ignored). One
+/// table for every command: a field name means the same in every request that has it.
+fn flag_for_field(field: &str) -> Option<&'static str> {
+    let path: String = {
+        // `consent.recipients[1]` → `consent.recipients`.
+        let mut path = String::with_capacity(field.len());
+        let mut depth = 0_u32;
+        for c in field.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => path.push(c),
+                _ => {}
+            }
+        }
+        path
+    };
+    // The last segment decides, except where a message prefix changes the flag.
+    let flag = match path.as_str() {
+        "consent.subject.personal_identity_code"
+        | "referral.subject.personal_identity_code"
+        | "personal_identity_code" => "--identity-code",
+        "consent.recipients" | "recipient" => "--recipient",
+        "consent.expire_time" => "--expire-time (or --valid-days)",
+        "consent.valid_from" => "--valid-from",
+        "consent.form" => "--form",
+        "consent.given_by" => "--given-by",
+        "consent.purpose" => "--purpose",
+        "consent.evidence_reference" => "--evidence-reference",
+        "referral.kind" | "kind" => "--kind",
+        "referral.home_municipality_code" | "home_municipality_code" => "--home-municipality",
+        "referral.current_municipality_code" => "--current-municipality",
+        "referral.reasons" => "--reason",
+        "referral.reason_text" | "reason_text" => "--reason-text",
+        "referral.deadline_group" => "--deadline-group",
+        "referral.consent" => "--consent",
+        "referral.statutory_ground" => "--statutory-ground",
+        "referral.application_reference" => "--application-reference",
+        "referral.subject.name" => "--name",
+        "referral.subject.contact_phone" => "--phone",
+        "referral.subject.preferred_language" => "--language",
+        "lease_duration" => "--lease-seconds",
+        "wait_duration" => "--wait-seconds",
+        "max_messages" => "--max-messages",
+        "max_outstanding_messages" => "--max-outstanding",
+        "page_size" => "--page-size",
+        "page_token" => "--page-token",
+        "request_id" => "--request-id",
+        "etag" => "--etag",
+        "outcome" => "--outcome",
+        "reason" => "--reason",
+        "start_time" => "--start-time",
+        "end_time" => "--end-time",
+        "create_time_start" => "--created-after",
+        "create_time_end" => "--created-before",
+        "organization" => "--organization",
+        "user_id" => "--user-id",
+        "method" => "--method",
+        "resource" => "--resource",
+        "state" => "--state",
+        "role" => "--role",
+        "date" => "--date",
+        "leaf_index" => "--leaf-index",
+        "tree_size" => "--tree-size",
+        "first_tree_size" => "--first",
+        "second_tree_size" => "--second",
+        "start_index" => "--start-index",
+        "end_index" => "--end-index",
+        "since_sequence" => "--since-sequence",
+        _ => return None,
+    };
+    Some(flag)
+}
+
+/// What to do, for refusals whose server message names API metadata rather than flags.
+fn hint_for(reason: Option<&str>, violations: &[FieldViolationReport]) -> Option<String> {
+    match reason {
+        Some("USER_ID_MISSING") => {
+            return Some(
+                "name the person acting with --user ID (or the environment variable \
+                 REFERRAL_EXCHANGE_USER); it is sent as x-user-id"
+                    .into(),
+            );
+        }
+        Some("USER_ID_INVALID") => {
+            return Some(
+                "--user (REFERRAL_EXCHANGE_USER) is sent as x-user-id; give the handler's or \
+                 worker's id as the server's message says"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    let fixes: Vec<String> = violations
+        .iter()
+        .filter_map(|v| v.flag.map(|flag| format!("{flag}: {}", v.description)))
+        .collect();
+    (!fixes.is_empty()).then(|| fixes.join("; "))
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -215,23 +326,27 @@ struct PreconditionViolationReport {
 /// Decodes the `google.rpc.Status` details of `status` (malformed details count as none).
 fn error_report(status: &Status) -> ErrorReport {
     let details = status.get_error_details();
+    let reason = details.error_info().map(|info| info.reason.clone());
+    let field_violations: Vec<FieldViolationReport> = details
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| FieldViolationReport {
+                    field: v.field.clone(),
+                    reason: v.reason.clone(),
+                    description: v.description.clone(),
+                    flag: flag_for_field(&v.field),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     ErrorReport {
         code: code_name(status.code()),
         message: status.message().to_owned(),
-        reason: details.error_info().map(|info| info.reason.clone()),
-        field_violations: details
-            .bad_request()
-            .map(|bad| {
-                bad.field_violations
-                    .iter()
-                    .map(|v| FieldViolationReport {
-                        field: v.field.clone(),
-                        reason: v.reason.clone(),
-                        description: v.description.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        hint: hint_for(reason.as_deref(), &field_violations),
+        reason,
+        field_violations,
         precondition_violations: details
             .precondition_failure()
             .map(|failure| {
@@ -257,13 +372,84 @@ fn is_transport_failure(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
-/// Writes `status` to stderr and returns the exit code for it.
-pub(super) fn report_status(status: &Status) -> u8 {
+/// What to do about a failed TLS connection, naming the file concerned: the error itself says
+/// only what rustls saw (`UnknownIssuer`), not which of the three files given is the wrong one.
+pub(super) fn tls_hint(chain: &str, files: &TlsFiles) -> Option<String> {
+    let has = |needle: &str| chain.contains(needle);
+    if has("invalid peer certificate") {
+        // We refused the server's certificate.
+        if has("not valid for name") || has("NotValidForName") {
+            return Some(format!(
+                "the server's certificate does not carry the name this client checks; give the \
+                 name it does carry with --server-name (REFERRAL_EXCHANGE_SERVER_NAME) [CA file \
+                 used: {}]",
+                files.ca.display()
+            ));
+        }
+        return Some(format!(
+            "the server's certificate was not issued by the CA in {} (--ca, \
+             REFERRAL_EXCHANGE_CA, or the profile's ca.pem); give the CA file of the exchange \
+             this server belongs to",
+            files.ca.display()
+        ));
+    }
+    if has("UnknownCA") || has("DecryptError") || has("BadCertificate") {
+        // The server refused ours (the TLS 1.3 alert arrives with the first call).
+        return Some(format!(
+            "the server refused the client certificate {}: it was not issued by a CA the server \
+             trusts (this client trusts {} for the server; the two need not be the same file, \
+             but both must be the exchange's)",
+            files.cert.display(),
+            files.ca.display()
+        ));
+    }
+    if has("CertificateRequired") {
+        return Some(format!(
+            "the server asked for a client certificate and got none; check {}",
+            files.cert.display()
+        ));
+    }
+    // Under TLS 1.3 the client may not even get the server's alert: its first call finds the
+    // connection gone.
+    if [
+        "UnsupportedCertificate",
+        "CertificateUnknown",
+        "connection closed",
+        "broken pipe",
+        "stream closed",
+        "connection reset",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|needle| has(needle))
+    {
+        return Some(format!(
+            "if every call fails like this, the server probably refused the client certificate \
+             {} during the handshake; the server's log names the reason",
+            files.cert.display()
+        ));
+    }
+    None
+}
+
+/// `message` with what to do appended, when there is something to say.
+pub(super) fn with_hint(message: String, hint: Option<String>) -> String {
+    match hint {
+        Some(hint) => format!("{message}\nhint: {hint}"),
+        None => message,
+    }
+}
+
+/// Writes `status` to stderr and returns the exit code for it; `files` are the TLS files the
+/// connection was made with, named in the hint of a transport failure.
+pub(super) fn report_status(status: &Status, files: Option<&TlsFiles>) -> u8 {
     if is_transport_failure(status) {
         let chain = std::error::Error::source(status)
             .map(error_chain)
             .unwrap_or_default();
-        eprintln!("error: {}", join_messages(status.message(), &chain));
+        let message = join_messages(status.message(), &chain);
+        let hint = files.and_then(|files| tls_hint(&message, files));
+        eprintln!("error: {}", with_hint(message, hint));
         return EXIT_TRANSPORT;
     }
     match serde_json::to_string(&error_report(status)) {
@@ -272,6 +458,93 @@ pub(super) fn report_status(status: &Status) -> u8 {
         Err(_) => eprintln!("error: {:?}: {}", status.code(), status.message()),
     }
     EXIT_REFUSED
+}
+
+// ---- acknowledgements and lease changes that did not apply ----
+
+/// The JSON line written to stderr when a call succeeded but some of its ack ids did not take
+/// effect. Shaped like [`ErrorReport`] (`code` first, then a `message`) so that a script reads
+/// both the same way; `NOT_APPLIED` is this client's word, not a gRPC code.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct NotAppliedReport {
+    code: &'static str,
+    message: String,
+    not_applied: Vec<NotAppliedAck>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct NotAppliedAck {
+    ack_id: String,
+    /// `AckResult.Reason` as named in the .proto (`LEASE_EXPIRED`).
+    reason: String,
+    /// What it means and what to do about it.
+    description: String,
+}
+
+/// The reason's proto name and what a person should do about it.
+fn explain_ack(reason: i32) -> (String, &'static str) {
+    use ack_result::Reason;
+    match Reason::try_from(reason) {
+        Ok(Reason::LeaseExpired) => (
+            "LEASE_EXPIRED".into(),
+            "the lease ran out (or was released) before this arrived; the message will be \
+             delivered again: pull it and use its new ack id",
+        ),
+        Ok(Reason::UnknownAckId) => (
+            "UNKNOWN_ACK_ID".into(),
+            "not an ack id of this organisation's mailbox; give the ackId (not the messageId) \
+             of a message from pull-messages",
+        ),
+        Ok(Reason::LeaseSuperseded) => (
+            "LEASE_SUPERSEDED".into(),
+            "the message was delivered again since; only the newest ack id counts: use the one \
+             from the latest pull",
+        ),
+        Ok(Reason::AlreadyAcknowledged) => (
+            "ALREADY_ACKNOWLEDGED".into(),
+            "the message was already acknowledged; nothing more to do for it",
+        ),
+        Ok(Reason::Unspecified) | Err(_) => (
+            reason.to_string(),
+            "not applied, for a reason this client does not know (the server may be newer)",
+        ),
+    }
+}
+
+fn not_applied_report(results: &[AckResult]) -> NotAppliedReport {
+    let not_applied: Vec<NotAppliedAck> = results
+        .iter()
+        .map(|r| {
+            let (reason, description) = explain_ack(r.reason);
+            NotAppliedAck {
+                ack_id: r.ack_id.clone(),
+                reason,
+                description: description.to_owned(),
+            }
+        })
+        .collect();
+    let summary: Vec<String> = not_applied
+        .iter()
+        .map(|a| format!("{} ({})", a.ack_id, a.reason))
+        .collect();
+    NotAppliedReport {
+        code: "NOT_APPLIED",
+        message: format!(
+            "{} ack id(s) did not apply: {}",
+            not_applied.len(),
+            summary.join(", ")
+        ),
+        not_applied,
+    }
+}
+
+/// Writes the ack ids that did not apply to stderr and returns the exit code for it.
+pub(super) fn report_not_applied(results: &[AckResult]) -> u8 {
+    match serde_json::to_string(&not_applied_report(results)) {
+        Ok(line) => eprintln!("{line}"),
+        Err(_) => eprintln!("error: {} ack id(s) did not apply", results.len()),
+    }
+    EXIT_NOT_APPLIED
 }
 
 /// `error` and its sources joined with ": ", skipping a source whose text repeats what is already
@@ -418,12 +691,14 @@ mod tests {
                     "field": "referral.subject.personal_identity_code",
                     "reason": "CHECK_CHARACTER",
                     "description": "the check character does not match",
+                    "flag": "--identity-code",
                 }],
                 "precondition_violations": [{
                     "type": "CONSENT",
                     "subject": "consents/5d6c0e0a-1b2c-4d3e-8f90-a1b2c3d4e5f6",
                     "description": "the consent does not cover the recipient",
                 }],
+                "hint": "--identity-code: the check character does not match",
             })
         );
         // Field order on stderr: code first, for people reading it.
@@ -446,13 +721,51 @@ mod tests {
                 reason: None,
                 field_violations: vec![],
                 precondition_violations: vec![],
+                hint: None,
             }
         );
         assert_eq!(
             serde_json::to_value(&report).unwrap_or_default()["reason"],
             serde_json::Value::Null
         );
-        assert_eq!(report_status(&status), EXIT_REFUSED);
+        assert_eq!(report_status(&status, None), EXIT_REFUSED);
+    }
+
+    #[test]
+    fn errors_name_the_flags_not_the_proto_fields() {
+        let mut details =
+            ErrorDetails::with_error_info("INVALID_ARGUMENT", "referral-exchange", HashMap::new());
+        details.set_bad_request(vec![
+            FieldViolation::new("lease_duration", "must be between 10 s and 600 s"),
+            FieldViolation::new("consent.recipients[1]", "no such organisation"),
+            FieldViolation::new("some_future_field", "whatever"),
+        ]);
+        let status = Status::with_error_details(Code::InvalidArgument, "invalid", details);
+        let report = error_report(&status);
+        let flags: Vec<Option<&str>> = report.field_violations.iter().map(|v| v.flag).collect();
+        assert_eq!(flags, [Some("--lease-seconds"), Some("--recipient"), None]);
+        // The API's field names stay as the server sent them.
+        assert_eq!(report.field_violations[0].field, "lease_duration");
+        assert_eq!(
+            report.hint.as_deref(),
+            Some(
+                "--lease-seconds: must be between 10 s and 600 s; \
+                 --recipient: no such organisation"
+            )
+        );
+
+        let details =
+            ErrorDetails::with_error_info("USER_ID_MISSING", "referral-exchange", HashMap::new());
+        let status = Status::with_error_details(
+            Code::Unauthenticated,
+            "metadata x-user-id must name the person acting",
+            details,
+        );
+        let hint = error_report(&status).hint.unwrap_or_default();
+        assert!(
+            hint.contains("--user") && hint.contains("REFERRAL_EXCHANGE_USER"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -486,7 +799,66 @@ mod tests {
             join_messages(status.message(), &chain),
             "transport error: received fatal alert: CertificateRequired"
         );
-        assert_eq!(report_status(&status), EXIT_TRANSPORT);
+        assert_eq!(report_status(&status, None), EXIT_TRANSPORT);
+    }
+
+    #[test]
+    fn ack_ids_that_did_not_apply_are_named_with_the_reason() {
+        let results = [
+            AckResult {
+                ack_id: "m1-2".into(),
+                applied: false,
+                reason: ack_result::Reason::LeaseExpired as i32,
+            },
+            AckResult {
+                ack_id: "null".into(),
+                applied: false,
+                reason: ack_result::Reason::UnknownAckId as i32,
+            },
+        ];
+        let json = serde_json::to_value(not_applied_report(&results)).unwrap_or_default();
+        assert_eq!(json["code"], "NOT_APPLIED");
+        assert_eq!(
+            json["message"],
+            "2 ack id(s) did not apply: m1-2 (LEASE_EXPIRED), null (UNKNOWN_ACK_ID)"
+        );
+        assert_eq!(json["not_applied"][1]["ack_id"], "null");
+        assert_eq!(json["not_applied"][1]["reason"], "UNKNOWN_ACK_ID");
+        assert!(
+            json["not_applied"][0]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("pull it and use its new ack id")),
+            "{json}"
+        );
+        assert_eq!(report_not_applied(&results), EXIT_NOT_APPLIED);
+        assert_ne!(EXIT_NOT_APPLIED, EXIT_REFUSED);
+        assert_ne!(EXIT_NOT_APPLIED, EXIT_TRANSPORT);
+    }
+
+    #[test]
+    fn tls_failures_name_the_file_to_look_at() {
+        let files = TlsFiles {
+            cert: "p/cert.pem".into(),
+            key: "p/key.pem".into(),
+            ca: "p/ca.pem".into(),
+        };
+        let hint = |chain: &str| tls_hint(chain, &files).unwrap_or_default();
+        let wrong_ca = hint("transport error: invalid peer certificate: UnknownIssuer");
+        assert!(
+            wrong_ca.contains("not issued by the CA in p/ca.pem"),
+            "{wrong_ca}"
+        );
+        let name = hint("invalid peer certificate: certificate not valid for name \"x\"");
+        assert!(name.contains("--server-name"), "{name}");
+        let refused = hint("transport error: received fatal alert: UnknownCA");
+        assert!(
+            refused.contains("client certificate p/cert.pem"),
+            "{refused}"
+        );
+        assert_eq!(
+            tls_hint("tcp connect error: Connection refused", &files),
+            None
+        );
     }
 
     #[test]
