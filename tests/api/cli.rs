@@ -49,6 +49,8 @@ impl Tour {
         command
             .current_dir(self.dir.path())
             .env("REFERRAL_EXCHANGE_ENDPOINT", &self.endpoint)
+            // Tables unwrapped: a wrapped table's line breaks fall between different ids in each run.
+            .env("COLUMNS", "10000")
             .env_remove("REFERRAL_EXCHANGE_USER")
             .arg("client")
             .arg("--profile")
@@ -72,6 +74,8 @@ impl Tour {
         Command::new("bash")
             .current_dir(self.dir.path())
             .env("REFERRAL_EXCHANGE_ENDPOINT", &self.endpoint)
+            // Tables unwrapped: a wrapped table's line breaks fall between different ids in each run.
+            .env("COLUMNS", "10000")
             .env_remove("REFERRAL_EXCHANGE_USER")
             .arg("-c")
             .arg(prelude + script)
@@ -245,8 +249,8 @@ async fn an_acknowledgement_that_did_not_apply_exits_3_and_says_why(db: Db) {
     let stderr = text(&output.stderr);
     let report: serde_json::Value = serde_json::from_str(stderr.trim()).expect("one JSON line");
     assert_eq!(report["code"], "NOT_APPLIED");
-    assert_eq!(report["not_applied"][0]["ack_id"], "null");
-    assert_eq!(report["not_applied"][0]["reason"], "UNKNOWN_ACK_ID");
+    assert_eq!(report["notApplied"][0]["ackId"], "null");
+    assert_eq!(report["notApplied"][0]["reason"], "UNKNOWN_ACK_ID");
 
     let output = tour.client(
         "hva-15",
@@ -389,7 +393,7 @@ async fn errors_say_what_to_do(db: Db) {
         assert_eq!(output.status.code(), Some(1), "{recipient}: {output:?}");
         let error = error_json(&output);
         assert_eq!(error["code"], "INVALID_ARGUMENT", "{recipient}: {error}");
-        let violation = &error["field_violations"][0];
+        let violation = &error["fieldViolations"][0];
         assert_eq!(violation["field"], "consent.recipients[0]", "{recipient}");
         assert_eq!(violation["reason"], "UNKNOWN_ORGANIZATION", "{recipient}");
         assert_eq!(violation["flag"], "--recipient", "{recipient}");
@@ -421,8 +425,8 @@ async fn errors_say_what_to_do(db: Db) {
     );
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let error = error_json(&output);
-    assert_eq!(error["field_violations"][0]["field"], "lease_duration");
-    assert_eq!(error["field_violations"][0]["flag"], "--lease-seconds");
+    assert_eq!(error["fieldViolations"][0]["field"], "lease_duration");
+    assert_eq!(error["fieldViolations"][0]["flag"], "--lease-seconds");
     assert!(
         error["hint"]
             .as_str()

@@ -435,7 +435,8 @@ pub enum AuditCommand {
         identity_code: IdentityCode,
         #[command(flatten)]
         time: TimeRangeArgs,
-        /// `json` (the response as is) or `table` (for reading).
+        /// `json` (the response as is) or `table` (for reading; as wide as the terminal, `COLUMNS`
+        /// when set, or 100 columns into a file or pipe).
         #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
         format: ReportFormat,
     },

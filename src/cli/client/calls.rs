@@ -14,7 +14,7 @@ use super::args::{
     AuditCommand, Command, ConsentCommand, CreateReferralArgs, DirectoryCommand, MailboxCommand,
     RecordConsentArgs, ReferralCommand, ReportFormat, RequestIdArgs,
 };
-use super::output::report_table;
+use super::output::{Waiting, report_table, table_width};
 use super::values::{IdentityCode, ProtoEnum};
 use crate::access::{CORRELATION_ID_HEADER, USER_ID_HEADER};
 use crate::proto::v1::{
@@ -334,7 +334,9 @@ async fn mailbox_service(command: MailboxCommand, s: &Session) -> Result<Output,
                 lease_duration: Some(seconds(lease_seconds)),
                 wait_duration: Some(seconds(wait_seconds)),
             };
+            let waiting = Waiting::show("for messages", Some(wait_seconds));
             let response = s.mailbox().pull_messages(s.request(request)).await?;
+            drop(waiting);
             if ack {
                 pull_and_acknowledge(s, response.into_inner()).await
             } else {
@@ -488,7 +490,10 @@ async fn audit_service(command: AuditCommand, s: &Session) -> Result<Output, Cal
                 .await?;
             match format {
                 ReportFormat::Json => json(response),
-                ReportFormat::Table => Ok(Output::text(report_table(&response.into_inner()))),
+                ReportFormat::Table => Ok(Output::text(report_table(
+                    &response.into_inner(),
+                    table_width(),
+                ))),
             }
         }
     }
@@ -511,9 +516,11 @@ async fn stream_messages(
     let mut received: u64 = 0;
     let mut not_applied = Vec::new();
     while count.is_none_or(|n| received < n) {
+        let waiting = Waiting::show("for the next message", None);
         let Some(message) = stream.message().await? else {
             break;
         };
+        drop(waiting);
         let line = serde_json::to_string(&message).map_err(CallError::Output)?;
         if writeln!(std::io::stdout().lock(), "{line}").is_err() {
             break;

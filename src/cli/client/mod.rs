@@ -10,7 +10,7 @@
 //!
 //! * `0`: the call succeeded; the response is on stdout.
 //! * `1`: the server refused the call. stderr gets one line of JSON:
-//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"field_violations":[…],"precondition_violations":[…],"hint":…}`
+//!   `{"code":"INVALID_ARGUMENT","message":…,"reason":…,"fieldViolations":[…],"preconditionViolations":[…],"hint":…}`
 //!   (the `google.rpc.Status` details of AIP-193), so a script can branch on `code` and `reason`
 //!   without parsing messages. The server speaks the API's names; this client adds to each field
 //!   violation the `flag` that sets the field (`lease_duration` → `--lease-seconds`) and, when it
@@ -25,7 +25,7 @@
 //! * `3`: the call succeeded but some of its ack ids did not take effect: `acknowledge-messages`,
 //!   `modify-leases`, `pull-messages --ack`, `stream-messages --ack`. The response is still on
 //!   stdout; stderr gets one line of JSON naming each ack id and why:
-//!   `{"code":"NOT_APPLIED","message":…,"not_applied":[{"ack_id":…,"reason":"LEASE_EXPIRED","description":…}]}`.
+//!   `{"code":"NOT_APPLIED","message":…,"notApplied":[{"ackId":…,"reason":"LEASE_EXPIRED","description":…}]}`.
 //!   A script that acknowledges and moves on would otherwise believe a referral was received
 //!   when it was not.
 //! * `Err` from [`run`]: a local problem found before anything was sent (missing certificate

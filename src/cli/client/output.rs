@@ -29,8 +29,26 @@ fn short_method(method: &str) -> &str {
     method.rsplit('/').next().unwrap_or(method)
 }
 
-/// Rows under a heading, columns padded to their widest cell.
-fn table(out: &mut String, heading: &str, header: &[&str], rows: Vec<Vec<String>>) {
+/// The width tables are fitted to: `COLUMNS` when set (the shells' convention, for a script that
+/// wants another width), else the terminal's when the output is one, else 100 columns (a file or a
+/// pipe, read later in an editor or printed).
+pub(super) fn table_width() -> usize {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    match columns {
+        Some(columns) if columns >= 20 => columns,
+        _ if std::io::IsTerminal::is_terminal(&std::io::stdout()) => textwrap::termwidth(),
+        _ => 100,
+    }
+}
+
+/// A column is never made narrower than this to fit the width: below it, words break too often.
+const MIN_COLUMN: usize = 8;
+
+/// Rows under a heading, in columns at most as wide as their widest cell, and together at most
+/// `width` wide: the widest columns give way first, and their cells wrap onto further lines.
+fn table(out: &mut String, heading: &str, header: &[&str], rows: Vec<Vec<String>>, width: usize) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "\n{heading} ({})", rows.len());
     if rows.is_empty() {
@@ -43,17 +61,73 @@ fn table(out: &mut String, heading: &str, header: &[&str], rows: Vec<Vec<String>
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| -> String {
-        let padded: Vec<String> = cells
+    // Two spaces before the first column and between columns. The widest columns give way first,
+    // down to their longest word (a resource name stays whole), and only then below it.
+    let budget = width.saturating_sub(2 * widths.len());
+    // Each column's longest word (a resource name, a time's date): kept whole where it fits.
+    let mut longest = vec![0; widths.len()];
+    for cells in std::iter::once(header.to_vec())
+        .chain(rows.iter().map(|r| r.iter().map(String::as_str).collect()))
+    {
+        for (longest, cell) in longest.iter_mut().zip(cells) {
+            let word = cell
+                .split(' ')
+                .map(|w| w.chars().count())
+                .max()
+                .unwrap_or(0);
+            *longest = (*longest).max(word);
+        }
+    }
+    let mut words: Vec<usize> = longest.iter().map(|w| (*w).max(MIN_COLUMN)).collect();
+    let mut least = vec![MIN_COLUMN; widths.len()];
+    // The first column, the time, is never wrapped: a time on two lines reads as two events.
+    if let (Some(word), Some(min), Some(time)) =
+        (words.first_mut(), least.first_mut(), widths.first())
+    {
+        (*word, *min) = (*time, *time);
+    }
+    for floors in [words, least] {
+        while widths.iter().sum::<usize>() > budget {
+            let Some((widest, floor)) = widths
+                .iter_mut()
+                .zip(&floors)
+                .filter(|(w, floor)| **w > **floor)
+                .max_by_key(|(w, _)| **w)
+            else {
+                break;
+            };
+            *widest = (*widest - 1).max(*floor);
+        }
+    }
+    let mut line = |cells: Vec<&str>| {
+        let wrapped: Vec<Vec<std::borrow::Cow<'_, str>>> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&longest)
+            .map(|((cell, w), longest)| {
+                // A column as wide as its longest word breaks lines between words only; a
+                // narrower one also after hyphens, and inside a word only as a last resort.
+                let splitter = if w >= longest {
+                    textwrap::WordSplitter::NoHyphenation
+                } else {
+                    textwrap::WordSplitter::HyphenSplitter
+                };
+                textwrap::wrap(cell, textwrap::Options::new(*w).word_splitter(splitter))
+            })
             .collect();
-        format!("  {}\n", padded.join("  ").trim_end())
+        let height = wrapped.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        for k in 0..height {
+            let padded: Vec<String> = wrapped
+                .iter()
+                .zip(&widths)
+                .map(|(lines, w)| format!("{:<w$}", lines.get(k).map_or("", |l| l.as_ref())))
+                .collect();
+            let _ = writeln!(out, "  {}", padded.join("  ").trim_end());
+        }
     };
-    out.push_str(&line(header.to_vec()));
+    line(header.to_vec());
     for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        line(row.iter().map(String::as_str).collect());
     }
 }
 
@@ -67,7 +141,7 @@ fn or_dash(s: &str) -> String {
 
 /// `get-subject-access-report --format table`: three sections, times in Helsinki time. The
 /// identity code is not printed: whoever asked knows it, and the output may travel.
-pub(super) fn report_table(report: &GetSubjectAccessReportResponse) -> String {
+pub(super) fn report_table(report: &GetSubjectAccessReportResponse, width: usize) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "SUBJECT ACCESS REPORT (Act 703/2023 §11)");
@@ -112,6 +186,7 @@ pub(super) fn report_table(report: &GetSubjectAccessReportResponse) -> String {
             "LEAF",
         ],
         processing,
+        width,
     );
     let disclosures = report
         .disclosures
@@ -146,6 +221,7 @@ pub(super) fn report_table(report: &GetSubjectAccessReportResponse) -> String {
             "BY (ORGANIZATION USER ACTION)",
         ],
         disclosures,
+        width,
     );
     let consent_events = report
         .consent_events
@@ -181,14 +257,60 @@ pub(super) fn report_table(report: &GetSubjectAccessReportResponse) -> String {
             "REFERRAL",
         ],
         consent_events,
+        width,
     );
     out
+}
+
+// ---- waiting ----
+
+/// What a person at a terminal is told while the command waits for up to `seconds` (None: for as
+/// long as it runs), or nothing: no notice for a wait of a second or less, and none where stderr is
+/// not a terminal (a script reads only the result).
+fn wait_notice(stderr_is_terminal: bool, what: &str, seconds: Option<u32>) -> Option<String> {
+    match seconds {
+        _ if !stderr_is_terminal => None,
+        Some(s) if s <= 1 => None,
+        Some(s) => Some(format!("waiting up to {s} s {what}…")),
+        None => Some(format!("waiting {what}… (Ctrl-C ends)")),
+    }
+}
+
+/// A notice on stderr while the command waits, erased when the wait ends (dropped).
+pub(super) struct Waiting {
+    shown: bool,
+}
+
+impl Waiting {
+    pub(super) fn show(what: &str, seconds: Option<u32>) -> Self {
+        let notice = wait_notice(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            what,
+            seconds,
+        );
+        if let Some(notice) = &notice {
+            eprint!("{notice}");
+        }
+        Self {
+            shown: notice.is_some(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.shown {
+            // Back to the start of the line, and clear it.
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 // ---- errors ----
 
 /// The JSON written to stderr for a refused call: what a script needs to decide what to do next.
 #[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 struct ErrorReport {
     /// The gRPC code as its canonical upper-snake name (`INVALID_ARGUMENT`).
     code: &'static str,
@@ -204,6 +326,7 @@ struct ErrorReport {
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 struct FieldViolationReport {
     /// The API's field path, as the server named it (`lease_duration`).
     field: String,
@@ -316,6 +439,7 @@ fn hint_for(reason: Option<&str>, violations: &[FieldViolationReport]) -> Option
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 struct PreconditionViolationReport {
     #[serde(rename = "type")]
     kind: String,
@@ -466,6 +590,7 @@ pub(super) fn report_status(status: &Status, files: Option<&TlsFiles>) -> u8 {
 /// effect. Shaped like [`ErrorReport`] (`code` first, then a `message`) so that a script reads
 /// both the same way; `NOT_APPLIED` is this client's word, not a gRPC code.
 #[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 struct NotAppliedReport {
     code: &'static str,
     message: String,
@@ -473,6 +598,7 @@ struct NotAppliedReport {
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 struct NotAppliedAck {
     ack_id: String,
     /// `AckResult.Reason` as named in the .proto (`LEASE_EXPIRED`).
@@ -604,6 +730,64 @@ mod tests {
     use tonic_types::{ErrorDetails, FieldViolation};
 
     #[test]
+    fn a_person_at_a_terminal_is_told_of_waits_longer_than_a_second() {
+        assert_eq!(
+            wait_notice(true, "for messages", Some(20)).as_deref(),
+            Some("waiting up to 20 s for messages…")
+        );
+        assert_eq!(wait_notice(true, "for messages", Some(1)), None);
+        assert_eq!(wait_notice(false, "for messages", Some(20)), None);
+        assert!(wait_notice(true, "for messages", None).is_some_and(|n| n.contains("Ctrl-C")));
+        assert_eq!(wait_notice(false, "for messages", None), None);
+    }
+
+    #[test]
+    fn a_table_wraps_its_widest_cells_to_fit_the_width() {
+        use crate::proto::v1::ProcessingEntry;
+        let resources: Vec<String> = (0..12)
+            .map(|i| format!("referrals/01a22d44-38a7-75f6-956c-3299{i:08}"))
+            .collect();
+        let report = GetSubjectAccessReportResponse {
+            processing: vec![ProcessingEntry {
+                organization: "organizations/kela".into(),
+                user_id: "handler-1".into(),
+                method: "/referral_exchange.v1.ReferralService/ListReferrals".into(),
+                resources: resources.clone(),
+                status: "OK".into(),
+                leaf_index: Some(7),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for width in [100, 80, 200] {
+            let text = report_table(&report, width);
+            let widest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+            assert!(
+                widest <= width,
+                "a line of {widest} columns at width {width}:\n{text}"
+            );
+            for resource in &resources {
+                if width >= 200 {
+                    assert!(
+                        text.contains(resource.as_str()),
+                        "{resource} whole at {width}"
+                    );
+                } else if width >= 100 {
+                    // Broken only after a hyphen: each part stays whole.
+                    for part in resource.split_inclusive('-') {
+                        assert!(
+                            text.contains(part),
+                            "{part} of {resource} at {width}:\n{text}"
+                        );
+                    }
+                }
+            }
+        }
+        // Narrow enough that it must wrap: the one row takes several lines.
+        assert!(report_table(&report, 100).lines().count() > 8);
+    }
+
+    #[test]
     fn the_report_table_has_every_section_and_no_identity_code() {
         use crate::proto::v1::{ConsentEvent, DisclosureEntry, ProcessingEntry};
         let t = Some(pbjson_types::Timestamp {
@@ -645,7 +829,7 @@ mod tests {
             end_time: t,
             subject_pseudonym: "ab12".into(),
         };
-        let text = report_table(&report);
+        let text = report_table(&report, 200);
         for expected in [
             "WHO PROCESSED THE DATA (1)",
             "2025-03-03 13:06:40 +02:00",
@@ -687,13 +871,13 @@ mod tests {
                 "code": "INVALID_ARGUMENT",
                 "message": "the request is invalid",
                 "reason": "INVALID_ARGUMENT",
-                "field_violations": [{
+                "fieldViolations": [{
                     "field": "referral.subject.personal_identity_code",
                     "reason": "CHECK_CHARACTER",
                     "description": "the check character does not match",
                     "flag": "--identity-code",
                 }],
-                "precondition_violations": [{
+                "preconditionViolations": [{
                     "type": "CONSENT",
                     "subject": "consents/5d6c0e0a-1b2c-4d3e-8f90-a1b2c3d4e5f6",
                     "description": "the consent does not cover the recipient",
@@ -822,10 +1006,10 @@ mod tests {
             json["message"],
             "2 ack id(s) did not apply: m1-2 (LEASE_EXPIRED), null (UNKNOWN_ACK_ID)"
         );
-        assert_eq!(json["not_applied"][1]["ack_id"], "null");
-        assert_eq!(json["not_applied"][1]["reason"], "UNKNOWN_ACK_ID");
+        assert_eq!(json["notApplied"][1]["ackId"], "null");
+        assert_eq!(json["notApplied"][1]["reason"], "UNKNOWN_ACK_ID");
         assert!(
-            json["not_applied"][0]["description"]
+            json["notApplied"][0]["description"]
                 .as_str()
                 .is_some_and(|d| d.contains("pull it and use its new ack id")),
             "{json}"
