@@ -197,12 +197,9 @@ impl<D: Dialect> SqlTx<D> {
     where
         D::Row: Read<T>,
     {
-        let (text, args, persistent) = sql.into_parts()?;
-        let row = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
-            .persistent(persistent)
-            .fetch_one(self.conn().await?.executor())
-            .await?;
-        Ok(row.read()?)
+        self.fetch_optional(sql)
+            .await?
+            .ok_or_else(|| Error::from(sqlx::Error::RowNotFound))
     }
 
     /// The row of `table` whose `id` is `id`; with `lock`, locked until the transaction ends.
