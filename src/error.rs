@@ -170,26 +170,82 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// The most field violations one answer lists; the rest are counted (`ErrorInfo.metadata`
+/// `omittedFieldViolations`). Together with a byte budget for their text, an answer's details stay
+/// under the 8 KB of metadata every gRPC client accepts (16 KB by default), however many fields a
+/// request broke: a thousand broken recipients must not turn `INVALID_ARGUMENT` into the client's
+/// own `RESOURCE_EXHAUSTED`.
+pub const MAX_FIELD_VIOLATIONS: usize = 20;
+/// The bytes of field paths, rules and descriptions one answer lists at most (base64 in the
+/// `grpc-status-details-bin` header makes 4/3 of it).
+const VIOLATION_BYTES: usize = 4500;
+/// The longest field path and description an answer carries, in characters.
+const MAX_FIELD_CHARS: usize = 100;
+const MAX_DESCRIPTION_CHARS: usize = 300;
+/// The message names this many of them; the details carry up to [`MAX_FIELD_VIOLATIONS`].
+const MESSAGE_FIELDS: usize = 5;
+
+/// `text`, cut to `max` characters with an ellipsis when longer.
+fn capped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => {
+            let cut = text[..end].char_indices().last().map_or(0, |(i, _)| i);
+            format!("{}…", &text[..cut])
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        let mut details =
-            ErrorDetails::with_error_info(error.reason().as_str(), ERROR_DOMAIN, HashMap::new());
-        let message = match &error {
+        // The violations the details list: the first ones, within the count and the byte budget.
+        let listed: Vec<FieldViolation> = match &error {
             Error::InvalidArgument { violations, .. } => {
-                let fields: Vec<FieldViolation> = violations
+                let mut bytes = 0;
+                violations
                     .iter()
+                    .take(MAX_FIELD_VIOLATIONS)
                     .map(|v| {
-                        let mut fv = FieldViolation::new(&v.field, &v.description);
+                        let mut fv = FieldViolation::new(
+                            capped(&v.field, MAX_FIELD_CHARS),
+                            capped(&v.description, MAX_DESCRIPTION_CHARS),
+                        );
                         fv.reason = v.rule.to_ascii_uppercase();
                         fv
                     })
-                    .collect();
-                details.set_bad_request(fields);
+                    .take_while(|fv| {
+                        bytes += fv.field.len() + fv.description.len() + fv.reason.len();
+                        bytes <= VIOLATION_BYTES
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let omitted = match &error {
+            Error::InvalidArgument { violations, .. } => violations.len() - listed.len(),
+            _ => 0,
+        };
+        let mut metadata = HashMap::new();
+        if omitted > 0 {
+            metadata.insert("omittedFieldViolations".to_owned(), omitted.to_string());
+        }
+        let mut details =
+            ErrorDetails::with_error_info(error.reason().as_str(), ERROR_DOMAIN, metadata);
+        let message = match &error {
+            Error::InvalidArgument { violations, .. } => {
+                details.set_bad_request(listed);
                 let summary: Vec<String> = violations
                     .iter()
-                    .map(|v| format!("{} ({})", v.field, v.rule))
+                    .take(MESSAGE_FIELDS)
+                    .map(|v| format!("{} ({})", capped(&v.field, MAX_FIELD_CHARS), v.rule))
                     .collect();
-                format!("invalid request: {}", summary.join(", "))
+                let unnamed = violations.len().saturating_sub(MESSAGE_FIELDS);
+                let more = if unnamed > 0 {
+                    format!(", and {unnamed} more")
+                } else {
+                    String::new()
+                };
+                format!("invalid request: {}{more}", summary.join(", "))
             }
             Error::FailedPrecondition {
                 reason,
@@ -216,6 +272,60 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The details of an answer to `violations`: how many listed, the omitted count, and the
+    /// answer's metadata in bytes.
+    fn bounded(violations: Vec<Violation>) -> (usize, String, usize, String) {
+        let status = Status::from(Error::invalid(violations));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let listed = details
+            .bad_request()
+            .map_or(0, |b| b.field_violations.len());
+        let omitted = details
+            .error_info()
+            .and_then(|i| i.metadata.get("omittedFieldViolations").cloned())
+            .unwrap_or_default();
+        let message = status.message().to_owned();
+        let size: usize = status
+            .into_http::<()>()
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        (listed, omitted, size, message)
+    }
+
+    #[test]
+    fn an_answer_lists_at_most_twenty_violations_and_stays_under_8_kb() {
+        let short: Vec<Violation> = (0..1000)
+            .map(|i| Violation::required(format!("consent.recipients[{i}]")))
+            .collect();
+        let (listed, omitted, size, message) = bounded(short);
+        assert_eq!((listed, omitted.as_str()), (MAX_FIELD_VIOLATIONS, "980"));
+        assert!(message.ends_with("and 995 more"), "{message}");
+        assert!(size < 8 * 1024, "{size} bytes of metadata");
+
+        let long: Vec<Violation> = (0..1000)
+            .map(|i| {
+                Violation::new(
+                    format!("consent.recipients[{i}]{}", ".x".repeat(200)),
+                    "resource_name",
+                    "must be organizations/{id} ".repeat(40),
+                )
+            })
+            .collect();
+        let (listed, omitted, size, _) = bounded(long);
+        assert!((1..=MAX_FIELD_VIOLATIONS).contains(&listed), "{listed}");
+        assert_eq!(omitted, (1000 - listed).to_string());
+        assert!(size < 8 * 1024, "{size} bytes of metadata");
+    }
+
+    #[test]
+    fn capped_text_keeps_whole_characters() {
+        assert_eq!(capped("abc", 3), "abc");
+        assert_eq!(capped("äöåäö", 3), "äö…");
+    }
 
     #[test]
     fn invalid_argument_names_each_field_and_rule() {

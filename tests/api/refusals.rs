@@ -762,3 +762,27 @@ async fn every_refusal_is_audited_with_its_code(db: Db) {
     assert_eq!(about_subject[0].status_code, Code::PermissionDenied as i32);
     app.stop().await;
 }
+
+both_engines!(a_thousand_broken_fields_still_answer_invalid_argument_to_a_default_client);
+async fn a_thousand_broken_fields_still_answer_invalid_argument_to_a_default_client(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    let mut request = oral_consent(PIC, &["hva-15"]);
+    if let Some(consent) = request.consent.as_mut() {
+        consent.recipients = vec![String::new(); 1000];
+    }
+    // A default client accepts 16 KB of metadata; an unbounded error would exceed it and reach
+    // the caller as its own RESOURCE_EXHAUSTED instead of the real refusal.
+    let status = assert_code(
+        kela.consents.record_consent(request).await,
+        Code::InvalidArgument,
+    );
+    let listed = violations(&status);
+    assert_eq!(listed.len(), 20, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|(field, _)| field.starts_with("consent.recipients["))
+    );
+    app.stop().await;
+}
