@@ -50,6 +50,13 @@ impl SqliteStore {
             // The WAL file grows to about 40 MB; `create` gained 7–15 % (bench/RESULTS.md).
             .pragma("wal_autocheckpoint", "10000")
             .busy_timeout(Duration::from_secs(30));
+        // SQLite creates a missing file, not its directory: `serve --data-dir new/dir` with every
+        // key file given has nothing else to create it.
+        let parent = options.get_filename().parent();
+        if let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("creating {} for the database: {e}", dir.display()))?;
+        }
         let pool = SqlitePoolOptions::new()
             // Writers queue in the pool rather than in SQLite's busy handler, which polls with sleeps.
             .max_connections(1)

@@ -429,3 +429,19 @@ async fn the_tests_create_their_database_when_it_is_missing() {
     .await
     .expect("drop");
 }
+
+/// A SQLite file in a directory that does not exist yet: the directory is made, as the file is.
+#[tokio::test]
+async fn a_sqlite_file_in_a_missing_directory_is_created_with_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("not").join("yet").join("exchange.db");
+    let store = store::connect(
+        &format!("sqlite:{}", file.display()),
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+    )
+    .await
+    .expect("open a store in a new directory");
+    store.close().await;
+    assert!(file.exists());
+}
