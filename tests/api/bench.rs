@@ -38,7 +38,7 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
             "{scenario}: {outcome}"
         );
         // pgbench's own failures abort the run above; here: it committed something.
-        let baseline = outcome["baseline_per_second"].as_f64().unwrap_or(0.0);
+        let baseline = outcome["baselinePerSecond"].as_f64().unwrap_or(0.0);
         assert!(baseline > 0.0, "{scenario}: {outcome}");
     }
 }

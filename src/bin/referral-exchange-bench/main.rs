@@ -99,8 +99,9 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-/// What one run measured.
+/// What one run measured. Written (`--json`) with the API's key style, as every tool's JSON is.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub scenario: String,
     pub engine: &'static str,
