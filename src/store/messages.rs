@@ -48,7 +48,7 @@ where
 }
 
 /// Appends the condition that a message can be leased at `now`: never leased, or its lease over.
-pub(super) fn push_lease_free<A>(q: &mut Sql<A>, now: DateTime<Utc>)
+fn push_lease_free<A>(q: &mut Sql<A>, now: DateTime<Utc>)
 where
     A: sqlx::Arguments + Bind<DbTime>,
 {

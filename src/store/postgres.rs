@@ -32,7 +32,7 @@ impl PostgresStore {
         // pg_stat_activity and pg_locks which replica holds what.
         let options = PgConnectOptions::from_str(url)?
             .application_name(&format!("referral-exchange/{}", std::process::id()))
-            // Room for every statement of the queries plus short id lists (`queries::cacheable`);
+            // Room for every statement of the queries plus short id lists (`sql::cacheable`);
             // the default of 100 evicted and re-parsed under load.
             .statement_cache_capacity(256);
         let pool = PgPoolOptions::new()

@@ -90,10 +90,16 @@ impl<A: Arguments> Sql<A> {
         }
     }
 
-    fn into_parts(self) -> Result<(String, A, bool)> {
+    /// The statement, ready to run; the first argument that failed to encode, if any.
+    fn into_query<DB>(self) -> Result<sqlx::query::Query<'static, DB, A>>
+    where
+        DB: sqlx::Database + sqlx::database::HasStatementCache,
+        A: sqlx::IntoArguments<DB>,
+    {
         match self.error {
             Some(e) => Err(Error::internal(e)),
-            None => Ok((self.text, self.args, self.persistent)),
+            None => Ok(sqlx::query_with(sqlx::AssertSqlSafe(self.text), self.args)
+                .persistent(self.persistent)),
         }
     }
 }
@@ -156,9 +162,8 @@ impl<D: Dialect> SqlTx<D> {
 
     /// Runs a statement now; how many rows it changed.
     pub async fn execute(&mut self, sql: Sql<D::Arguments>) -> Result<u64> {
-        let (text, args, persistent) = sql.into_parts()?;
-        let done = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
-            .persistent(persistent)
+        let done = sql
+            .into_query()?
             .execute(self.conn().await?.executor())
             .await?;
         Ok(done.rows_affected())
@@ -169,9 +174,8 @@ impl<D: Dialect> SqlTx<D> {
     where
         D::Row: Read<T>,
     {
-        let (text, args, persistent) = sql.into_parts()?;
-        let rows = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
-            .persistent(persistent)
+        let rows = sql
+            .into_query()?
             .fetch_all(self.conn().await?.executor())
             .await?;
         rows.iter()
@@ -184,9 +188,8 @@ impl<D: Dialect> SqlTx<D> {
     where
         D::Row: Read<T>,
     {
-        let (text, args, persistent) = sql.into_parts()?;
-        let row = sqlx::query_with(sqlx::AssertSqlSafe(text), args)
-            .persistent(persistent)
+        let row = sql
+            .into_query()?
             .fetch_optional(self.conn().await?.executor())
             .await?;
         row.map(|row| row.read().map_err(Error::from)).transpose()

@@ -3,13 +3,12 @@
 
 use std::process::Command;
 
-use crate::helpers::DEFAULT_POSTGRES_URL;
+use crate::helpers::postgres_url;
 
 /// Runs `referral-exchange-bench --scenario <scenario> --baseline` for a second at two clients; returns
 /// its JSON line.
 fn bench_with_baseline(scenario: &str) -> serde_json::Value {
-    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let url = postgres_url();
     let dir = tempfile::tempdir().expect("dir");
     let json = dir.path().join("outcome.json");
     let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))

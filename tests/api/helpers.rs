@@ -26,7 +26,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Organisations the test PKI issues certificates for.
 pub const ORGS: &[&str] = &[
@@ -93,8 +93,7 @@ impl TestDb {
                 TestDb::Sqlite { _dir: dir, url }
             }
             Db::Postgres => {
-                let admin_url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+                let admin_url = postgres_url();
                 let mut admin = admin_connection(&admin_url).await;
                 sweep_stale_databases(&mut admin).await;
                 let name = format!(
@@ -221,7 +220,14 @@ async fn sweep_stale_databases(admin: &mut sqlx::PgConnection) {
     }
 }
 
-fn with_database(url: &str, name: &str) -> String {
+/// The PostgreSQL server the tests use: `REFERRAL_EXCHANGE_TEST_POSTGRES_URL`, or the local one.
+pub fn postgres_url() -> String {
+    std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+/// `url` with its database replaced by `name`.
+pub(crate) fn with_database(url: &str, name: &str) -> String {
     match url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => format!("{url}/{name}"),

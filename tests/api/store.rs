@@ -364,16 +364,6 @@ async fn raw_sql(database: &TestDb, db: Db, sql: &str) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-/// The PostgreSQL URL the tests use, with its database replaced by `database`.
-fn postgres_url_of(database: &str) -> String {
-    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    match url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => format!("{url}/{database}"),
-    }
-}
-
 async fn connect_error(url: &str) -> String {
     let signals = Arc::new(MailboxSignals::default());
     match store::connect(url, Schema::Migrate, signals).await {
@@ -386,7 +376,7 @@ async fn connect_error(url: &str) -> String {
 #[tokio::test]
 async fn a_failed_postgres_connection_says_whether_server_login_or_database_failed() {
     let missing = format!("rx_missing_{}", Uuid::new_v4().simple());
-    let no_database = connect_error(&postgres_url_of(&missing)).await;
+    let no_database = connect_error(&with_database(&postgres_url(), &missing)).await;
     assert!(
         no_database.contains(&format!("has no database \"{missing}\""))
             && no_database.contains("createdb"),
@@ -399,9 +389,13 @@ async fn a_failed_postgres_connection_says_whether_server_login_or_database_fail
         "{no_server}"
     );
 
-    let url = std::env::var("REFERRAL_EXCHANGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let stranger = url.replacen("postgres@", "rx_no_such_role@", 1);
+    // The same server and database as a role that does not exist.
+    let url = postgres_url();
+    let server = url
+        .split_once('@')
+        .map_or(url.as_str(), |(_, server)| server);
+    let server = server.trim_start_matches("postgres://");
+    let stranger = format!("postgres://rx_no_such_role@{server}");
     let no_login = connect_error(&stranger).await;
     assert!(
         no_login.contains("refused the login of user \"rx_no_such_role\""),
@@ -414,14 +408,14 @@ async fn a_failed_postgres_connection_says_whether_server_login_or_database_fail
 #[tokio::test]
 async fn the_tests_create_their_database_when_it_is_missing() {
     let missing = format!("rx_missing_{}", Uuid::new_v4().simple());
-    let mut connection = admin_connection(&postgres_url_of(&missing)).await;
+    let mut connection = admin_connection(&with_database(&postgres_url(), &missing)).await;
     let (current,): (String,) = sqlx::query_as("SELECT current_database()")
         .fetch_one(&mut connection)
         .await
         .expect("query");
     assert_eq!(current, missing);
     drop(connection);
-    let mut admin = admin_connection(&postgres_url_of("postgres")).await;
+    let mut admin = admin_connection(&with_database(&postgres_url(), "postgres")).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {missing} WITH (FORCE)"
     )))
