@@ -32,6 +32,7 @@ pub mod domain;
 pub mod error;
 pub mod exchange;
 pub mod grpc;
+pub mod http;
 pub mod keys;
 pub mod mailbox;
 pub mod server;
