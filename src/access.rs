@@ -43,11 +43,56 @@ impl Caller {
     }
 }
 
+/// What a connection and its request say about the caller, before anything is checked: the same
+/// whichever edge it came through. The gRPC edge reads it from the client certificate and metadata;
+/// the HTTP edge from the client certificate and headers, or, behind an X-Road security server, from
+/// the client map and the `X-Road-*` headers.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    /// The organisation id, or why there is none.
+    pub organization: std::result::Result<String, Unidentified>,
+    /// The person a personal certificate names (`urn:referral-exchange:users/<id>`): then the acting
+    /// user, whatever the request says.
+    pub certified_user: Option<String>,
+    /// `x-user-id` (or `X-Road-UserId`).
+    pub user_id: Option<String>,
+    /// `x-correlation-id` (or `X-Road-Id`).
+    pub correlation_id: Option<String>,
+    /// Resource names recorded in the call's audit event that say which way it came, e.g. the X-Road
+    /// client subsystem and the represented party.
+    pub via: Vec<String>,
+}
+
+/// Why a connection names no organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unidentified {
+    /// The certificate names none (UNAUTHENTICATED).
+    Certificate(String),
+    /// An X-Road call that may not be honoured (PERMISSION_DENIED): a security server's certificate
+    /// with an unmapped or malformed `X-Road-Client`, or `X-Road-*` headers from anyone else.
+    XRoad(String),
+}
+
+impl Claims {
+    /// Claims of a connection whose certificate says `organization`, with nothing else yet.
+    pub fn certificate(organization: std::result::Result<String, String>) -> Self {
+        Claims {
+            organization: organization.map_err(Unidentified::Certificate),
+            certified_user: None,
+            user_id: None,
+            correlation_id: None,
+            via: Vec::new(),
+        }
+    }
+}
+
 /// Why a caller could not be identified. Kept as data (not an [`Error`]) because it is asked for
 /// twice: once to refuse, once to audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IdentityProblem {
     Certificate(String),
+    XRoad(String),
+    UserIdMismatch,
     UnknownOrganization,
     UserIdMissing,
     UserIdInvalid(&'static str),
@@ -60,6 +105,17 @@ impl IdentityProblem {
             IdentityProblem::Certificate(message) => Error::Unauthenticated {
                 reason: Reason::CertificateWithoutOrganization,
                 message: message.clone(),
+            },
+            IdentityProblem::XRoad(message) => Error::PermissionDenied {
+                reason: Reason::XRoadRefused,
+                message: message.clone(),
+            },
+            IdentityProblem::UserIdMismatch => Error::PermissionDenied {
+                reason: Reason::UserIdMismatch,
+                message: format!(
+                    "the personal certificate names another person than {USER_ID_HEADER}; send \
+                     none, or the certificate's"
+                ),
             },
             IdentityProblem::UnknownOrganization => Error::Unauthenticated {
                 reason: Reason::UnknownOrganization,
@@ -99,39 +155,38 @@ pub struct Call {
     organization_claim: String,
     user_id: String,
     correlation_id: String,
+    /// Recorded first among the resources of every audit event of this call (see [`Claims::via`]).
+    via: Vec<String>,
     identity: std::result::Result<Caller, IdentityProblem>,
     touched: Mutex<Touched>,
     audited: AtomicBool,
 }
 
 impl Call {
-    /// Identifies the caller of `method` from what the connection and metadata say.
-    pub fn identify(
-        method: &'static str,
-        certificate_organization: std::result::Result<String, String>,
-        user_id: Option<&str>,
-        correlation_id: Option<&str>,
-        registry: &MunicipalityRegistry,
-    ) -> Call {
-        let organization_claim = certificate_organization.clone().unwrap_or_default();
-        let user_id_value = user_id.unwrap_or_default().to_owned();
-        let correlation = correlation_id.unwrap_or_default().to_owned();
-        let identity = identify(certificate_organization, user_id, correlation_id, registry);
+    /// Identifies the caller of `method` from what the connection and request claim.
+    pub fn identify(method: &'static str, claims: Claims, registry: &MunicipalityRegistry) -> Call {
+        let identity = identify(&claims, registry);
+        let Claims {
+            organization,
+            certified_user,
+            user_id,
+            correlation_id,
+            via,
+        } = claims;
         Call {
             method,
             // Never record a value that broke the rules: it might be an identity code.
             user_id: match &identity {
                 Err(IdentityProblem::UserIdInvalid(_)) => String::new(),
-                _ => user_id_value,
+                Ok(caller) => caller.user_id.clone(),
+                Err(_) => certified_user.or(user_id).unwrap_or_default(),
             },
             correlation_id: match &identity {
                 Err(IdentityProblem::CorrelationIdInvalid(_)) => String::new(),
-                _ => correlation,
+                _ => correlation_id.unwrap_or_default(),
             },
-            organization_claim: match &identity {
-                Err(IdentityProblem::Certificate(_)) => String::new(),
-                _ => organization_claim,
-            },
+            organization_claim: organization.unwrap_or_default(),
+            via,
             identity,
             touched: Mutex::default(),
             audited: AtomicBool::new(false),
@@ -146,6 +201,7 @@ impl Call {
             organization_claim: String::new(),
             user_id: String::new(),
             correlation_id: String::new(),
+            via: Vec::new(),
             identity: Err(IdentityProblem::Certificate("the service itself".into())),
             touched: Mutex::default(),
             audited: AtomicBool::new(false),
@@ -160,6 +216,7 @@ impl Call {
             organization_claim: self.organization_claim.clone(),
             user_id: self.user_id.clone(),
             correlation_id: self.correlation_id.clone(),
+            via: self.via.clone(),
             identity: self.identity.clone(),
             touched: Mutex::default(),
             audited: AtomicBool::new(false),
@@ -215,7 +272,7 @@ impl Call {
             organization: self.organization_claim.clone(),
             user_id: self.user_id.clone(),
             method: self.method.to_owned(),
-            resources: t.resources.clone(),
+            resources: self.via.iter().chain(&t.resources).cloned().collect(),
             subject_pseudonyms: t.subjects.clone(),
             status_code: status as i32,
             correlation_id: self.correlation_id.clone(),
@@ -239,21 +296,33 @@ impl Call {
 }
 
 fn identify(
-    certificate_organization: std::result::Result<String, String>,
-    user_id: Option<&str>,
-    correlation_id: Option<&str>,
+    claims: &Claims,
     registry: &MunicipalityRegistry,
 ) -> std::result::Result<Caller, IdentityProblem> {
-    let claim = certificate_organization.map_err(IdentityProblem::Certificate)?;
+    let claim = claims.organization.as_ref().map_err(|e| match e {
+        Unidentified::Certificate(message) => IdentityProblem::Certificate(message.clone()),
+        Unidentified::XRoad(message) => IdentityProblem::XRoad(message.clone()),
+    })?;
     let organization =
-        OrganizationId::parse(&claim).map_err(|_| IdentityProblem::UnknownOrganization)?;
+        OrganizationId::parse(claim).map_err(|_| IdentityProblem::UnknownOrganization)?;
     if organization.role() == Role::Receiver && !registry.is_known_receiver(&organization) {
         return Err(IdentityProblem::UnknownOrganization);
     }
-    if let Some(correlation_id) = correlation_id {
+    if let Some(correlation_id) = &claims.correlation_id {
         check_header(correlation_id).map_err(IdentityProblem::CorrelationIdInvalid)?;
     }
-    let user_id = user_id.unwrap_or_default();
+    if let Some(user) = &claims.certified_user {
+        // The certificate was issued to this person: what the request says cannot change it.
+        check_header(user).map_err(IdentityProblem::UserIdInvalid)?;
+        if claims.user_id.as_ref().is_some_and(|u| u != user) {
+            return Err(IdentityProblem::UserIdMismatch);
+        }
+        return Ok(Caller {
+            organization,
+            user_id: user.clone(),
+        });
+    }
+    let user_id = claims.user_id.as_deref().unwrap_or_default();
     if user_id.is_empty() {
         if organization.role() != Role::Auditor {
             return Err(IdentityProblem::UserIdMissing);
@@ -294,13 +363,54 @@ mod tests {
     use crate::domain::municipality;
 
     fn call(org: Result<&str, &str>, user: Option<&str>) -> Call {
-        Call::identify(
-            "/test/Method",
-            org.map(str::to_owned).map_err(str::to_owned),
-            user,
-            None,
-            municipality::embedded(),
-        )
+        let mut claims = Claims::certificate(org.map(str::to_owned).map_err(str::to_owned));
+        claims.user_id = user.map(str::to_owned);
+        Call::identify("/test/Method", claims, municipality::embedded())
+    }
+
+    #[test]
+    fn a_personal_certificate_names_the_user_and_a_different_header_is_denied() {
+        let personal = |header: Option<&str>| {
+            let mut claims = Claims::certificate(Ok("hva-15".to_owned()));
+            claims.certified_user = Some("w-anna".to_owned());
+            claims.user_id = header.map(str::to_owned);
+            Call::identify("/test/Method", claims, municipality::embedded())
+        };
+        for header in [None, Some("w-anna")] {
+            let c = personal(header);
+            assert_eq!(c.caller().map(|c| c.user_id.as_str()).ok(), Some("w-anna"));
+            assert_eq!(c.record(tonic::Code::Ok, Utc::now()).user_id, "w-anna");
+        }
+        let c = personal(Some("w-other"));
+        assert_eq!(
+            c.caller().map_err(|e| (e.code(), e.reason())),
+            Err((tonic::Code::PermissionDenied, Reason::UserIdMismatch))
+        );
+        // The audit event names the person the certificate names, not the claim.
+        assert_eq!(
+            c.record(tonic::Code::PermissionDenied, Utc::now()).user_id,
+            "w-anna"
+        );
+    }
+
+    #[test]
+    fn x_road_refusals_are_permission_denied_and_the_way_is_recorded() {
+        let mut claims = Claims::certificate(Ok(String::new()));
+        claims.organization = Err(Unidentified::XRoad("unmapped X-Road-Client".into()));
+        let c = Call::identify("/test/Method", claims, municipality::embedded());
+        assert_eq!(
+            c.caller().map_err(|e| (e.code(), e.reason())),
+            Err((tonic::Code::PermissionDenied, Reason::XRoadRefused))
+        );
+        let mut claims = Claims::certificate(Ok("kela".to_owned()));
+        claims.user_id = Some("h1".into());
+        claims.via = vec!["xroad-clients/FI/GOV/0245437-2/referrals".into()];
+        let c = Call::identify("/test/Method", claims, municipality::embedded());
+        c.touch_resource("referrals/1");
+        assert_eq!(
+            c.record(tonic::Code::Ok, Utc::now()).resources,
+            ["xroad-clients/FI/GOV/0245437-2/referrals", "referrals/1"]
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! | flag | environment | default |
 //! |---|---|---|
 //! | `--listen` | `REFERRAL_EXCHANGE_LISTEN` | `127.0.0.1:50051` |
+//! | `--http-listen` | `REFERRAL_EXCHANGE_HTTP_LISTEN` | `127.0.0.1:8443` (`''` turns the HTTP face off) |
+//! | `--xroad-security-server-cert` | `REFERRAL_EXCHANGE_XROAD_SECURITY_SERVER_CERTS` (comma-separated) | none |
+//! | `--xroad-client-map` | `REFERRAL_EXCHANGE_XROAD_CLIENT_MAP` | none (no X-Road client is mapped) |
 //! | `--data-dir` | `REFERRAL_EXCHANGE_DATA_DIR` | `./var` |
 //! | `--database-url` | `REFERRAL_EXCHANGE_DATABASE_URL` | `sqlite:<data-dir>/referral-exchange.db` |
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
@@ -76,6 +79,19 @@ impl CpuAffinity {
     }
 }
 
+/// A listen address that may be switched off with an empty value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    if text.is_empty() {
+        return Ok(OptionalAddr(None));
+    }
+    text.parse()
+        .map(|addr| OptionalAddr(Some(addr)))
+        .map_err(|e| format!("{e}: an address such as 127.0.0.1:8443, or '' for none"))
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on for gRPC over mutual TLS.
@@ -85,6 +101,29 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
+
+    /// Address of the HTTP face (REST/JSON over HTTPS with the same PKI, for X-Road); '' turns it off.
+    #[arg(
+        long,
+        env = "REFERRAL_EXCHANGE_HTTP_LISTEN",
+        default_value = "127.0.0.1:8443",
+        value_parser = parse_optional_addr
+    )]
+    pub http_listen: OptionalAddr,
+
+    /// The TLS certificate (PEM) of a provider X-Road security server allowed to call the HTTP face on
+    /// behalf of X-Road clients (repeatable). Calls over it are identified by `X-Road-Client`.
+    #[arg(
+        long = "xroad-security-server-cert",
+        env = "REFERRAL_EXCHANGE_XROAD_SECURITY_SERVER_CERTS",
+        value_delimiter = ','
+    )]
+    pub xroad_security_server_certs: Vec<PathBuf>,
+
+    /// Which organisation each X-Road client subsystem is: lines `FI/GOV/0245437-2/referrals = kela`
+    /// (`#` comments). Re-read on SIGHUP. Unmapped clients are refused.
+    #[arg(long, env = "REFERRAL_EXCHANGE_XROAD_CLIENT_MAP")]
+    pub xroad_client_map: Option<PathBuf>,
 
     /// Directory for the embedded database and the development PKI and key.
     #[arg(long, env = "REFERRAL_EXCHANGE_DATA_DIR", default_value = "var")]

@@ -25,6 +25,10 @@ pub enum Reason {
     UnknownOrganization,
     UserIdMissing,
     UserIdInvalid,
+    /// A personal certificate names another person than `x-user-id`.
+    UserIdMismatch,
+    /// An X-Road call that may not be honoured (see `access::Unidentified::XRoad`).
+    XRoadRefused,
     RoleNotAllowed,
     IllegalTransition,
     ReferralForwardedAway,
@@ -50,6 +54,8 @@ impl Reason {
             Reason::UnknownOrganization => "UNKNOWN_ORGANIZATION",
             Reason::UserIdMissing => "USER_ID_MISSING",
             Reason::UserIdInvalid => "USER_ID_INVALID",
+            Reason::UserIdMismatch => "USER_ID_MISMATCH",
+            Reason::XRoadRefused => "X_ROAD_REFUSED",
             Reason::RoleNotAllowed => "ROLE_NOT_ALLOWED",
             Reason::IllegalTransition => "ILLEGAL_TRANSITION",
             Reason::ReferralForwardedAway => "REFERRAL_FORWARDED_AWAY",
@@ -267,6 +273,65 @@ impl From<Error> for Status {
         };
         Status::with_error_details(error.code(), message, details)
     }
+}
+
+/// The HTTP status of a gRPC code, by Google's mapping (`google/rpc/code.proto`, as Google's REST APIs
+/// and gRPC transcoding answer).
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::Aborted | Code::AlreadyExists => 409,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
+    }
+}
+
+/// A status as proto3 JSON `google.rpc.Status`: `code`, `message` and the same `details` a gRPC client
+/// decodes from `grpc-status-details-bin` (`ErrorInfo`, `BadRequest`, `PreconditionFailure`), each
+/// with its `@type`.
+pub fn status_json(status: &Status) -> serde_json::Value {
+    use serde_json::json;
+    const TYPE: &str = "type.googleapis.com/google.rpc.";
+    let error = status.get_error_details();
+    let mut details = Vec::new();
+    if let Some(info) = error.error_info() {
+        details.push(json!({
+            "@type": format!("{TYPE}ErrorInfo"),
+            "reason": info.reason,
+            "domain": info.domain,
+            "metadata": info.metadata,
+        }));
+    }
+    if let Some(bad) = error.bad_request() {
+        let violations: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| json!({ "field": v.field, "description": v.description, "reason": v.reason }))
+            .collect();
+        details
+            .push(json!({ "@type": format!("{TYPE}BadRequest"), "fieldViolations": violations }));
+    }
+    if let Some(failure) = error.precondition_failure() {
+        let violations: Vec<_> = failure
+            .violations
+            .iter()
+            .map(
+                |v| json!({ "type": v.r#type, "subject": v.subject, "description": v.description }),
+            )
+            .collect();
+        details.push(
+            json!({ "@type": format!("{TYPE}PreconditionFailure"), "violations": violations }),
+        );
+    }
+    json!({ "code": status.code() as i32, "message": status.message(), "details": details })
 }
 
 #[cfg(test)]

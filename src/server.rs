@@ -53,6 +53,8 @@ pub struct Settings {
     /// A plaintext port serving only `grpc.health.v1.Health`, for probes that cannot present a client
     /// certificate (Kubernetes' gRPC probes). It reveals nothing but serving status.
     pub health_listen: Option<SocketAddr>,
+    /// The HTTP face (REST/JSON for X-Road); `None` serves gRPC only.
+    pub http: Option<HttpSettings>,
     pub database_url: String,
     pub schema: Schema,
     pub tls: TlsFiles,
@@ -73,6 +75,26 @@ pub struct Settings {
     /// Batches open at a time (each on its own connection).
     pub group_commit_lanes: usize,
     pub audit_log: AuditLogSettings,
+}
+
+/// The HTTP face: where, and which X-Road security servers may call it for which clients.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// PEM files of pinned X-Road security-server TLS certificates.
+    pub xroad_security_server_certs: Vec<PathBuf>,
+    /// The X-Road client map file (see `http::ClientMap`).
+    pub xroad_client_map: Option<PathBuf>,
+}
+
+impl HttpSettings {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            xroad_security_server_certs: Vec::new(),
+            xroad_client_map: None,
+        }
+    }
 }
 
 /// The tamper-evident audit log.
@@ -110,6 +132,7 @@ impl Settings {
         Self {
             listen,
             health_listen: None,
+            http: None,
             database_url,
             schema: Schema::Migrate,
             tls,
@@ -135,6 +158,10 @@ impl Settings {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub health_addr: Option<SocketAddr>,
+    /// The HTTP face's address, if it is on.
+    pub http_addr: Option<SocketAddr>,
+    /// The HTTP face's X-Road settings, for reloading the client map.
+    pub xroad: Option<Arc<crate::http::XRoad>>,
     pub exchange: Arc<Exchange>,
     health: tonic_health::server::HealthReporter,
     drain: Duration,
@@ -268,8 +295,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
         None => None,
     };
+    let (http_addr, xroad) = match &settings.http {
+        Some(http) => {
+            let (addr, xroad) =
+                start_http(http, &settings.tls, &exchange, &mut shutdown, &mut tasks).await?;
+            (Some(addr), Some(xroad))
+        }
+        None => (None, None),
+    };
     let health_port = health_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(%addr, health = %health_port, engine = ?exchange.store().engine(), "serving");
+    let http_port = http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(%addr, http = %http_port, health = %health_port, engine = ?exchange.store().engine(), "serving");
 
     let (stop_background, stopped) = watch::channel(false);
     let background = background_jobs(&exchange, &audit_log)
@@ -282,6 +318,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         health_addr,
+        http_addr,
+        xroad,
         exchange,
         health,
         drain: settings.drain,
@@ -290,6 +328,77 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         stop_background,
         background,
     })
+}
+
+/// Starts the HTTP face; its stop joins the others in `shutdown`, its task in `tasks`.
+async fn start_http(
+    http: &HttpSettings,
+    tls: &TlsFiles,
+    exchange: &Arc<Exchange>,
+    shutdown: &mut Vec<oneshot::Sender<()>>,
+    tasks: &mut Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+) -> anyhow::Result<(SocketAddr, Arc<crate::http::XRoad>)> {
+    let mut pinned = Vec::new();
+    for file in &http.xroad_security_server_certs {
+        pinned.extend(
+            crate::tls::read_certificates(file)
+                .with_context(|| format!("--xroad-security-server-cert {}", file.display()))?,
+        );
+    }
+    let xroad = Arc::new(crate::http::XRoad::new(
+        pinned,
+        http.xroad_client_map.clone(),
+    )?);
+    let config =
+        crate::tls::http_server_rustls_config(&tls.cert, &tls.key, &tls.client_ca, xroad.pinned())?;
+    let (listener, addr) = crate::http::bind(http.listen).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop_http, stop_watch) = watch::channel(false);
+    let face = crate::http::serve(
+        listener,
+        config,
+        exchange.clone(),
+        xroad.clone(),
+        stop_watch,
+    );
+    tasks.push(tokio::spawn(async move {
+        let mut face = std::pin::pin!(face);
+        tokio::select! {
+            () = face.as_mut() => {}
+            _ = stopped => {
+                let _ = stop_http.send(true);
+                face.await;
+            }
+        }
+        Ok(())
+    }));
+    shutdown.push(stop);
+    if http.xroad_client_map.is_some() {
+        spawn_client_map_reload(xroad.clone());
+    }
+    Ok((addr, xroad))
+}
+
+/// SIGHUP re-reads the X-Road client map, without dropping a connection.
+fn spawn_client_map_reload(xroad: Arc<crate::http::XRoad>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: the X-Road client map is read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match xroad.reload() {
+                Ok(clients) => tracing::info!(clients, "reloaded the X-Road client map"),
+                Err(error) => tracing::error!(
+                    error = %format!("{error:#}"),
+                    "the X-Road client map was not reloaded; the previous one stays in use"
+                ),
+            }
+        }
+    });
 }
 
 /// Refuses a pseudonym key the database was not written with, records the key of a new database, and

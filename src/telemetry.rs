@@ -190,6 +190,9 @@ pub struct Metrics {
     pub overdue_notices: Counter<u64>,
     /// Messages moved to dead letters.
     pub dead_letters: Counter<u64>,
+    /// `http.server.request.duration` (seconds) of the HTTP face by `http.route` (the binding's
+    /// template, never the URL) and `http.response.status_code`.
+    pub http_duration: Histogram<f64>,
     pub gauges: Mutex<Gauges>,
 }
 
@@ -269,6 +272,15 @@ impl Metrics {
             .with_callback(|observer| observer.observe(gauges().audit_sequencer_lag_seconds, &[]))
             .build();
         Metrics {
+            http_duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP requests to the HTTP face")
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0, 10.0, 25.0,
+                ])
+                .build(),
             rpc_duration: meter
                 .f64_histogram("rpc.server.call.duration")
                 .with_unit("s")

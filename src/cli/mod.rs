@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gRPC server.
+    /// Run the server: gRPC, and the HTTP face (REST/JSON) beside it.
     Serve(Box<ServeArgs>),
     /// Write a development PKI: a CA, a server certificate for localhost and client certificates.
     DevPki(DevPkiArgs),
@@ -95,6 +95,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
     settings.health_listen = args.health_listen;
+    settings.http = args.http_listen.0.map(|listen| server::HttpSettings {
+        listen,
+        xroad_security_server_certs: args.xroad_security_server_certs.clone(),
+        xroad_client_map: args.xroad_client_map.clone(),
+    });
     settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
     settings.pseudonym_key_file = Some(args.pseudonym_key_path());
     settings.drain = std::time::Duration::from_secs(args.drain_seconds);

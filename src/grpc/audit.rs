@@ -26,6 +26,11 @@ pub struct AuditApi {
 }
 
 impl AuditApi {
+    /// The service itself, without the gRPC server around it: what the HTTP edge calls.
+    pub fn handler(exchange: Arc<Exchange>) -> Self {
+        Self { exchange }
+    }
+
     pub fn new(exchange: Arc<Exchange>) -> pb::audit_service_server::AuditServiceServer<Self> {
         pb::audit_service_server::AuditServiceServer::new(Self { exchange })
     }

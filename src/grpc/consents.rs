@@ -30,6 +30,11 @@ pub struct ConsentApi {
 }
 
 impl ConsentApi {
+    /// The service itself, without the gRPC server around it: what the HTTP edge calls.
+    pub fn handler(exchange: Arc<Exchange>) -> Self {
+        Self { exchange }
+    }
+
     pub fn new(exchange: Arc<Exchange>) -> pb::consent_service_server::ConsentServiceServer<Self> {
         pb::consent_service_server::ConsentServiceServer::new(Self { exchange })
     }

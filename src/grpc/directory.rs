@@ -17,6 +17,11 @@ pub struct DirectoryApi {
 }
 
 impl DirectoryApi {
+    /// The service itself, without the gRPC server around it: what the HTTP edge calls.
+    pub fn handler(exchange: Arc<Exchange>) -> Self {
+        Self { exchange }
+    }
+
     pub fn new(
         exchange: Arc<Exchange>,
     ) -> pb::directory_service_server::DirectoryServiceServer<Self> {

@@ -21,6 +21,11 @@ pub struct MailboxApi {
 }
 
 impl MailboxApi {
+    /// The service itself, without the gRPC server around it: what the HTTP edge calls.
+    pub fn handler(exchange: Arc<Exchange>) -> Self {
+        Self { exchange }
+    }
+
     pub fn new(exchange: Arc<Exchange>) -> pb::mailbox_service_server::MailboxServiceServer<Self> {
         pb::mailbox_service_server::MailboxServiceServer::new(Self { exchange })
     }

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    access::{CORRELATION_ID_HEADER, Call, USER_ID_HEADER},
+    access::{CORRELATION_ID_HEADER, Call, Claims, USER_ID_HEADER},
     domain::{PersonalIdentityCode, Violation},
     error::{Error, Reason, Result},
     exchange::{Exchange, RequestKey},
@@ -116,21 +116,26 @@ where
 }
 
 fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
-    let certificate = crate::tls::organization_from_request(request).map_err(|e| e.to_string());
-    // A value that is not visible ASCII is passed on as such so that it is refused, not dropped.
-    let header = |name: &str| {
-        request
-            .metadata()
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    // The HTTP edge identifies its caller itself (certificate and headers, or X-Road) and hands the
+    // claims over with the request; a gRPC request's extensions come from the server only.
+    let claims = match request.extensions().get::<Claims>() {
+        Some(claims) => claims.clone(),
+        None => {
+            let certs = request.peer_certs();
+            let mut claims = crate::tls::claims_from_peer(certs.as_deref().map(Vec::as_slice));
+            // A value that is not visible ASCII is passed on as such so that it is refused, not dropped.
+            let header = |name: &str| {
+                request
+                    .metadata()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+            };
+            claims.user_id = header(USER_ID_HEADER);
+            claims.correlation_id = header(CORRELATION_ID_HEADER);
+            claims
+        }
     };
-    Call::identify(
-        method,
-        certificate,
-        header(USER_ID_HEADER),
-        header(CORRELATION_ID_HEADER),
-        exchange.registry(),
-    )
+    Call::identify(method, claims, exchange.registry())
 }
 
 /// The full method path of `method` on `service`.

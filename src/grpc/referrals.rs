@@ -32,6 +32,11 @@ pub struct ReferralApi {
 }
 
 impl ReferralApi {
+    /// The service itself, without the gRPC server around it: what the HTTP edge calls.
+    pub fn handler(exchange: Arc<Exchange>) -> Self {
+        Self { exchange }
+    }
+
     pub fn new(
         exchange: Arc<Exchange>,
     ) -> pb::referral_service_server::ReferralServiceServer<Self> {

@@ -6,6 +6,8 @@ use x509_parser::extensions::GeneralName;
 
 /// URI SAN prefix naming an organisation in a client certificate.
 pub const ORGANIZATION_URI_PREFIX: &str = "urn:referral-exchange:organizations/";
+/// URI SAN prefix naming the person a personal certificate was issued to, beside the organisation.
+pub const USER_URI_PREFIX: &str = "urn:referral-exchange:users/";
 
 /// Why a client certificate does not identify an organisation. Each of these means the
 /// request must be refused with `UNAUTHENTICATED`.
@@ -27,6 +29,54 @@ pub enum CertificateIdentityError {
     /// The organisation URI SAN is exactly the prefix, with nothing after it.
     #[error("client certificate's organisation URI SAN has an empty id")]
     EmptyOrganization,
+    /// A personal certificate names no person or several ([`USER_URI_PREFIX`]).
+    #[error("client certificate names {0} users; a personal certificate names exactly one")]
+    UserCount(usize),
+}
+
+/// Who a client certificate speaks for: its organisation and, for a personal certificate, the
+/// person it was issued to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedParty {
+    pub organization: String,
+    pub user: Option<String>,
+}
+
+/// The organisation and, if named, the person of a client certificate (DER). See
+/// [`organization_from_certificate`] for the organisation; the person is the single URI SAN starting
+/// with [`USER_URI_PREFIX`], absent from an organisation's system certificate.
+pub fn party_from_certificate(der: &[u8]) -> Result<CertifiedParty, CertificateIdentityError> {
+    let uris = uri_sans(der)?;
+    let organization = organization_of(&uris)?;
+    let users: Vec<&str> = uris
+        .iter()
+        .filter_map(|uri| uri.strip_prefix(USER_URI_PREFIX))
+        .collect();
+    let user = match users.as_slice() {
+        [] => None,
+        [user] if !user.is_empty() => Some((*user).to_owned()),
+        [_] => return Err(CertificateIdentityError::UserCount(0)),
+        _ => return Err(CertificateIdentityError::UserCount(users.len())),
+    };
+    Ok(CertifiedParty { organization, user })
+}
+
+/// What the leaf certificate of a connection claims, for [`crate::access::Call::identify`].
+pub fn claims_from_peer(
+    peer_certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> crate::access::Claims {
+    let party = peer_certs
+        .and_then(|certs| certs.first())
+        .ok_or(CertificateIdentityError::NoClientCertificate)
+        .and_then(|leaf| party_from_certificate(leaf.as_ref()));
+    match party {
+        Ok(party) => {
+            let mut claims = crate::access::Claims::certificate(Ok(party.organization));
+            claims.certified_user = party.user;
+            claims
+        }
+        Err(e) => crate::access::Claims::certificate(Err(e.to_string())),
+    }
 }
 
 /// The organisation id named by a client certificate (DER): the single URI SAN starting
@@ -37,6 +87,11 @@ pub enum CertificateIdentityError {
 /// second spelling of the same organisation must not exist. The CN is never consulted (see
 /// the module docs). It returns the raw id; the caller validates its syntax and role.
 pub fn organization_from_certificate(der: &[u8]) -> Result<String, CertificateIdentityError> {
+    organization_of(&uri_sans(der)?)
+}
+
+/// Every URI SAN of a certificate (DER).
+fn uri_sans(der: &[u8]) -> Result<Vec<String>, CertificateIdentityError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| CertificateIdentityError::Unparseable(e.to_string()))?;
     if !rest.is_empty() {
@@ -48,13 +103,20 @@ pub fn organization_from_certificate(der: &[u8]) -> Result<String, CertificateId
     let san = cert
         .subject_alternative_name()
         .map_err(|e| CertificateIdentityError::Unparseable(e.to_string()))?;
-    let ids: Vec<&str> = san
+    Ok(san
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
         .filter_map(|name| match name {
-            GeneralName::URI(uri) => uri.strip_prefix(ORGANIZATION_URI_PREFIX),
+            GeneralName::URI(uri) => Some((*uri).to_owned()),
             _ => None,
         })
+        .collect())
+}
+
+fn organization_of(uris: &[String]) -> Result<String, CertificateIdentityError> {
+    let ids: Vec<&str> = uris
+        .iter()
+        .filter_map(|uri| uri.strip_prefix(ORGANIZATION_URI_PREFIX))
         .collect();
     match ids.as_slice() {
         [] => Err(CertificateIdentityError::MissingOrganization),

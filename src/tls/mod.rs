@@ -58,6 +58,7 @@
 mod dev_pki;
 mod identity;
 mod incoming;
+mod pinned;
 #[cfg(test)]
 mod test_support;
 
@@ -73,8 +74,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 pub use dev_pki::{DevPkiReport, PkiLayout, write_dev_pki};
 pub use identity::{
-    CertificateIdentityError, ORGANIZATION_URI_PREFIX, organization_from_certificate,
-    organization_from_request,
+    CertificateIdentityError, CertifiedParty, ORGANIZATION_URI_PREFIX, USER_URI_PREFIX,
+    claims_from_peer, organization_from_certificate, organization_from_request,
+    party_from_certificate,
 };
 pub use incoming::tls_incoming;
 
@@ -193,6 +195,36 @@ pub fn server_rustls_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = server_config(cert, key, client_ca, &[])?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The HTTP listener's TLS: the gRPC listener's certificate and client CA, HTTP/2 and HTTP/1.1 by
+/// ALPN, and the `pinned` client certificates (X-Road security servers, see [`pinned`]) accepted
+/// as well.
+pub fn http_server_rustls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    pinned: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = server_config(cert, key, client_ca, pinned)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads the certificates in a PEM file, for pinning.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_certificates(path, &read(path)?)
+}
+
+fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    pinned: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, TlsError> {
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let ca_pem = read(client_ca)?;
@@ -202,7 +234,7 @@ pub fn server_rustls_config(
     let roots = parse_trust_anchors(client_ca, &ca_pem)?;
 
     let provider = ring_provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     )
@@ -211,7 +243,14 @@ pub fn server_rustls_config(
         context: format!("client CA {}", client_ca.display()),
         reason: e.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    if !pinned.is_empty() {
+        verifier = Arc::new(pinned::CaOrPinned {
+            ca: verifier,
+            pinned: pinned.to_vec(),
+            algorithms: provider.signature_verification_algorithms,
+        });
+    }
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| {
             b.with_client_cert_verifier(verifier)
@@ -224,9 +263,7 @@ pub fn server_rustls_config(
                 key.display()
             ),
             reason: e.to_string(),
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+        })
 }
 
 /// Client side: trust `ca`, present `cert`/`key`; `domain` is the server name to verify
