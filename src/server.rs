@@ -85,6 +85,8 @@ pub struct HttpSettings {
     pub xroad_security_server_certs: Vec<PathBuf>,
     /// The X-Road client map file (see `http::ClientMap`).
     pub xroad_client_map: Option<PathBuf>,
+    /// Body size and slow-client limits.
+    pub limits: crate::http::Limits,
 }
 
 impl HttpSettings {
@@ -93,6 +95,7 @@ impl HttpSettings {
             listen,
             xroad_security_server_certs: Vec::new(),
             xroad_client_map: None,
+            limits: crate::http::Limits::default(),
         }
     }
 }
@@ -359,6 +362,7 @@ async fn start_http(
         config,
         exchange.clone(),
         xroad.clone(),
+        http.limits,
         stop_watch,
     );
     tasks.push(tokio::spawn(async move {

@@ -43,6 +43,10 @@ struct DevPkiArgs {
     /// Organisation ids to issue client certificates for (e.g. kela, hva-15, auditor-dpo).
     #[arg(long = "org", required = true)]
     orgs: Vec<String>,
+    /// Also issue a personal certificate `ORG/USER` (the person's id beside the organisation's,
+    /// for people rather than systems, e.g. the console); repeatable.
+    #[arg(long = "person", value_name = "ORG/USER")]
+    persons: Vec<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -64,10 +68,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
             let report = crate::tls::write_dev_pki(&args.dir, &orgs)?;
+            let mut persons = Vec::new();
+            for person in &args.persons {
+                let (org, user) = person
+                    .split_once('/')
+                    .ok_or_else(|| anyhow::anyhow!("--person {person}: expected ORG/USER"))?;
+                persons.push(crate::tls::write_dev_personal_certificate(
+                    &args.dir, org, user,
+                )?);
+            }
             let out = serde_json::json!({
                 "dir": args.dir,
                 "createdCa": report.created_ca,
                 "issued": report.issued,
+                "personal": persons,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -99,6 +113,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen,
         xroad_security_server_certs: args.xroad_security_server_certs.clone(),
         xroad_client_map: args.xroad_client_map.clone(),
+        limits: crate::http::Limits::default(),
     });
     settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
     settings.pseudonym_key_file = Some(args.pseudonym_key_path());

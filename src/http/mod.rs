@@ -47,15 +47,31 @@ pub use identity::{ClientMap, XRoad};
 /// descriptors and `google.api.http` annotations the server routes by. Served at `GET /openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
-/// The largest request body read. The largest request, a referral with its texts, is a few kB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// A client that has not sent a whole request head in this time is disconnected (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request body must arrive within this time (408 otherwise).
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection is closed gracefully after this age, so that a revoked or rotated client
-/// certificate does not live on in a kept-alive connection.
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// What one client may take of the HTTP face.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest request body read (413 beyond). The largest request, a referral with its texts,
+    /// is a few kB.
+    pub max_body_bytes: usize,
+    /// A client that has not sent a whole request head in this time is disconnected (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this time (408 otherwise).
+    pub body_read_timeout: Duration,
+    /// A connection is closed gracefully after this age, so that a revoked or rotated client
+    /// certificate does not live on in a kept-alive connection.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(3600),
+        }
+    }
+}
 /// How long calls in flight may take to finish when the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
@@ -72,6 +88,7 @@ struct Face {
     apis: Apis,
     exchange: Arc<Exchange>,
     xroad: Arc<XRoad>,
+    limits: Limits,
 }
 
 /// Serves the HTTP face on `listener` until `stop` turns true; then lets requests in flight finish.
@@ -80,6 +97,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     exchange: Arc<Exchange>,
     xroad: Arc<XRoad>,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let face = Arc::new(Face {
@@ -92,6 +110,7 @@ pub async fn serve(
         },
         exchange,
         xroad,
+        limits,
     });
     let mut incoming = std::pin::pin!(crate::tls::tls_incoming(
         listener,
@@ -103,7 +122,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     loop {
@@ -136,7 +155,7 @@ pub async fn serve(
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 // Too old, or the server stops: finish the request in flight, then close.
-                () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                () = tokio::time::sleep(limits.max_connection_age) => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -203,7 +222,7 @@ async fn answer(
         Err(other_verb) => return ("unmatched", unmatched(path, other_verb)),
     };
     let binding = &transcode::BINDINGS[index];
-    let body = match read_body(&parts.headers, body).await {
+    let body = match read_body(&face.limits, &parts.headers, body).await {
         Ok(body) => body,
         Err(response) => return (binding.template, *response),
     };
@@ -232,8 +251,9 @@ async fn answer(
     (binding.template, response)
 }
 
-/// The body, within [`MAX_BODY_BYTES`] and [`BODY_READ_TIMEOUT`].
+/// The body, within the size and time limits.
 async fn read_body(
+    limits: &Limits,
     headers: &axum::http::HeaderMap,
     body: hyper::body::Incoming,
 ) -> Result<bytes::Bytes, Box<Response<Body>>> {
@@ -241,22 +261,21 @@ async fn read_body(
         Box::new(plain_refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::InvalidArgument,
-            &format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            &format!(
+                "the request body is larger than {} bytes",
+                limits.max_body_bytes
+            ),
         ))
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await
-    {
+    let limited = Limited::new(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(Box::new(plain_refusal(
@@ -269,7 +288,7 @@ async fn read_body(
             tonic::Code::DeadlineExceeded,
             &format!(
                 "the request body did not arrive within {} s",
-                BODY_READ_TIMEOUT.as_secs()
+                limits.body_read_timeout.as_secs_f64()
             ),
         ))),
     }

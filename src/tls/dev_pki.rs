@@ -178,6 +178,37 @@ pub fn write_dev_pki(dir: &Path, orgs: &[&str]) -> Result<DevPkiReport, TlsError
 }
 
 /// Refuses org ids that would escape `clients/` or not fit the API's id syntax.
+/// Issues a personal certificate from the development CA in `dir` (made by [`write_dev_pki`] first):
+/// the organisation's URI SAN and `urn:referral-exchange:users/<user>` beside it, written as a
+/// profile (`cert.pem`, `key.pem`, `ca.pem`) in `clients/<org>/users/<user>/`, which is returned.
+/// The user id follows the organisation id's syntax, and is reissued on every call.
+pub fn write_dev_personal_certificate(
+    dir: &Path,
+    org: &str,
+    user: &str,
+) -> Result<PathBuf, TlsError> {
+    validate_dev_org(org)?;
+    validate_dev_org(user)?;
+    let layout = PkiLayout::new(dir);
+    let ca = LoadedCa::load(&layout)?;
+    let organization = format!("{ORGANIZATION_URI_PREFIX}{org}");
+    let person = format!("{}{user}", super::identity::USER_URI_PREFIX);
+    let leaf = ca.issue_leaf(
+        &format!("{user} ({org})"),
+        vec![
+            SanType::URI(ia5(&organization)?),
+            SanType::URI(ia5(&person)?),
+        ],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    let profile = layout.client_dir(org).join("users").join(user);
+    create_dir(&profile)?;
+    write_private(&profile.join("key.pem"), leaf.key_pem.as_bytes())?;
+    write_public(&profile.join("cert.pem"), leaf.cert_pem.as_bytes())?;
+    write_public(&profile.join("ca.pem"), ca.pem.as_bytes())?;
+    Ok(profile)
+}
+
 fn validate_dev_org(org: &str) -> Result<(), TlsError> {
     let invalid = |reason| TlsError::InvalidOrganization {
         org: org.to_owned(),

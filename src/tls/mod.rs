@@ -72,7 +72,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-pub use dev_pki::{DevPkiReport, PkiLayout, write_dev_pki};
+pub use dev_pki::{DevPkiReport, PkiLayout, write_dev_personal_certificate, write_dev_pki};
 pub use identity::{
     CertificateIdentityError, CertifiedParty, ORGANIZATION_URI_PREFIX, USER_URI_PREFIX,
     claims_from_peer, organization_from_certificate, organization_from_request,
@@ -195,21 +195,23 @@ pub fn server_rustls_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = server_config(cert, key, client_ca, &[])?;
+    let mut config = server_config(cert, key, client_ca, &[], false)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// The HTTP listener's TLS: the gRPC listener's certificate and client CA, HTTP/2 and HTTP/1.1 by
 /// ALPN, and the `pinned` client certificates (X-Road security servers, see [`pinned`]) accepted
-/// as well.
+/// as well. A client certificate is asked for but not required at the handshake, so that anyone may
+/// read `/openapi.json` (the service description X-Road registration needs); every API call without
+/// one is refused as UNAUTHENTICATED, and audited, by the HTTP edge.
 pub fn http_server_rustls_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
     pinned: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = server_config(cert, key, client_ca, pinned)?;
+    let mut config = server_config(cert, key, client_ca, pinned, true)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -224,6 +226,7 @@ fn server_config(
     key: &Path,
     client_ca: &Path,
     pinned: &[CertificateDer<'static>],
+    optional_client_certificate: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
@@ -234,12 +237,14 @@ fn server_config(
     let roots = parse_trust_anchors(client_ca, &ca_pem)?;
 
     let provider = ring_provider();
-    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsError::Unusable {
+    );
+    if optional_client_certificate {
+        builder = builder.allow_unauthenticated();
+    }
+    let mut verifier = builder.build().map_err(|e| TlsError::Unusable {
         context: format!("client CA {}", client_ca.display()),
         reason: e.to_string(),
     })?;

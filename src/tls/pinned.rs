@@ -28,6 +28,14 @@ pub(super) struct CaOrPinned {
 }
 
 impl ClientCertVerifier for CaOrPinned {
+    fn offer_client_auth(&self) -> bool {
+        self.ca.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.ca.client_auth_mandatory()
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.ca.root_hint_subjects()
     }

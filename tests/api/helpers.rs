@@ -291,6 +291,10 @@ impl TestApp {
         // Background rounds run once at start; tests run further rounds themselves, at the moment
         // (of the manual clock) they choose.
         settings.background.interval = Duration::from_secs(3600);
+        // The HTTP face too, on a port of its own.
+        settings.http = Some(server::HttpSettings::new(
+            "127.0.0.1:0".parse().expect("addr"),
+        ));
         adjust(&mut settings);
         let server = server::start(settings).await.expect("server starts");
         TestApp {
@@ -311,13 +315,39 @@ impl TestApp {
         self.server.as_ref().expect("running").addr
     }
 
+    pub fn http_port(&self) -> u16 {
+        self.server
+            .as_ref()
+            .and_then(|s| s.http_addr)
+            .expect("the HTTP face is on")
+            .port()
+    }
+
+    /// An HTTP/1.1 connection to the HTTP face with `org`'s certificate, sending `x-user-id: user`.
+    pub async fn rest(&self, org: &str, user: Option<&str>) -> crate::rest::Rest {
+        let dir = self.profile(org);
+        let config = crate::rest::tls_config(
+            &dir.join("ca.pem"),
+            Some((&dir.join("cert.pem"), &dir.join("key.pem"))),
+        );
+        let rest = crate::rest::Rest::connect(self.http_port(), config).await;
+        match user {
+            Some(user) => rest.header(USER_ID_HEADER, user),
+            None => rest,
+        }
+    }
+
     pub fn profile(&self, org: &str) -> PathBuf {
         tls::PkiLayout::new(self.pki.path()).client_dir(org)
     }
 
     /// A channel authenticated as `org`.
     pub async fn channel(&self, org: &str) -> Channel {
-        let dir = self.profile(org);
+        self.channel_at(&self.profile(org)).await
+    }
+
+    /// A channel authenticated with the profile (`ca.pem`, `cert.pem`, `key.pem`) in `dir`.
+    pub async fn channel_at(&self, dir: &std::path::Path) -> Channel {
         let tls = tls::client_tls_config(
             &dir.join("ca.pem"),
             &dir.join("cert.pem"),

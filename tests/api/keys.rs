@@ -65,7 +65,14 @@ fn refused_start(dir: &Path, url: &str, env: &[(&str, &str)]) -> (Option<i32>, S
     let log = dir.join("refused.log");
     let stderr = std::fs::File::create(&log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .args(["--database-url", url])
         .envs(env.iter().copied())

@@ -2,6 +2,7 @@
 //! PostgreSQL, exercised the way Kela, receivers and auditors use it.
 
 mod helpers;
+mod rest;
 
 mod audit;
 mod background;
@@ -13,6 +14,7 @@ mod delivery;
 mod deploy;
 mod exchange;
 mod group_commit;
+mod http;
 mod keys;
 mod logs;
 mod mailbox;

@@ -24,6 +24,8 @@ async fn serve_without_migrating_refuses_a_schema_that_is_behind_until_migrate_h
             "--no-migrate",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path())

@@ -191,6 +191,8 @@ pub(crate) fn start_binary_logged(
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--data-dir",
@@ -207,6 +209,7 @@ pub(crate) fn start_binary_logged(
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut serving = None;
     let addr = loop {
         assert!(
             Instant::now() < deadline,
@@ -219,6 +222,7 @@ pub(crate) fn start_binary_logged(
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
             && json["fields"]["message"] == "serving"
         {
+            serving = Some(line.clone());
             // An address or "off", never Rust's debug spelling of an absent one.
             let health = json["fields"]["health"].as_str().unwrap_or_default();
             assert!(
@@ -232,8 +236,9 @@ pub(crate) fn start_binary_logged(
                 .expect("socket addr");
         }
     };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    let log = ServerLog::default();
+    // Keep draining stderr so the server never blocks on a full pipe. The log starts with the line
+    // that reported the addresses (see [`http_addr`]).
+    let log = ServerLog::new(std::sync::Mutex::new(serving.into_iter().collect()));
     let kept = log.clone();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
@@ -243,6 +248,18 @@ pub(crate) fn start_binary_logged(
         }
     });
     (child, addr, log)
+}
+
+/// The HTTP face's address in the "serving" line at the start of `log`.
+pub(crate) fn http_addr(log: &ServerLog) -> std::net::SocketAddr {
+    let lines = log.lock().expect("log");
+    let json: serde_json::Value =
+        serde_json::from_str(lines.first().expect("serving line")).expect("json");
+    json["fields"]["http"]
+        .as_str()
+        .expect("http")
+        .parse()
+        .expect("the HTTP face is on")
 }
 
 pub(crate) async fn binary_client(

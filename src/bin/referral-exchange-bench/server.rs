@@ -155,6 +155,8 @@ impl ServerProcess {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
                 "--data-dir",
