@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pool = compiler.descriptor_pool();
     let bindings = http::bindings(&pool)?;
-    fs::write(out_dir.join("http_bindings.rs"), http::rust_table(&bindings))?;
+    fs::write(
+        out_dir.join("http_bindings.rs"),
+        http::rust_table(&bindings),
+    )?;
     let document = openapi::document(&pool, &bindings)?;
     fs::write(
         out_dir.join("openapi.json"),

@@ -99,7 +99,9 @@ pub fn bindings(pool: &DescriptorPool) -> Result<Vec<Binding>, String> {
             let options = method.options();
             if !options.has_extension(&http) {
                 if method.is_client_streaming()
-                    || GRPC_ONLY.iter().any(|(name, _)| *name == method.full_name())
+                    || GRPC_ONLY
+                        .iter()
+                        .any(|(name, _)| *name == method.full_name())
                 {
                     continue;
                 }
@@ -109,13 +111,21 @@ pub fn bindings(pool: &DescriptorPool) -> Result<Vec<Binding>, String> {
                 ));
             }
             let Value::Message(rule) = options.get_extension(&http).into_owned() else {
-                return Err(format!("{}: google.api.http is not a message", method.full_name()));
+                return Err(format!(
+                    "{}: google.api.http is not a message",
+                    method.full_name()
+                ));
             };
             let operation_id = format!("{}.{}", service.name(), method.name());
             out.push(binding(&method, &rule, operation_id.clone(), true)?);
-            if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").map(|v| v.into_owned()) {
+            if let Some(Value::List(more)) = rule
+                .get_field_by_name("additional_bindings")
+                .map(|v| v.into_owned())
+            {
                 for extra in more {
-                    let Value::Message(extra) = extra else { continue };
+                    let Value::Message(extra) = extra else {
+                        continue;
+                    };
                     let mut b = binding(&method, &extra, String::new(), false)?;
                     let suffix = b.custom.clone().unwrap_or_else(|| b.verb.to_lowercase());
                     b.operation_id = format!("{operation_id}.{suffix}");
@@ -136,10 +146,10 @@ fn binding(
     let name = method.full_name();
     let mut pattern = None;
     for verb in ["get", "put", "post", "delete", "patch"] {
-        if rule.has_field_by_name(verb) {
-            if let Some(Value::String(path)) = rule.get_field_by_name(verb).map(|v| v.into_owned()) {
-                pattern = Some((verb.to_uppercase(), path));
-            }
+        if rule.has_field_by_name(verb)
+            && let Some(Value::String(path)) = rule.get_field_by_name(verb).map(|v| v.into_owned())
+        {
+            pattern = Some((verb.to_uppercase(), path));
         }
     }
     let (verb, template) = pattern.ok_or_else(|| format!("{name}: the HTTP rule has no verb"))?;
@@ -162,14 +172,22 @@ fn binding(
     for field in &path_fields {
         match input.get_field_by_name(field) {
             Some(f) if f.kind() == Kind::String && !f.is_list() => {}
-            _ => return Err(format!("{name}: path variable {field} is not a string field of {}", input.name())),
+            _ => {
+                return Err(format!(
+                    "{name}: path variable {field} is not a string field of {}",
+                    input.name()
+                ));
+            }
         }
     }
     let query = match body.as_deref() {
         Some("*") => Vec::new(),
         Some(field) => {
             if input.get_field_by_name(field).is_none() {
-                return Err(format!("{name}: body field {field} is not in {}", input.name()));
+                return Err(format!(
+                    "{name}: body field {field} is not in {}",
+                    input.name()
+                ));
             }
             query_fields(&input, &path_fields, Some(field))?
         }
@@ -248,9 +266,14 @@ fn parse_template(template: &str) -> Result<(Vec<Segment>, Option<String>), Stri
             segments.push(Segment::Variable {
                 field: field.to_owned(),
                 prefix: format!("{collection}/"),
-                parameter: collection.strip_suffix('s').unwrap_or(collection).to_owned(),
+                parameter: collection
+                    .strip_suffix('s')
+                    .unwrap_or(collection)
+                    .to_owned(),
             });
-            chars = inner[end + 1..].strip_prefix('/').unwrap_or(&inner[end + 1..]);
+            chars = inner[end + 1..]
+                .strip_prefix('/')
+                .unwrap_or(&inner[end + 1..]);
         } else {
             let end = chars.find('/').unwrap_or(chars.len());
             let literal = &chars[..end];
@@ -356,7 +379,11 @@ pub fn rust_table(bindings: &[Binding]) -> String {
         let service = b.method.parent_service();
         let module = snake(service.name());
         let field = snake(service.name().trim_end_matches("Service"));
-        let call = if b.server_streaming() { "server_streaming" } else { "unary" };
+        let call = if b.server_streaming() {
+            "server_streaming"
+        } else {
+            "unary"
+        };
         writeln!(
             out,
             "        {i} => {call}(input, |r| pb::{module}_server::{}::{}(&*apis.{field}, r)).await,",
