@@ -16,6 +16,7 @@ mod group_commit;
 mod keys;
 mod logs;
 mod mailbox;
+mod openapi;
 mod operations;
 mod refusals;
 mod replicas;
