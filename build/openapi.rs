@@ -125,9 +125,11 @@ fn info_description() -> String {
         .collect();
     format!(
         "The HTTP/JSON face of the referral exchange, for Suomi.fi Palveluväylä (X-Road) and other \
-HTTP/1.1 clients: every unary gRPC method as REST/JSON, transcoded by the `google.api.http` \
-annotations of the protos (AIP-127). Each `operationId` is `<Service>.<Method>` of the gRPC API; \
-the audit log names the gRPC method. Bodies and answers are proto3 JSON as protobuf defines it: \
+HTTP/1.1 clients: the gRPC API as REST/JSON (but for the methods under *gRPC only* below), \
+transcoded by the `google.api.http` annotations of the protos (AIP-127). Each `operationId` is \
+the `<Service>.<Method>` it calls; a second binding of a method adds its custom verb \
+(`ReferralService.ListReferrals.search`). Each description names the gRPC method, as the audit \
+log does. Bodies and answers are proto3 JSON as protobuf defines it: \
 fields in lowerCamelCase (the proto field names are accepted on input too), 64-bit integers as \
 decimal strings, enums by name, bytes in base64, timestamps in RFC 3339. A field at its default \
 value (empty, zero, false, the `…_UNSPECIFIED` enum value) is left out of an answer.
