@@ -146,11 +146,10 @@ fn binding(
     let name = method.full_name();
     let mut pattern = None;
     for verb in ["get", "put", "post", "delete", "patch"] {
-        if rule.has_field_by_name(verb) {
-            if let Some(Value::String(path)) = rule.get_field_by_name(verb).map(|v| v.into_owned())
-            {
-                pattern = Some((verb.to_uppercase(), path));
-            }
+        if rule.has_field_by_name(verb)
+            && let Some(Value::String(path)) = rule.get_field_by_name(verb).map(|v| v.into_owned())
+        {
+            pattern = Some((verb.to_uppercase(), path));
         }
     }
     let (verb, template) = pattern.ok_or_else(|| format!("{name}: the HTTP rule has no verb"))?;

@@ -18,6 +18,7 @@ mod http;
 mod keys;
 mod logs;
 mod mailbox;
+mod openapi;
 mod operations;
 mod refusals;
 mod replicas;
