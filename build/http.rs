@@ -307,7 +307,6 @@ fn snake(name: &str) -> String {
 fn query_kind(field: &FieldDescriptor) -> &'static str {
     match field.kind() {
         Kind::Bool => "QueryKind::Bool",
-        Kind::Double | Kind::Float => "QueryKind::Number",
         _ => "QueryKind::Text",
     }
 }
@@ -346,7 +345,7 @@ pub fn rust_table(bindings: &[Binding]) -> String {
             None => "Body::None".to_owned(),
             Some("*") => "Body::Whole".to_owned(),
             Some(field) => format!(
-                "Body::Field {{ name: {field:?}, json_name: {:?} }}",
+                "Body::Field {{ json_name: {:?} }}",
                 b.method
                     .input()
                     .get_field_by_name(field)
@@ -356,7 +355,7 @@ pub fn rust_table(bindings: &[Binding]) -> String {
         };
         writeln!(
             out,
-            "    Binding {{ operation_id: {:?}, grpc_method: {:?}, verb: {:?}, template: {:?}, segments: &[{}], custom: {:?}, body: {body}, query: &[{}], streaming: {} }},",
+            "    Binding {{ operation_id: {:?}, grpc_method: {:?}, verb: {:?}, template: {:?}, segments: &[{}], custom: {:?}, body: {body}, query: &[{}] }},",
             b.operation_id,
             format!("/{}/{}", b.method.parent_service().full_name(), b.method.name()),
             b.verb,
@@ -364,7 +363,6 @@ pub fn rust_table(bindings: &[Binding]) -> String {
             segments.join(", "),
             b.custom,
             query.join(", "),
-            b.server_streaming(),
         )
         .unwrap();
     }

@@ -34,10 +34,7 @@ pub(crate) enum Body {
     /// `body: "*"`: the body is the request (without the path's fields).
     Whole,
     /// `body: "<field>"`: the body is that field; the rest comes from the query string.
-    Field {
-        name: &'static str,
-        json_name: &'static str,
-    },
+    Field { json_name: &'static str },
 }
 
 /// One segment of a binding's path.
@@ -56,9 +53,7 @@ pub(crate) enum Segment {
 pub(crate) enum QueryKind {
     /// `true` / `false`.
     Bool,
-    /// A JSON number.
-    Number,
-    /// A JSON string: strings, enums, integers (proto3 JSON takes them as strings), timestamps,
+    /// A JSON string: strings, enums, numbers (proto3 JSON takes them as strings), timestamps,
     /// durations.
     Text,
 }
@@ -86,7 +81,6 @@ pub(crate) struct Binding {
     pub custom: Option<&'static str>,
     pub body: Body,
     pub query: &'static [QueryField],
-    pub streaming: bool,
 }
 
 include!(concat!(env!("OUT_DIR"), "/http_bindings.rs"));
@@ -110,9 +104,12 @@ pub(crate) struct Refusal {
     pub extensions: axum::http::Extensions,
 }
 
-/// The binding `path` and `verb` reach, with the fields the path binds; `Err(true)` when the path
-/// exists with another verb.
-pub(crate) fn route(verb: &str, path: &str) -> Result<(usize, Vec<(&'static str, String)>), bool> {
+/// The fields a matched path binds, with their values (`name` → `referrals/…`).
+pub(crate) type PathFields = Vec<(&'static str, String)>;
+
+/// The binding `path` and `verb` reach (its index in [`BINDINGS`]), with the fields the path binds;
+/// `Err(true)` when the path exists with another verb.
+pub(crate) fn route(verb: &str, path: &str) -> Result<(usize, PathFields), bool> {
     let (path, custom) = split_custom(path);
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut other_verb = false;
@@ -156,7 +153,7 @@ fn split_custom(path: &str) -> (&str, Option<&str>) {
 /// The request message of `binding` as proto3 JSON, from its path fields, query string and body.
 pub(crate) fn message(
     binding: &Binding,
-    path_fields: Vec<(&'static str, String)>,
+    path_fields: PathFields,
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Value, Error> {
@@ -203,11 +200,6 @@ pub(crate) fn message(
                         continue;
                     }
                 },
-                QueryKind::Number => text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(Value::String(text), Value::Number),
                 QueryKind::Text => Value::String(text),
             };
             if field.repeated {

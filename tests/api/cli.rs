@@ -18,6 +18,8 @@ struct Tour {
     _database: Option<TestDb>,
     _server: ServerChild,
     endpoint: String,
+    /// The HTTP face, as the curl tour names it.
+    http: String,
     log: ServerLog,
 }
 
@@ -30,11 +32,16 @@ impl Tour {
             database.as_ref().map(TestDb::url),
             &[],
         );
+        let http = format!(
+            "https://localhost:{}",
+            crate::server::http_addr(&log).port()
+        );
         Tour {
             dir,
             _database: database,
             _server: server,
             endpoint: format!("https://{addr}"),
+            http,
             log,
         }
     }
@@ -88,9 +95,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The ```sh blocks of the README section headed `## A five-minute tour`, up to the next heading
-/// (of any level). Headings are only looked for outside code blocks, where `#` starts comments.
-fn tour_script(readme: &str) -> String {
+/// The ```sh blocks of the README section headed `heading` (e.g. `## A five-minute tour`), up to the
+/// next heading (of any level). Headings are only looked for outside code blocks, where `#` starts
+/// comments.
+fn tour_script(readme: &str, heading: &str) -> String {
     let mut in_section = false;
     let mut fence: Option<bool> = None; // Some(is_sh) inside a code block
     let mut script = String::new();
@@ -100,7 +108,7 @@ fn tour_script(readme: &str) -> String {
                 fence = Some(line.trim() == "```sh");
             }
             None if line.starts_with('#') => {
-                in_section = line.trim() == "## A five-minute tour";
+                in_section = line.trim() == heading;
             }
             None => {}
             Some(_) if line.starts_with("```") => fence = None,
@@ -181,7 +189,7 @@ both_engines!(the_readme_tour_runs_twice_with_the_same_output);
 async fn the_readme_tour_runs_twice_with_the_same_output(db: Db) {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let script = tour_script(&readme);
+    let script = tour_script(&readme, "## A five-minute tour");
     assert!(
         script.contains("rx acknowledge-messages") && script.contains("audit verify"),
         "the tour's commands were found:\n{script}"
@@ -232,6 +240,89 @@ async fn the_readme_tour_runs_twice_with_the_same_output(db: Db) {
         outputs[0],
         outputs[1]
     );
+}
+
+both_engines!(the_readme_curl_tour_runs_twice_for_all_three_users);
+async fn the_readme_curl_tour_runs_twice_for_all_three_users(db: Db) {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let script = tour_script(&readme, "## The same tour over HTTP (curl)");
+    assert!(
+        script.contains("H=https://localhost:8443") && script.contains(":acknowledge"),
+        "the curl tour was found:\n{script}"
+    );
+    let tour = Tour::start(db).await;
+    // The README names the default port; this server has its own.
+    let script = script.replace("https://localhost:8443", &tour.http);
+    let mut waited = 0;
+    while !tour
+        .client("auditor-dpo", None, &["get-checkpoint"])
+        .status
+        .success()
+    {
+        waited += 1;
+        assert!(waited < 100, "no audit checkpoint within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut last_stdout = String::new();
+    for run in 1..=2 {
+        let output = tour.run_script(&script);
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "run {run} of the curl tour failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+        assert!(stderr.is_empty(), "run {run}: {stderr}");
+        assert!(
+            stdout.contains(r#"{"recipient":"organizations/hva-15","state":"REQUESTED"}"#),
+            "run {run}: {stdout}"
+        );
+        assert!(stdout.contains(r#""applied":true"#), "run {run}: {stdout}");
+        assert!(
+            stdout.contains(r#"{"state":"COMPLETED","outcome":"SERVICES_STARTED"}"#),
+            "run {run}: {stdout}"
+        );
+        for state in ["RECEIVED", "ACCEPTED", "IN_PROGRESS", "COMPLETED"] {
+            assert_eq!(
+                stdout
+                    .lines()
+                    .filter(|l| l.starts_with("{\"state\":")
+                        && l.contains("\"time\"")
+                        && l.contains(&format!("\"{state}\"")))
+                    .count(),
+                1,
+                "run {run}: Kela got exactly this run's {state}:\n{stdout}"
+            );
+        }
+        // The auditor saw Kela's and the receiver's calls over HTTP, and the signed checkpoint.
+        for who in [
+            r#""organization":"organizations/kela","userId":"handler-1","method":"/referral_exchange.v1.ReferralService/CreateReferral""#,
+            r#""organization":"organizations/hva-15","userId":"worker-7","method":"/referral_exchange.v1.ReferralService/CompleteReferral""#,
+        ] {
+            assert!(stdout.contains(who), "run {run}: {who}\n{stdout}");
+        }
+        assert!(
+            stdout.contains("referral-exchange/audit-log"),
+            "run {run}: {stdout}"
+        );
+        last_stdout = stdout;
+    }
+    // The export: the leaves up to the latest checkpoint, one JSON object per line, in order (how
+    // many depends on how far the sequencer had come; the tour printed the count last).
+    let export = std::fs::read_to_string(tour.dir.path().join("export.ndjson")).expect("export");
+    let printed: usize = last_stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the tour prints the export's line count last");
+    assert_eq!(export.lines().count(), printed, "{export}");
+    for (index, line) in export.lines().enumerate() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).expect("one JSON object per line");
+        assert!(event["leafData"].is_string(), "{line}");
+        assert_eq!(event["leafIndex"], index.to_string(), "{line}");
+    }
 }
 
 both_engines!(an_acknowledgement_that_did_not_apply_exits_3_and_says_why);

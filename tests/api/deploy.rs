@@ -113,11 +113,15 @@ fn the_kubernetes_manifests_use_what_the_binary_has() {
     let args: Vec<&str> = list(&container["args"]).iter().map(s).collect();
     assert_eq!(args[0], "serve");
     let mut listen = None;
+    let mut http = None;
     let mut health = None;
     for arg in &args[1..] {
         let value = check_flag(arg, &flags);
         if arg.starts_with("--listen=") {
             listen = value.map(port_of);
+        }
+        if arg.starts_with("--http-listen=") {
+            http = value.map(port_of);
         }
         if arg.starts_with("--health-listen=") {
             health = value.map(port_of);
@@ -140,6 +144,11 @@ fn the_kubernetes_manifests_use_what_the_binary_has() {
     assert!(
         ports.contains(&("health".into(), health)),
         "the health port is the one it serves health on"
+    );
+    let http = http.expect("--http-listen");
+    assert!(
+        ports.contains(&("https".into(), http)),
+        "the https port is the HTTP face's"
     );
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(
@@ -198,8 +207,11 @@ fn the_kubernetes_manifests_use_what_the_binary_has() {
     );
 
     let service = by_kind("Service");
-    let target = s(&list(&service["spec"]["ports"])[0]["targetPort"]);
-    assert_eq!(target, "grpc");
+    let targets: Vec<&str> = list(&service["spec"]["ports"])
+        .iter()
+        .map(|p| s(&p["targetPort"]))
+        .collect();
+    assert_eq!(targets, ["grpc", "https"], "gRPC and the HTTP face");
     assert_eq!(&service["spec"]["selector"], labels);
 
     let pdb = by_kind("PodDisruptionBudget");
@@ -318,7 +330,7 @@ fn the_dockerfile_builds_a_small_non_root_image_of_the_binary() {
         check_flag(arg, &flags);
         // `--flag value`: the value is the next word unless that is a flag itself.
         let value = args.next_if(|next| !next.starts_with("--"));
-        if arg == "--listen" || arg == "--health-listen" {
+        if arg == "--listen" || arg == "--http-listen" || arg == "--health-listen" {
             ports.insert(port_of(value.expect("an address")));
         }
     }

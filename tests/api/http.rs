@@ -420,14 +420,33 @@ async fn bodies_are_bounded_and_slow_clients_are_cut_off(db: Db) {
     .await;
     let mut kela = app.rest("kela", Some("handler-1")).await;
 
-    // Declared too large: refused before reading. Sent too large without a length: cut off.
-    let big = vec![b' '; 65 * 1024];
-    let answer = kela
-        .send("POST", "/v1/referrals:search", Some(big.clone()), &[])
+    // Declared too large: refused before the body is read.
+    let mut declared = raw_connection(&app, "kela").await;
+    declared
+        .write_all(
+            b"POST /v1/referrals:search HTTP/1.1\r\nhost: localhost\r\nx-user-id: h1\r\ncontent-length: 66560\r\n\r\n",
+        )
         .await
-        .expect(413);
-    assert_eq!(answer.json["code"], 3, "{}", answer.text);
-    assert!(answer.text.contains("65536"), "{}", answer.text);
+        .expect("write");
+    let reply = read_reply(&mut declared).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("65536"), "{reply}");
+    // Sent too large without a declared length (chunked): cut off at the limit.
+    let mut chunked = raw_connection(&app, "kela").await;
+    chunked
+        .write_all(
+            b"POST /v1/referrals:search HTTP/1.1\r\nhost: localhost\r\nx-user-id: h1\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    for _ in 0..17 {
+        let chunk = format!("1000\r\n{}\r\n", " ".repeat(0x1000));
+        if chunked.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let reply = read_reply(&mut chunked).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
 
     // A body that does not arrive in time: 408.
     let mut slow = raw_connection(&app, "kela").await;
@@ -445,8 +464,12 @@ async fn bodies_are_bounded_and_slow_clients_are_cut_off(db: Db) {
         .write_all(b"GET /v1/organizations HTTP/1.1\r\nhost: loc")
         .await
         .expect("write");
-    let closed = tokio::time::timeout(Duration::from_secs(10), read_reply(&mut slowloris)).await;
-    assert!(closed.is_ok(), "the server closed the connection");
+    let started = std::time::Instant::now();
+    let reply = read_reply(&mut slowloris).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after the 1 s limit: {reply}"
+    );
 
     // Ordinary calls are unaffected.
     kela.get("/v1/organizations").await.expect(200);
@@ -474,10 +497,14 @@ async fn raw_connection(
         .expect("handshake")
 }
 
-/// Everything the server sends until it closes the connection (or 10 s pass).
+/// Everything the server sends until it closes the connection; fails if it has not within 10 s.
 async fn read_reply(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes)).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes)).await;
+    assert!(
+        read.is_ok(),
+        "the server did not close the connection within 10 s"
+    );
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

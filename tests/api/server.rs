@@ -209,7 +209,7 @@ pub(crate) fn start_binary_logged(
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut serving = None;
+    let serving: String;
     let addr = loop {
         assert!(
             Instant::now() < deadline,
@@ -222,7 +222,7 @@ pub(crate) fn start_binary_logged(
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
             && json["fields"]["message"] == "serving"
         {
-            serving = Some(line.clone());
+            serving = line.clone();
             // An address or "off", never Rust's debug spelling of an absent one.
             let health = json["fields"]["health"].as_str().unwrap_or_default();
             assert!(
@@ -238,7 +238,7 @@ pub(crate) fn start_binary_logged(
     };
     // Keep draining stderr so the server never blocks on a full pipe. The log starts with the line
     // that reported the addresses (see [`http_addr`]).
-    let log = ServerLog::new(std::sync::Mutex::new(serving.into_iter().collect()));
+    let log = ServerLog::new(std::sync::Mutex::new(vec![serving]));
     let kept = log.clone();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {

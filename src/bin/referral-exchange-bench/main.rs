@@ -12,6 +12,7 @@
 
 mod baseline;
 mod datasize;
+mod rest;
 mod scenarios;
 mod server;
 
@@ -55,6 +56,14 @@ impl Scenario {
     }
 }
 
+/// The edge a scenario's clients call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Edge {
+    Grpc,
+    Http,
+}
+
 /// Measure a real server process under load (see bench/README.md).
 #[derive(Debug, Parser)]
 #[command(name = "referral-exchange-bench", version)]
@@ -79,6 +88,10 @@ pub struct BenchArgs {
     /// of as many as the server takes: latency at a given load.
     #[arg(long)]
     rate: Option<f64>,
+    /// `create`: which edge the clients call, gRPC or the HTTP face (REST/JSON over HTTP/1.1, one
+    /// kept-alive connection per client).
+    #[arg(long, value_enum, default_value_t = Edge::Grpc)]
+    edge: Edge,
     /// `pull`: messages in the mailbox per run.
     #[arg(long, default_value_t = 2000)]
     messages: usize,
@@ -239,7 +252,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(match args.scenario {
                 Scenario::Create => {
                     with_server(start("server")?, |s| {
-                        scenarios::create(s, clients, duration, args.rate)
+                        scenarios::create(s, clients, duration, args.rate, args.edge)
                     })
                     .await?
                 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::sync::Barrier;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::{Outcome, Percentiles, server::Target};
+use super::{Outcome, Percentiles, rest::RestClient, server::Target};
 use referral_exchange::{
     domain::PersonalIdentityCode,
     proto::v1::{
@@ -194,13 +194,18 @@ pub async fn create(
     clients: usize,
     duration: Duration,
     rate: Option<f64>,
+    edge: crate::Edge,
 ) -> anyhow::Result<Outcome> {
     let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
         let target = target.clone();
         async move {
             let consent = written_consent(&target, i as u64).await?;
-            let mut referrals =
-                ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
+            let user = format!("bench-{i}");
+            let mut referrals = ReferralServiceClient::new(target.channel("kela", &user).await?);
+            let mut rest = match edge {
+                crate::Edge::Grpc => None,
+                crate::Edge::Http => Some(RestClient::connect(&target, "kela", &user).await?),
+            };
             let code = identity_code(i as u64);
             barrier.wait().await;
             let begun = Instant::now();
@@ -220,18 +225,26 @@ pub async fn create(
                     }
                     None => Instant::now(),
                 };
-                result.record(
-                    started,
-                    referrals
-                        .create_referral(referral_with_consent(&code, &consent))
-                        .await,
-                );
+                let request = referral_with_consent(&code, &consent);
+                match &mut rest {
+                    None => result.record(started, referrals.create_referral(request).await),
+                    Some(rest) => {
+                        // The same request as proto3 JSON: the referral is the body (AIP-133).
+                        let body = serde_json::to_vec(&request.referral)?;
+                        let path = format!("/v1/referrals?requestId={}", request.request_id);
+                        result.record(started, rest.post(&path, body).await);
+                    }
+                }
             }
             Ok(result)
         }
     })
     .await?;
-    Ok(outcome("create", clients, result, seconds))
+    let name = match edge {
+        crate::Edge::Grpc => "create",
+        crate::Edge::Http => "create-http",
+    };
+    Ok(outcome(name, clients, result, seconds))
 }
 
 /// Shared bookkeeping of the roundtrip: when each referral was created, and how often its routed

@@ -79,6 +79,8 @@ impl BenchDatabase {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// The HTTP face, if the server serves it.
+    pub http: Option<SocketAddr>,
     pub pki: PathBuf,
 }
 
@@ -175,8 +177,8 @@ impl ServerProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stderr = child.stderr.take().context("server stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let addr = match wait_until_serving(&mut lines) {
-            Ok(addr) => addr,
+        let (addr, http) = match wait_until_serving(&mut lines) {
+            Ok(addrs) => addrs,
             Err(e) => {
                 // Not yet a ServerProcess, whose drop would stop it.
                 let _ = child.kill();
@@ -189,6 +191,7 @@ impl ServerProcess {
             child,
             target: Target {
                 addr,
+                http,
                 pki: data_dir.join("pki"),
             },
         })
@@ -216,10 +219,11 @@ impl ServerProcess {
     }
 }
 
-/// Reads the server's log until it says where it serves, for up to a minute.
+/// Reads the server's log until it says where it serves (gRPC, and the HTTP face if on), for up to
+/// a minute.
 fn wait_until_serving(
     lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if Instant::now() > deadline {
@@ -230,7 +234,9 @@ fn wait_until_serving(
         };
         let json: serde_json::Value = serde_json::from_str(&line?).unwrap_or_default();
         if json["fields"]["message"] == "serving" {
-            return Ok(json["fields"]["addr"].as_str().context("addr")?.parse()?);
+            let addr = json["fields"]["addr"].as_str().context("addr")?.parse()?;
+            let http = json["fields"]["http"].as_str().and_then(|a| a.parse().ok());
+            return Ok((addr, http));
         }
     }
 }
