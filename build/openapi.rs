@@ -26,7 +26,7 @@ const DURATION_PATTERN: &str = r"^-?[0-9]+(\.[0-9]{1,9})?s$";
 /// A path variable is one segment.
 const SEGMENT_PATTERN: &str = "^[^/]+$";
 /// `x-user-id` and `x-correlation-id`: at most 128 printable ASCII characters, no spaces.
-const HEADER_PATTERN: &str = "^[!-~]{1,128}$";
+const HEADER_PATTERN: &str = "^[!-~]{0,128}$";
 /// Where a comment marks a field the server sets (AIP-203's wording).
 const OUTPUT_ONLY: &str = "Output only.";
 
@@ -312,8 +312,11 @@ fn operation(b: &Binding, all: &[Binding], schemas: &mut Schemas) -> Result<Valu
                 schemas.add_synthetic(&name, schema)?;
                 json!({ "$ref": format!("{SCHEMAS}{name}") })
             };
+            // Every field of a proto3 request is optional, so an empty body is the empty message,
+            // as in Google's transcoding.
             operation["requestBody"] = json!({
-                "required": true,
+                "required": false,
+                "description": "Proto3 JSON; an empty body is the empty message (every field unset).",
                 "content": { "application/json": { "schema": schema } },
             });
         }
@@ -727,8 +730,18 @@ impl Schemas {
     }
 
     /// A field's schema in a JSON body or answer, with its description.
+    /// [`Self::value_schema`], and for an enum its numbers too: a proto3 JSON reader takes either
+    /// (pbjson writes names).
+    fn lenient_value_schema(&mut self, kind: &Kind) -> Result<Value, String> {
+        let schema = self.value_schema(kind)?;
+        Ok(match kind {
+            Kind::Enum(_) => json!({ "anyOf": [schema, { "type": "integer", "format": "int32" }] }),
+            _ => schema,
+        })
+    }
+
     fn field_schema(&mut self, field: &FieldDescriptor) -> Result<Value, String> {
-        let mut schema = if field.is_map() {
+        let schema = if field.is_map() {
             let Kind::Message(entry) = field.kind() else {
                 return Err(format!(
                     "map field {} has no entry message",
@@ -763,10 +776,13 @@ impl Schemas {
             }
             schema
         } else if field.is_list() {
-            json!({ "type": "array", "items": self.value_schema(&field.kind())? })
+            json!({ "type": "array", "items": self.lenient_value_schema(&field.kind())? })
         } else {
-            self.value_schema(&field.kind())?
+            self.lenient_value_schema(&field.kind())?
         };
+        // A proto3 JSON reader takes `null` for any field, meaning its default (pbjson never
+        // writes one).
+        let mut schema = json!({ "anyOf": [schema, { "type": "null" }] });
         if let Some(text) = self.field_description(field) {
             if text.contains(OUTPUT_ONLY) {
                 schema["readOnly"] = json!(true);

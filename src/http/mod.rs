@@ -219,7 +219,7 @@ async fn answer(
     }
     let (index, path_fields) = match transcode::route(parts.method.as_str(), path) {
         Ok(found) => found,
-        Err(other_verb) => return ("unmatched", unmatched(path, other_verb)),
+        Err(verbs) => return ("unmatched", unmatched(path, &verbs)),
     };
     let binding = &transcode::BINDINGS[index];
     let body = match read_body(&face.limits, &parts.headers, body).await {
@@ -327,7 +327,7 @@ async fn refuse(
 
 fn openapi(method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return unmatched("/openapi.json", true);
+        return unmatched("/openapi.json", &["GET", "HEAD"]);
     }
     (
         [(
@@ -339,15 +339,20 @@ fn openapi(method: &Method) -> Response<Body> {
         .into_response()
 }
 
-/// No binding: 404 naming where the API is described, 405 if another verb would match, 501 for a
-/// method the HTTP face does not carry.
-fn unmatched(path: &str, other_verb: bool) -> Response<Body> {
-    if other_verb {
-        return plain_refusal(
+/// No binding: 404 naming where the API is described, 405 with `Allow` if other verbs would match,
+/// 501 for a method the HTTP face does not carry.
+fn unmatched(path: &str, verbs: &[&str]) -> Response<Body> {
+    if !verbs.is_empty() {
+        let allow = verbs.join(", ");
+        let mut response = plain_refusal(
             StatusCode::METHOD_NOT_ALLOWED,
             tonic::Code::Unimplemented,
-            "this path takes another HTTP method; see /openapi.json",
+            &format!("this path takes {allow}; see /openapi.json"),
         );
+        if let Ok(allow) = HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+        return response;
     }
     if let Some((method, why)) = transcode::GRPC_ONLY.iter().find(|(method, _)| {
         let name = method.rsplit('/').next().unwrap_or_default();

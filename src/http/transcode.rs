@@ -108,11 +108,11 @@ pub(crate) struct Refusal {
 pub(crate) type PathFields = Vec<(&'static str, String)>;
 
 /// The binding `path` and `verb` reach (its index in [`BINDINGS`]), with the fields the path binds;
-/// `Err(true)` when the path exists with another verb.
-pub(crate) fn route(verb: &str, path: &str) -> Result<(usize, PathFields), bool> {
+/// otherwise the verbs the path takes (none: no such path).
+pub(crate) fn route(verb: &str, path: &str) -> Result<(usize, PathFields), Vec<&'static str>> {
     let (path, custom) = split_custom(path);
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut other_verb = false;
+    let mut other_verbs = Vec::new();
     for (index, binding) in BINDINGS.iter().enumerate() {
         if binding.custom != custom || binding.segments.len() != parts.len() {
             continue;
@@ -136,9 +136,9 @@ pub(crate) fn route(verb: &str, path: &str) -> Result<(usize, PathFields), bool>
         if binding.verb == verb {
             return Ok((index, fields));
         }
-        other_verb = true;
+        other_verbs.push(binding.verb);
     }
-    Err(other_verb)
+    Err(other_verbs)
 }
 
 /// `/v1/referrals/x:accept` → (`/v1/referrals/x`, `accept`).

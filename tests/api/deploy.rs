@@ -550,6 +550,27 @@ fn own_build_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
+/// Cargo gives a package the same identity wherever its workspace root is, so the build of the copy
+/// left its fingerprints where the checkout's build looks for them, naming the copy's files: the
+/// next `cargo build` of the checkout would compare those files, not the checkout's, and keep a
+/// stale build script and crate after an edit. Removing the package's fingerprints makes that
+/// build compile the crate again (the dependencies stay reused).
+fn forget_the_copy(build_dir: &Path) {
+    let fingerprints = build_dir.join("debug/.fingerprint");
+    let Ok(entries) = std::fs::read_dir(&fingerprints) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("referral-exchange-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The image's server binary builds from exactly the files the Dockerfile's build stage copies, put
 /// into a directory that holds nothing else, with the Dockerfile's own `cargo build` command: a file
 /// the build needs and the image lacks (a module, an `include_str!`, a migration, a proto) fails here
@@ -615,6 +636,7 @@ fn the_server_builds_from_exactly_the_files_the_dockerfile_copies() {
         .env("CARGO_TARGET_DIR", &artifacts)
         .output()
         .expect("run cargo");
+    forget_the_copy(&build_dir);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
     assert!(
