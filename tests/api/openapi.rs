@@ -242,12 +242,26 @@ fn schemas_follow_the_protos_and_their_json_mapping() {
 
     // pbjson writes 64-bit integers as strings, bytes in base64, timestamps in RFC 3339.
     let document = json();
+    // Each field also takes `null` (its default), as proto3 JSON readers do; the value's own schema
+    // is the first choice.
     let event = &document["components"]["schemas"]["AuditEvent"]["properties"];
-    assert_eq!(event["sequence"]["type"], "string");
-    assert_eq!(event["sequence"]["pattern"], "^-?[0-9]+$");
-    assert_eq!(event["leafHash"]["contentEncoding"], "base64");
-    assert_eq!(event["time"]["format"], "date-time");
-    assert_eq!(event["statusCode"]["type"], "integer");
+    let value = |field: &str| {
+        let choices = &event[field]["anyOf"];
+        assert_eq!(choices[1], serde_json::json!({ "type": "null" }), "{field}");
+        choices[0].clone()
+    };
+    assert_eq!(value("sequence")["type"], "string");
+    assert_eq!(value("sequence")["pattern"], "^-?[0-9]+$");
+    assert_eq!(value("leafHash")["contentEncoding"], "base64");
+    assert_eq!(value("time")["format"], "date-time");
+    assert_eq!(value("statusCode")["type"], "integer");
+    // An enum field takes its value names and their numbers.
+    let state = &document["components"]["schemas"]["Referral"]["properties"]["state"]["anyOf"][0];
+    assert_eq!(
+        state["anyOf"][0]["$ref"],
+        "#/components/schemas/Referral.State"
+    );
+    assert_eq!(state["anyOf"][1]["type"], "integer");
 
     // The server stream answers NDJSON, one AuditEvent a line.
     let export = &document["paths"]["/v1/auditEvents:export"]["get"]["responses"]["200"];
