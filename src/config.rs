@@ -460,6 +460,16 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_http_listen_turns_the_http_face_off() {
+        assert_eq!(parse_optional_addr(""), Ok(OptionalAddr(None)));
+        assert_eq!(
+            parse_optional_addr("0.0.0.0:8443"),
+            Ok(OptionalAddr(Some("0.0.0.0:8443".parse().expect("addr"))))
+        );
+        assert!(parse_optional_addr("8443").is_err());
+    }
+
+    #[test]
     fn a_group_commit_batch_stays_within_postgres_cached_subtransactions() {
         let at = |n: u64| Serve::try_parse_from(["serve", "--group-commit-max", &n.to_string()]);
         assert_eq!(

@@ -237,7 +237,62 @@ async fn both_edges_give_the_same_answers(db: Db) {
             http_side(nobody_http.get("/v1/organizations").await),
         ),
     ];
-    for (case, grpc, http) in cases {
+    // An organisation outside the exchange, roles held to their methods, a consent that does not
+    // exist (FAILED_PRECONDITION, 400 by Google's mapping).
+    let mut stranger = app.as_user("hva-22", "w1").await;
+    let mut stranger_http = app.rest("hva-22", Some("w1")).await;
+    let mut auditor = app.auditor().await;
+    let mut auditor_http = app.rest("auditor-dpo", None).await;
+    let missing = format!("consents/{}", uuid::Uuid::new_v4());
+    let mut with_missing_consent = crate::helpers::referral(PIC, JYVASKYLA, &missing);
+    let missing_id = with_missing_consent.request_id.clone();
+    let missing_body = serde_json::to_value(with_missing_consent.referral.take()).expect("json");
+    let with_missing_consent = crate::helpers::referral(PIC, JYVASKYLA, &missing);
+    let more: Vec<(&str, Side, Side)> = vec![
+        (
+            "an organisation outside the exchange",
+            grpc_side(
+                stranger
+                    .directory
+                    .list_organizations(pb::ListOrganizationsRequest::default())
+                    .await,
+            ),
+            http_side(stranger_http.get("/v1/organizations").await),
+        ),
+        (
+            "an auditor reading a mailbox",
+            grpc_side(
+                auditor
+                    .mailbox
+                    .get_mailbox_stats(pb::GetMailboxStatsRequest {})
+                    .await,
+            ),
+            http_side(auditor_http.get("/v1/mailbox/stats").await),
+        ),
+        (
+            "a receiver reading the audit trail",
+            grpc_side(
+                hva15
+                    .audit
+                    .list_audit_events(pb::ListAuditEventsRequest::default())
+                    .await,
+            ),
+            http_side(hva15_http.post("/v1/auditEvents:search", &json!({})).await),
+        ),
+        (
+            "a consent that does not exist",
+            grpc_side(kela.referrals.create_referral(with_missing_consent).await),
+            http_side(
+                kela_http
+                    .post(
+                        &format!("/v1/referrals?requestId={missing_id}"),
+                        &missing_body,
+                    )
+                    .await,
+            ),
+        ),
+    ];
+    for (case, grpc, http) in cases.into_iter().chain(more) {
         assert!(matches!(grpc, Side::Refused(..)), "{case}: {grpc:?}");
         assert_eq!(grpc, http, "{case}");
     }
