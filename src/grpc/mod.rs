@@ -43,6 +43,12 @@ where
     // A server span per the OpenTelemetry RPC conventions, continuing the caller's trace.
     let full = method.trim_start_matches('/');
     let (service, name) = full.split_once('/').unwrap_or(("", full));
+    // The HTTP face calls the same methods in process, handing over the caller's claims.
+    let edge = if request.extensions().get::<Claims>().is_some() {
+        "http"
+    } else {
+        "grpc"
+    };
     let span = tracing::info_span!(
         "rpc",
         otel.name = full,
@@ -50,6 +56,7 @@ where
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = name,
+        referral_exchange.edge = edge,
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
@@ -110,6 +117,7 @@ where
             opentelemetry::KeyValue::new("rpc.service", service),
             opentelemetry::KeyValue::new("rpc.method", name),
             opentelemetry::KeyValue::new("rpc.grpc.status_code", code as i64),
+            opentelemetry::KeyValue::new("referral_exchange.edge", edge),
         ],
     );
     result.map(Response::new).map_err(Status::from)
