@@ -41,6 +41,8 @@ pub enum Reason {
     NoCheckpointYet,
     /// A subject access report would be larger than one response: narrow the time range.
     ReportTooLarge,
+    /// The database could not be reached or refused the connection: try again shortly.
+    DatabaseUnavailable,
     Internal,
 }
 
@@ -66,6 +68,7 @@ impl Reason {
             Reason::RequestIdReused => "REQUEST_ID_REUSED",
             Reason::NoCheckpointYet => "NO_CHECKPOINT_YET",
             Reason::ReportTooLarge => "REPORT_TOO_LARGE",
+            Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -95,6 +98,15 @@ pub enum Error {
     Aborted { reason: Reason, message: String },
     #[error("{message}")]
     AlreadyExists { reason: Reason, message: String },
+    /// A passing condition (the database is unreachable): the same call may succeed after
+    /// `retry_after`. The source is logged, never sent.
+    #[error("the service is unavailable for a moment; retry")]
+    Unavailable {
+        reason: Reason,
+        retry_after: std::time::Duration,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Anything the caller cannot fix. The source is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -152,6 +164,7 @@ impl Error {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Aborted { .. } => Code::Aborted,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::Unavailable { .. } => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -165,14 +178,46 @@ impl Error {
             | Error::Aborted { reason, .. }
             | Error::AlreadyExists { reason, .. } => *reason,
             Error::NotFound { .. } => Reason::NotFound,
+            Error::Unavailable { reason, .. } => *reason,
             Error::Internal(_) => Reason::Internal,
         }
     }
 }
 
+/// How long a client should wait before retrying when the database is unreachable: about the time
+/// a PostgreSQL restart or failover takes to accept connections again.
+pub const DATABASE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::internal(e)
+        if database_unreachable(&e) {
+            Error::Unavailable {
+                reason: Reason::DatabaseUnavailable,
+                retry_after: DATABASE_RETRY_DELAY,
+                source: Box::new(e),
+            }
+        } else {
+            Error::internal(e)
+        }
+    }
+}
+
+/// Whether `e` says the database could not be reached or dropped the connection, as opposed to a
+/// statement that failed: a retry can succeed once it is back.
+fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: class 08 (connection exception), shutting down or starting up, too many
+            // connections. SQLite: the database is locked by another process (SQLITE_BUSY).
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "5" | "517")
+        }),
+        _ => false,
     }
 }
 
@@ -263,6 +308,16 @@ impl From<Error> for Status {
                 }
                 message.clone()
             }
+            Error::Unavailable {
+                retry_after,
+                source,
+                ..
+            } => {
+                // Logged once per refused call: the operator sees the outage, the caller retries.
+                tracing::warn!(error = %source, "the database is unavailable");
+                details.set_retry_info(Some(*retry_after));
+                error.to_string()
+            }
             Error::Internal(source) => {
                 let id = uuid::Uuid::new_v4();
                 // The source may name tables or constraints; it goes to the log, the caller gets the id.
@@ -318,6 +373,15 @@ pub fn status_json(status: &Status) -> serde_json::Value {
             .collect();
         details
             .push(json!({ "@type": format!("{TYPE}BadRequest"), "fieldViolations": violations }));
+    }
+    if let Some(retry) = error.retry_info()
+        && let Some(delay) = retry.retry_delay
+    {
+        // google.protobuf.Duration in proto3 JSON: seconds with an `s`.
+        details.push(json!({
+            "@type": format!("{TYPE}RetryInfo"),
+            "retryDelay": format!("{}s", delay.as_secs_f64()),
+        }));
     }
     if let Some(failure) = error.precondition_failure() {
         let violations: Vec<_> = failure

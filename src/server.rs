@@ -37,9 +37,19 @@ use crate::{
     store::{self, Schema},
 };
 
+/// The health service name that says whether this replica can serve calls now: NOT_SERVING while
+/// the database is unreachable (and when shutting down), for readiness probes; `""` stays SERVING
+/// until shutdown, for liveness probes (restarting a replica does not bring its database back).
+pub const READINESS: &str = "readiness";
+
+/// How often readiness asks the database, and how long an answer may take.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Names the health service reports on: the whole server (`""`) and each API service.
 const HEALTH_SERVICES: &[&str] = &[
     "",
+    READINESS,
     "referral_exchange.v1.ReferralService",
     "referral_exchange.v1.ConsentService",
     "referral_exchange.v1.MailboxService",
@@ -167,6 +177,8 @@ pub struct RunningServer {
     pub xroad: Option<Arc<crate::http::XRoad>>,
     pub exchange: Arc<Exchange>,
     health: tonic_health::server::HealthReporter,
+    /// Stops the readiness watch (before shutdown reports NOT_SERVING, which it must not undo).
+    stop_readiness: watch::Sender<bool>,
     drain: Duration,
     shutdown: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -245,6 +257,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             .set_service_status(*service, ServingStatus::Serving)
             .await;
     }
+    let (stop_readiness, readiness_stopped) = watch::channel(false);
+    tokio::spawn(watch_readiness(
+        exchange.clone(),
+        health.clone(),
+        readiness_stopped,
+    ));
 
     // Both reflection versions: the grpcurl most people have speaks only v1alpha.
     let reflection = || {
@@ -325,12 +343,54 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         xroad,
         exchange,
         health,
+        stop_readiness,
         drain: settings.drain,
         shutdown,
         tasks,
         stop_background,
         background,
     })
+}
+
+/// Keeps [`READINESS`] saying whether the database answers: a transaction that reads one row, every
+/// [`READINESS_INTERVAL`], within [`READINESS_TIMEOUT`]. Logs each change once.
+async fn watch_readiness(
+    exchange: Arc<Exchange>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ready = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(READINESS_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        let answered = tokio::time::timeout(READINESS_TIMEOUT, async {
+            let mut tx = exchange.store().begin().await?;
+            tx.key_fingerprint(crate::keys::KeyPurpose::Pseudonym.as_str())
+                .await?;
+            Ok::<_, crate::error::Error>(())
+        })
+        .await;
+        let now_ready = matches!(answered, Ok(Ok(())));
+        if *stop.borrow() {
+            return;
+        }
+        if now_ready != ready {
+            ready = now_ready;
+            if ready {
+                tracing::info!("the database answers again: ready");
+            } else {
+                tracing::warn!("the database does not answer: not ready until it does");
+            }
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(READINESS, status).await;
+        }
+    }
 }
 
 /// Starts the HTTP face; its stop joins the others in `shutdown`, its task in `tasks`.
@@ -495,6 +555,7 @@ impl RunningServer {
     /// Reports NOT_SERVING, drains, ends long-polls and streams, lets calls in flight finish, stops
     /// background tasks and closes the database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop_readiness.send(true);
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(*service, ServingStatus::NotServing)

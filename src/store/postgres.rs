@@ -37,7 +37,10 @@ impl PostgresStore {
             .statement_cache_capacity(256);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // While the database is unreachable, a call waits this long for a connection before it
+            // is answered UNAVAILABLE (with RetryInfo): long enough for a busy moment's queue,
+            // short enough that clients retry rather than hang.
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::anyhow!(connect_error(&options, &e)))?;

@@ -77,6 +77,10 @@ pub enum TestDb {
         _dir: TempDir,
         url: String,
     },
+    /// A database the test manages itself (a private cluster's): nothing to remove here.
+    External {
+        url: String,
+    },
     Postgres {
         admin_url: String,
         name: String,
@@ -121,7 +125,9 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+            TestDb::Sqlite { url, .. }
+            | TestDb::Postgres { url, .. }
+            | TestDb::External { url } => url,
         }
     }
 }

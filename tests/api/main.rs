@@ -20,6 +20,7 @@ mod logs;
 mod mailbox;
 mod openapi;
 mod operations;
+mod outage;
 mod refusals;
 mod replicas;
 mod server;
