@@ -37,6 +37,7 @@ pub(crate) async fn handle<Req, Resp, F, Fut>(
     handler: F,
 ) -> std::result::Result<Response<Resp>, Status>
 where
+    Req: Serialize,
     F: FnOnce(Arc<Exchange>, Arc<Call>, Req) -> Fut,
     Fut: Future<Output = Result<Resp>>,
 {
@@ -65,7 +66,15 @@ where
     let result = async {
         let call = Arc::new(identify(exchange, &request, method));
         let result = match call.caller() {
-            Ok(_) => handler(exchange.clone(), call.clone(), request.into_inner()).await,
+            Ok(_) => {
+                let request = request.into_inner();
+                let unstorable = control_characters(&request);
+                if unstorable.is_empty() {
+                    handler(exchange.clone(), call.clone(), request).await
+                } else {
+                    Err(Error::invalid(unstorable))
+                }
+            }
             Err(e) => Err(e),
         };
         let result = exchange.finish(&call, result).await;
@@ -282,6 +291,68 @@ pub(crate) fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Ti
     t.map(timestamp)
 }
 
+/// Every string of `request` holding a control character other than tab, line feed and carriage
+/// return, as a violation of its field. NUL cannot be stored by PostgreSQL at all (and SQLite would
+/// store it), and no field of this API means one: refusing them all here, before any use case, makes
+/// the answer the same on both engines. Walks the request's proto3 JSON form (the field names are
+/// turned back into the proto's), so every field of every method is covered without a list.
+pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
+    fn walk(value: &serde_json::Value, path: &mut String, out: &mut Vec<Violation>) {
+        match value {
+            serde_json::Value::String(text) => {
+                if text
+                    .chars()
+                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+                {
+                    out.push(Violation::new(
+                        path.clone(),
+                        "control_character",
+                        "must not contain NUL or other control characters (tab and line breaks \
+                         are allowed)",
+                    ));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (name, item) in fields {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    for c in name.chars() {
+                        if c.is_ascii_uppercase() {
+                            path.push('_');
+                            path.push(c.to_ascii_lowercase());
+                        } else {
+                            path.push(c);
+                        }
+                    }
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(request) {
+        walk(&value, &mut String::new(), &mut out);
+    }
+    out
+}
+
+/// The range of `google.protobuf.Timestamp` (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z), which
+/// both engines store; a time outside it is refused rather than left to one engine to reject.
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
 /// A proto timestamp as a time, or a violation of `field`.
 pub(crate) fn from_timestamp(
     t: Option<&pbjson_types::Timestamp>,
@@ -289,6 +360,14 @@ pub(crate) fn from_timestamp(
     violations: &mut Vec<Violation>,
 ) -> Option<DateTime<Utc>> {
     let t = t?;
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
+        violations.push(Violation::new(
+            field,
+            "timestamp_range",
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ));
+        return None;
+    }
     let time = u32::try_from(t.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos));

@@ -236,7 +236,7 @@ impl ReferralApi {
         action: F,
     ) -> std::result::Result<Response<pb::Referral>, Status>
     where
-        R: prost::Message + Send + 'static,
+        R: prost::Message + serde::Serialize + Send + 'static,
         F: FnOnce(&R, &Exchange, &mut Vec<Violation>) -> Option<Action> + Send,
     {
         handle(

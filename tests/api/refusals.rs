@@ -786,3 +786,121 @@ async fn a_thousand_broken_fields_still_answer_invalid_argument_to_a_default_cli
     );
     app.stop().await;
 }
+
+both_engines!(nul_characters_and_times_out_of_range_are_refused_alike_on_both_engines);
+async fn nul_characters_and_times_out_of_range_are_refused_alike_on_both_engines(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+
+    // A NUL in free text, in an identifier-like field, and in an auditor's filter.
+    let mut request = notification(PIC, JYVASKYLA);
+    if let Some(r) = request.referral.as_mut() {
+        r.reason_text = "Rent\0arrears".into();
+        r.application_reference = "K\0-1".into();
+    }
+    let status = assert_code(
+        kela.referrals.create_referral(request).await,
+        Code::InvalidArgument,
+    );
+    let mut found = violations(&status);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "referral.application_reference".to_owned(),
+                "CONTROL_CHARACTER".to_owned()
+            ),
+            (
+                "referral.reason_text".to_owned(),
+                "CONTROL_CHARACTER".to_owned()
+            ),
+        ]
+    );
+    // Line breaks in free text are fine.
+    let mut request = notification(PIC, JYVASKYLA);
+    if let Some(r) = request.referral.as_mut() {
+        r.reason_text = "Rent arrears.\r\nAsked for help.\tUrgent.".into();
+    }
+    kela.referrals
+        .create_referral(request)
+        .await
+        .expect("tabs and line breaks are text");
+
+    let mut auditor = app.auditor().await;
+    let status = assert_code(
+        auditor
+            .audit
+            .list_audit_events(pb::ListAuditEventsRequest {
+                resource: "referrals/\0".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [("resource".to_owned(), "CONTROL_CHARACTER".to_owned())]
+    );
+    // The refusal is in the trail like any other.
+    let events = auditor
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            method: "ListAuditEvents".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .audit_events;
+    assert!(
+        events.iter().any(|e| e.status == "INVALID_ARGUMENT"),
+        "{events:?}"
+    );
+
+    // Times outside what a Timestamp holds (and PostgreSQL stores).
+    for seconds in [-1_000_000_000_000, 253_402_300_800] {
+        let status = assert_code(
+            auditor
+                .audit
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    start_time: Some(pbjson_types::Timestamp { seconds, nanos: 0 }),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(
+            violations(&status),
+            [("start_time".to_owned(), "TIMESTAMP_RANGE".to_owned())]
+        );
+        let status = assert_code(
+            kela.referrals
+                .list_referrals(pb::ListReferralsRequest {
+                    create_time_start: Some(pbjson_types::Timestamp { seconds, nanos: 0 }),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(
+            violations(&status),
+            [("create_time_start".to_owned(), "TIMESTAMP_RANGE".to_owned())]
+        );
+    }
+
+    // Over HTTP the same: a NUL in JSON is \u0000.
+    let mut rest = app.rest("kela", Some("handler-1")).await;
+    let answer = rest
+        .post(
+            "/v1/referrals:search",
+            &serde_json::json!({ "recipient": "organizations/hva-15\u{0}" }),
+        )
+        .await
+        .expect(400);
+    assert_eq!(
+        answer.violations(),
+        [("recipient".to_owned(), "CONTROL_CHARACTER".to_owned())]
+    );
+    app.stop().await;
+}
