@@ -299,18 +299,17 @@ pub(crate) fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Ti
 pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
     fn walk(value: &serde_json::Value, path: &mut String, out: &mut Vec<Violation>) {
         match value {
-            serde_json::Value::String(text) => {
+            serde_json::Value::String(text)
                 if text
                     .chars()
-                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-                {
-                    out.push(Violation::new(
-                        path.clone(),
-                        "control_character",
-                        "must not contain NUL or other control characters (tab and line breaks \
-                         are allowed)",
-                    ));
-                }
+                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+            {
+                out.push(Violation::new(
+                    path.clone(),
+                    "control_character",
+                    "must not contain NUL or other control characters (tab and line breaks are \
+                     allowed)",
+                ));
             }
             serde_json::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
