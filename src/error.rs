@@ -43,6 +43,8 @@ pub enum Reason {
     ReportTooLarge,
     /// The database could not be reached or refused the connection: try again shortly.
     DatabaseUnavailable,
+    /// The request is larger than the server reads.
+    RequestTooLarge,
     Internal,
 }
 
@@ -69,6 +71,7 @@ impl Reason {
             Reason::NoCheckpointYet => "NO_CHECKPOINT_YET",
             Reason::ReportTooLarge => "REPORT_TOO_LARGE",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -98,6 +101,8 @@ pub enum Error {
     Aborted { reason: Reason, message: String },
     #[error("{message}")]
     AlreadyExists { reason: Reason, message: String },
+    #[error("{message}")]
+    ResourceExhausted { reason: Reason, message: String },
     /// A passing condition (the database is unreachable): the same call may succeed after
     /// `retry_after`. The source is logged, never sent.
     #[error("the service is unavailable for a moment; retry")]
@@ -164,6 +169,7 @@ impl Error {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Aborted { .. } => Code::Aborted,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -176,7 +182,8 @@ impl Error {
             | Error::PermissionDenied { reason, .. }
             | Error::FailedPrecondition { reason, .. }
             | Error::Aborted { reason, .. }
-            | Error::AlreadyExists { reason, .. } => *reason,
+            | Error::AlreadyExists { reason, .. }
+            | Error::ResourceExhausted { reason, .. } => *reason,
             Error::NotFound { .. } => Reason::NotFound,
             Error::Unavailable { reason, .. } => *reason,
             Error::Internal(_) => Reason::Internal,

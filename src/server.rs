@@ -283,6 +283,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(crate::grpc::undecodable::UndecodableLayer::new(
+            exchange.clone(),
+        ))
         .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

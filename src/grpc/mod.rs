@@ -10,6 +10,7 @@ pub mod directory;
 mod enums;
 pub mod mailbox;
 pub mod referrals;
+pub mod undecodable;
 
 use std::{future::Future, sync::Arc};
 
@@ -132,7 +133,7 @@ where
     result.map(Response::new).map_err(Status::from)
 }
 
-fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
+pub(crate) fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
     // The HTTP edge identifies its caller itself (certificate and headers, or X-Road) and hands the
     // claims over with the request; a gRPC request's extensions come from the server only.
     let claims = match request.extensions().get::<Claims>() {

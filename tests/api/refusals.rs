@@ -904,3 +904,67 @@ async fn nul_characters_and_times_out_of_range_are_refused_alike_on_both_engines
     );
     app.stop().await;
 }
+
+/// Field 1 of `GetReferralRequest` (`name`, a string) sent as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawName {
+    #[prost(bytes = "vec", tag = "1")]
+    name: Vec<u8>,
+}
+
+both_engines!(undecodable_and_oversized_requests_are_the_clients_mistake_and_audited);
+async fn undecodable_and_oversized_requests_are_the_clients_mistake_and_audited(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let send = async |name: Vec<u8>| {
+        let mut grpc = tonic::client::Grpc::new(app.channel("kela").await);
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(RawName { name });
+        request
+            .metadata_mut()
+            .insert("x-user-id", "handler-1".parse().expect("header"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/referral_exchange.v1.ReferralService/GetReferral",
+        );
+        grpc.unary::<_, pb::Referral, _>(request, path, tonic_prost::ProstCodec::default())
+            .await
+    };
+
+    // A string that is not UTF-8: INVALID_ARGUMENT, not INTERNAL.
+    let status = assert_code(send(vec![0xff, 0xfe, 0xfd]).await, Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        [("request".to_owned(), "PROTOBUF".to_owned())]
+    );
+    // Larger than the decoding limit (4 MiB): RESOURCE_EXHAUSTED, not OUT_OF_RANGE.
+    let status = assert_code(
+        send(vec![b'a'; 5 * 1024 * 1024]).await,
+        Code::ResourceExhausted,
+    );
+    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
+
+    // Both in the trail, under the caller the certificate names.
+    let events = app
+        .auditor()
+        .await
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            method: "GetReferral".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .audit_events;
+    let statuses: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.organization.as_str(), e.status.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("organizations/kela", "INVALID_ARGUMENT"),
+            ("organizations/kela", "RESOURCE_EXHAUSTED")
+        ]
+    );
+    app.stop().await;
+}
