@@ -633,18 +633,39 @@ impl Referral {
         out
     }
 
+    /// Whether `role` reads a referral's or consent's personal content (identity code, name, phone,
+    /// free texts) or only its coded skeleton: auditors audit the processing, not the person.
+    pub fn reads_content(role: super::Role) -> bool {
+        role != super::Role::Auditor
+    }
+
     /// The referral as `viewer` may see it, or `None` when it must not know the referral exists.
     ///
-    /// - The referrer and auditors see everything except the receiver's own free text.
+    /// - The referrer sees everything except the receiver's own free text.
+    /// - Auditors see the coded skeleton: no name, phone or free text (and, see
+    ///   [`Referral::reads_content`], no identity code).
     /// - The current recipient sees everything.
     /// - A receiver that forwarded the referral keeps what it had, up to its forward: what the next
     ///   organiser does is that organiser's confidential matter.
     pub fn view_for(&self, viewer: &OrganizationId) -> Option<Referral> {
         use super::Role;
         match viewer.role() {
-            Role::Referrer | Role::Auditor => {
+            Role::Referrer => {
                 let mut view = self.clone();
                 view.rejection_text = None;
+                Some(view)
+            }
+            // Auditing needs who did what and when, not what the person told anyone: the coded
+            // skeleton. (The identity code is left out by the edges, see `reads_content`.)
+            Role::Auditor => {
+                let mut view = self.clone();
+                view.subject.name = None;
+                view.subject.contact_phone = None;
+                view.subject.preferred_language = None;
+                view.reason_text = String::new();
+                view.application_reference = None;
+                view.rejection_text = None;
+                view.cancellation_text = None;
                 Some(view)
             }
             Role::Receiver if &self.recipient == viewer => Some(self.clone()),

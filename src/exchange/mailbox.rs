@@ -185,7 +185,7 @@ impl Exchange {
             }
             deliveries.push(Delivery {
                 message,
-                referral: referral.map(|view| ReferralView::on(view, today)),
+                referral: referral.map(|view| ReferralView::on(view, today, caller.role())),
                 leased,
             });
         }

@@ -23,13 +23,21 @@ use crate::{
 pub struct ReferralView {
     pub referral: Referral,
     pub overdue: Vec<(DeadlineKind, NaiveDate)>,
+    /// Whether the caller reads the person's identity code (`Referral::reads_content`): auditors
+    /// get the coded skeleton only.
+    pub identity_code_shown: bool,
 }
 
 impl ReferralView {
-    /// `referral` (already as the caller may see it) on `today`.
-    pub fn on(referral: Referral, today: NaiveDate) -> Self {
+    /// `referral` (already as the caller may see it, `Referral::view_for`) on `today`, for a caller
+    /// of `role`.
+    pub fn on(referral: Referral, today: NaiveDate, role: Role) -> Self {
         let overdue = referral.overdue(today);
-        Self { referral, overdue }
+        Self {
+            referral,
+            overdue,
+            identity_code_shown: Referral::reads_content(role),
+        }
     }
 }
 
@@ -86,7 +94,7 @@ impl Exchange {
         {
             call.touch_resource(done.name());
             self.commit(call, tx, Outbox::default()).await?;
-            return Ok(ReferralView::on(done, today));
+            return Ok(ReferralView::on(done, today, caller.role()));
         }
         let referral = Referral::create(
             crate::domain::new_id(now),
@@ -140,7 +148,7 @@ impl Exchange {
         self.remember(tx.as_mut(), caller, key.as_ref(), &referral)
             .await?;
         self.commit(call, tx, outbox).await?;
-        Ok(ReferralView::on(referral, today))
+        Ok(ReferralView::on(referral, today, caller.role()))
     }
 
     /// The referral as the caller may see it; NOT_FOUND when it may not know the referral exists.
@@ -163,7 +171,7 @@ impl Exchange {
             );
         }
         self.commit(call, tx, Outbox::default()).await?;
-        Ok(ReferralView::on(view, today))
+        Ok(ReferralView::on(view, today, caller.role()))
     }
 
     /// Kela and auditors see every referral; a receiver those ever routed to it.
@@ -208,7 +216,7 @@ impl Exchange {
         self.commit(call, tx, Outbox::default()).await?;
         let items = items
             .into_iter()
-            .map(|referral| ReferralView::on(referral, today))
+            .map(|referral| ReferralView::on(referral, today, caller.role()))
             .collect();
         Ok(Page { items, more })
     }
@@ -235,7 +243,7 @@ impl Exchange {
             .await?
         {
             self.commit(call, tx, Outbox::default()).await?;
-            return Ok(ReferralView::on(done, today));
+            return Ok(ReferralView::on(done, today, caller.role()));
         }
         let mut referral = tx
             .get_referral(request.referral_id, true)
@@ -301,7 +309,7 @@ impl Exchange {
         self.remember(tx.as_mut(), caller, request.key.as_ref(), &view)
             .await?;
         self.commit(call, tx, outbox).await?;
-        Ok(ReferralView::on(view, today))
+        Ok(ReferralView::on(view, today, caller.role()))
     }
 
     /// A forward discloses the referral to another organiser: it must be a different one, exist on

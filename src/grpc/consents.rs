@@ -40,6 +40,22 @@ impl ConsentApi {
     }
 }
 
+/// Whether the caller reads the person's identity code and the consent's evidence reference
+/// (`Referral::reads_content`): auditors get the coded skeleton.
+fn reads_content(call: &crate::access::Call) -> bool {
+    call.caller()
+        .is_ok_and(|c| crate::domain::referral::Referral::reads_content(c.role()))
+}
+
+/// `consent`, without the person and the evidence reference unless `shown`.
+fn skeleton_unless(shown: bool, mut consent: pb::Consent) -> pb::Consent {
+    if !shown {
+        consent.subject = None;
+        consent.evidence_reference = String::new();
+    }
+    consent
+}
+
 pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
     pb::Consent {
         name: c.name(),
@@ -181,7 +197,11 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             method!("ConsentService", "GetConsent"),
             |exchange, call, req| async move {
                 let id = consent_id(&req.name)?;
-                exchange.get_consent(&call, id).await.map(|c| to_proto(&c))
+                let shown = reads_content(&call);
+                exchange
+                    .get_consent(&call, id)
+                    .await
+                    .map(|c| skeleton_unless(shown, to_proto(&c)))
             },
         )
         .await
@@ -220,7 +240,11 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                 let page = exchange.list_consents(&call, query).await?;
                 let next_page_token = paging.next_token(&page, |c| (c.create_time, c.id));
                 Ok(pb::ListConsentsResponse {
-                    consents: page.items.iter().map(to_proto).collect(),
+                    consents: page
+                        .items
+                        .iter()
+                        .map(|c| skeleton_unless(reads_content(&call), to_proto(c)))
+                        .collect(),
                     next_page_token,
                 })
             },

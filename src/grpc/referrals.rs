@@ -50,7 +50,7 @@ pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
     pb::Referral {
         name: r.name(),
         kind: enums::to_proto(r.kind),
-        subject: Some(pb::Subject {
+        subject: view.identity_code_shown.then(|| pb::Subject {
             personal_identity_code: r.subject.personal_identity_code.as_str().to_owned(),
             name: r.subject.name.clone().unwrap_or_default(),
             contact_phone: r.subject.contact_phone.clone().unwrap_or_default(),

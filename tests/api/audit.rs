@@ -1176,3 +1176,100 @@ fn run_verify(signed: &pb::GetCheckpointResponse, leaves: &[pb::AuditEvent]) -> 
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+both_engines!(auditors_read_the_coded_skeleton_not_the_persons_content);
+async fn auditors_read_the_coded_skeleton_not_the_persons_content(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    let referral = consent_and_refer(&mut kela, PIC, JYVASKYLA, &["hva-15"]).await;
+    let consent = match &referral.basis {
+        Some(pb::referral::Basis::Consent(name)) => name.clone(),
+        other => panic!("a consent: {other:?}"),
+    };
+    let mut auditor = app.auditor().await;
+
+    let read = auditor
+        .referrals
+        .get_referral(pb::GetReferralRequest {
+            name: referral.name.clone(),
+        })
+        .await
+        .expect("an auditor reads referrals")
+        .into_inner();
+    assert_eq!(read.subject, None, "no identity code");
+    assert_eq!(read.reason_text, "", "no free text");
+    // The skeleton stays: codes, routing, state, times.
+    assert_eq!(read.kind, referral.kind);
+    assert_eq!(read.reasons, referral.reasons);
+    assert_eq!(read.recipient, referral.recipient);
+    assert_eq!(read.state, referral.state);
+    assert_eq!(read.create_time, referral.create_time);
+    let listed = auditor
+        .referrals
+        .list_referrals(pb::ListReferralsRequest {
+            personal_identity_code: PIC.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .referrals;
+    assert_eq!(
+        listed.len(),
+        1,
+        "found by identity code, through its pseudonym"
+    );
+    assert_eq!(
+        (listed[0].subject.clone(), listed[0].reason_text.as_str()),
+        (None, "")
+    );
+
+    let consent_read = auditor
+        .consents
+        .get_consent(pb::GetConsentRequest {
+            name: consent.clone(),
+        })
+        .await
+        .expect("an auditor reads consents")
+        .into_inner();
+    assert_eq!(consent_read.subject, None);
+    assert_eq!(consent_read.state, pb::consent::State::Used as i32);
+    let listed = auditor
+        .consents
+        .list_consents(pb::ListConsentsRequest::default())
+        .await
+        .expect("list consents")
+        .into_inner()
+        .consents;
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.subject.is_none() && c.evidence_reference.is_empty())
+    );
+
+    // The same over HTTP; Kela still reads the content it sent.
+    let mut auditor_http = app.rest("auditor-dpo", None).await;
+    let answer = auditor_http
+        .get(&format!("/v1/{}", referral.name))
+        .await
+        .expect(200);
+    assert!(!answer.text.contains(PIC), "{}", answer.text);
+    assert!(answer.json["subject"].is_null(), "{}", answer.text);
+    let kela_read = kela
+        .referrals
+        .get_referral(pb::GetReferralRequest {
+            name: referral.name.clone(),
+        })
+        .await
+        .expect("kela reads")
+        .into_inner();
+    assert_eq!(
+        kela_read
+            .subject
+            .map(|s| s.personal_identity_code)
+            .as_deref(),
+        Some(PIC)
+    );
+    assert!(!kela_read.reason_text.is_empty());
+    app.stop().await;
+}
