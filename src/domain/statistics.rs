@@ -98,7 +98,7 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::{
-    calendar, code_enum,
+    Violation, calendar, code_enum,
     referral::{Referral, State},
 };
 
@@ -133,6 +133,53 @@ impl Dimension {
             Dimension::Recipient => format!("organizations/{stored}"),
             _ => stored,
         }
+    }
+}
+
+/// The longest time window one table may cover.
+pub const MAX_WINDOW_DAYS: i64 = 5 * 366;
+
+/// The request's own rules: a window that ends after it starts and spans at most
+/// [`MAX_WINDOW_DAYS`], and at most [`MAX_DIMENSIONS`] dimensions, none twice.
+pub fn check_request(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    dimensions: &[Dimension],
+) -> Result<(), Vec<Violation>> {
+    let mut violations = Vec::new();
+    if end <= start {
+        violations.push(Violation::new(
+            "end_time",
+            "after_start",
+            "must be later than start_time",
+        ));
+    } else if end - start > chrono::Duration::days(MAX_WINDOW_DAYS) {
+        violations.push(Violation::new(
+            "end_time",
+            "max_window",
+            format!("the window may span at most {MAX_WINDOW_DAYS} days"),
+        ));
+    }
+    if dimensions.len() > MAX_DIMENSIONS {
+        violations.push(Violation::new(
+            "group_by",
+            "max_dimensions",
+            format!("at most {MAX_DIMENSIONS} dimensions"),
+        ));
+    }
+    for (i, d) in dimensions.iter().enumerate() {
+        if dimensions[..i].contains(d) {
+            violations.push(Violation::new(
+                format!("group_by[{i}]"),
+                "unique",
+                format!("{d} is already among the dimensions"),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
     }
 }
 
@@ -529,6 +576,47 @@ mod tests {
                 "{case:?}"
             );
         }
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        use chrono::TimeZone;
+        let t = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+        let rules = |r: Result<(), Vec<Violation>>| -> Vec<(String, &str)> {
+            r.err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| (v.field, v.rule))
+                .collect()
+        };
+        assert_eq!(
+            rules(check_request(t(2027), t(2028), Dimension::ALL)),
+            vec![]
+        );
+        assert_eq!(
+            rules(check_request(t(2028), t(2027), &[])),
+            vec![("end_time".to_string(), "after_start")]
+        );
+        assert_eq!(
+            rules(check_request(t(2020), t(2027), &[])),
+            vec![("end_time".to_string(), "max_window")]
+        );
+        assert_eq!(
+            rules(check_request(
+                t(2027),
+                t(2028),
+                &[Dimension::Reason, Dimension::Kind, Dimension::Reason]
+            )),
+            vec![("group_by[2]".to_string(), "unique")]
+        );
+        let seven = [Dimension::ALL, &[Dimension::Kind]].concat();
+        assert_eq!(
+            rules(check_request(t(2027), t(2028), &seven)),
+            vec![
+                ("group_by".to_string(), "max_dimensions"),
+                ("group_by[6]".to_string(), "unique")
+            ]
+        );
     }
 
     #[test]

@@ -23,5 +23,6 @@ mod operations;
 mod refusals;
 mod replicas;
 mod server;
+mod statistics;
 mod store;
 mod telemetry;
