@@ -389,6 +389,64 @@ async fn statistics_come_as_csv_over_http(db: Db) {
     app.stop().await;
 }
 
+both_engines!(the_client_prints_statistics_as_a_table_and_as_csv);
+async fn the_client_prints_statistics_as_a_table_and_as_csv(db: Db) {
+    let app = TestApp::spawn(db).await;
+    populate(&app).await;
+    let client = |format: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+            .env_remove("REFERRAL_EXCHANGE_USER")
+            .args(["client", "--endpoint", &format!("https://{}", app.addr())])
+            .arg("--profile")
+            .arg(app.profile("hva-15"))
+            .args([
+                "--user",
+                "worker-1",
+                "referral-statistics",
+                "--group-by",
+                "reason",
+            ])
+            // Whole Helsinki days, the last one included.
+            .args([
+                "--from",
+                "2025-03-01",
+                "--to",
+                "2025-03-31",
+                "--format",
+                format,
+            ])
+            .output()
+            .expect("run the client");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    assert_eq!(
+        client("csv"),
+        "REASON,suppressed,referral_count,person_count,received_count,median_working_days_to_receipt,received_within_deadline_count,assessment_started_within_deadline_count,overdue_count\n\
+         DEBT,false,5,5,5,0,5,0,0\n\
+         HOUSING,false,16,15,15,2,14,0,1\n\
+         (all),false,16,15,15,2,14,0,1\n"
+    );
+    let table = client("table");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "REASON   REFERRALS  PEOPLE  RECEIVED  MEDIAN DAYS  RECEIVED ON TIME  STARTED ON TIME  OVERDUE",
+            "DEBT             5       5         5            0                 5                0        0",
+            "HOUSING         16      15        15            2                14                0        1",
+            "(all)           16      15        15            2                14                0        1",
+        ],
+        "{table}"
+    );
+    app.stop().await;
+}
+
 both_engines!(bad_requests_are_refused_with_violations);
 async fn bad_requests_are_refused_with_violations(db: Db) {
     use pb::Dimension::{Kind, Reason};
