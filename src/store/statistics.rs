@@ -165,6 +165,9 @@ impl<D: Dialect> Statistics for SqlTx<D> {
         if query.dimensions.len() > MAX_DIMENSIONS {
             return Err(Error::internal("too many statistics dimensions"));
         }
+        if let Some(setup) = D::BEFORE_LONG_READ {
+            self.execute(Self::sql(setup)).await?;
+        }
         let mut q = Self::sql("");
         push_window(&mut q, query);
         q.push(" ");
