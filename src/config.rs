@@ -19,6 +19,7 @@
 //! | `--max-delivery-attempts` | `REFERRAL_EXCHANGE_MAX_DELIVERY_ATTEMPTS` | `10` |
 //! | `--message-retention-days` | `REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS` | `90` |
 //! | `--receipt-deadline-working-days` | `REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS` | `3` |
+//! | `--min-cell-size` | `REFERRAL_EXCHANGE_MIN_CELL_SIZE` | `5` (below 3 refused at start) |
 //! | `--background-interval-seconds` | `REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS` | `5` |
 //! | `--takeover-seconds` | `REFERRAL_EXCHANGE_TAKEOVER_SECONDS` | `10` |
 //! | `--no-migrate` | `REFERRAL_EXCHANGE_NO_MIGRATE` | off: migrate on start |
@@ -200,6 +201,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=30))]
     pub receipt_deadline_working_days: u32,
+
+    /// Statistics cells counting fewer distinct people are suppressed, and so are the cells that
+    /// would give them away. At least 3: a smaller value is refused at start.
+    #[arg(long, env = "REFERRAL_EXCHANGE_MIN_CELL_SIZE", default_value_t = crate::domain::statistics::DEFAULT_MIN_CELL_SIZE)]
+    pub min_cell_size: u64,
 
     /// How often the deployment-wide background tasks (deadline watch, mailbox sweeper) run.
     #[arg(long, env = "REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS", default_value_t = 5,

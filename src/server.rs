@@ -30,7 +30,7 @@ use crate::{
     },
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
-        referrals::ReferralApi,
+        referrals::ReferralApi, reporting::ReportingApi,
     },
     mailbox::{DeliveryPolicy, MailboxSignals},
     proto::v1 as pb,
@@ -55,6 +55,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "referral_exchange.v1.MailboxService",
     "referral_exchange.v1.AuditService",
     "referral_exchange.v1.DirectoryService",
+    "referral_exchange.v1.ReportingService",
 ];
 
 /// Everything a server needs, already resolved (no defaults are filled in here).
@@ -76,6 +77,9 @@ pub struct Settings {
     pub clock: Arc<dyn Clock>,
     pub delivery: DeliveryPolicy,
     pub deadlines: DeadlinePolicy,
+    /// Statistics cells with fewer distinct people are suppressed (at least 3; see
+    /// `domain::statistics`).
+    pub min_cell_size: u64,
     /// How often deployment-wide background tasks run, and how fast a replica takes one over.
     pub background: Schedule,
     /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
@@ -155,6 +159,7 @@ impl Settings {
             clock: Arc::new(SystemClock),
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
+            min_cell_size: crate::domain::statistics::DEFAULT_MIN_CELL_SIZE,
             background: Schedule {
                 interval: Duration::from_secs(5),
                 takeover: Duration::from_secs(10),
@@ -203,6 +208,9 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 
 /// Opens the database (migrating it, or checking it is current), binds and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
+    // A threshold that would publish groups of one or two people is refused, not raised quietly.
+    crate::domain::statistics::min_cell_size(settings.min_cell_size)
+        .map_err(|e| anyhow::anyhow!("--min-cell-size: {e}"))?;
     crate::tls::install_crypto_provider();
     let tls = crate::tls::server_rustls_config(
         &settings.tls.cert,
@@ -243,6 +251,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             settings.delivery,
             settings.deadlines,
         )
+        .with_min_cell_size(settings.min_cell_size)
         .with_log_signer(audit_log.signer.clone())
         .with_group_commit(settings.group_commit_max, settings.group_commit_lanes),
     );
@@ -293,7 +302,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .add_service(ConsentApi::new(exchange.clone()))
         .add_service(MailboxApi::new(exchange.clone()))
         .add_service(AuditApi::new(exchange.clone()))
-        .add_service(DirectoryApi::new(exchange.clone()));
+        .add_service(DirectoryApi::new(exchange.clone()))
+        .add_service(ReportingApi::new(exchange.clone()));
     // TLS handshakes are done by `tls::tls_incoming`, which logs each refusal with its peer.
     tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
         crate::tls::tls_incoming(listener, tls, crate::tls::HANDSHAKE_TIMEOUT),

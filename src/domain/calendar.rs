@@ -148,6 +148,20 @@ pub fn add_working_days(from: NaiveDate, n: u32) -> NaiveDate {
         .unwrap_or_else(|| panic!("calendar: {n} working days after {from} is out of range"))
 }
 
+/// The working days after `from` up to and including `to`: how many working days something took
+/// that began on `from` and ended on `to` (0 when it ended the same day, or `to` is before `from`).
+/// The inverse of [`checked_add_working_days`] on working days: `working_days_between(d,
+/// add_working_days(d, n)) == n`.
+pub fn working_days_between(from: NaiveDate, to: NaiveDate) -> u32 {
+    from.iter_days()
+        .skip(1)
+        .take_while(|d| *d <= to)
+        .filter(|d| is_working_day(*d))
+        .count()
+        .try_into()
+        .unwrap_or(u32::MAX)
+}
+
 /// The end of a period of `months` months from `from`: the same day number `months` later (the month's
 /// last day when it has no such day), moved to the next working day when it is not one, as the Act on
 /// the Calculation of Statutory Time Limits (150/1930) prescribes. `None` past the representable calendar.
@@ -169,6 +183,22 @@ pub fn helsinki_date(t: DateTime<Utc>) -> NaiveDate {
 #[cfg(test)]
 mod month_tests {
     use super::*;
+
+    #[test]
+    fn working_days_between_counts_what_adding_working_days_adds() {
+        // Thursday before Easter 2025 (18 April is Good Friday, 21 April Easter Monday).
+        let thursday = date(2025, 4, 17);
+        assert_eq!(working_days_between(thursday, thursday), 0);
+        assert_eq!(working_days_between(thursday, date(2025, 4, 21)), 0);
+        assert_eq!(working_days_between(thursday, date(2025, 4, 22)), 1);
+        assert_eq!(working_days_between(thursday, date(2025, 4, 10)), 0);
+        for n in 0..30 {
+            assert_eq!(
+                working_days_between(thursday, add_working_days(thursday, n)),
+                n
+            );
+        }
+    }
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).expect("valid date")

@@ -8,6 +8,7 @@
 //! - [`calendar`]: Finnish working days, holidays computed by rule.
 //! - [`referral`]: the referral, its state machine and deadlines.
 //! - [`consent`]: consents and the rules that decide whether one covers a disclosure.
+//! - [`statistics`]: the coded skeleton statistics read, disclosure control (suppression), medians.
 
 pub mod calendar;
 pub mod consent;
@@ -15,6 +16,7 @@ pub mod identity_code;
 pub mod municipality;
 pub mod organization;
 pub mod referral;
+pub mod statistics;
 
 pub use identity_code::PersonalIdentityCode;
 pub use organization::{OrganizationId, Role};

@@ -22,6 +22,7 @@
 //! - [`audit_log`]: the tamper-evident log: sequencer, checkpoints, proofs, exports, subject access
 //!   reports.
 //! - [`gauges`]: what the metric gauges read.
+//! - [`reporting`]: referral statistics, with disclosure control.
 
 pub mod audit_log;
 pub mod audit_trail;
@@ -32,6 +33,7 @@ pub mod gauges;
 pub mod mailbox;
 pub mod mailbox_sweeper;
 pub mod referrals;
+pub mod reporting;
 
 use std::sync::Arc;
 
@@ -63,6 +65,8 @@ pub struct Exchange {
     pub(crate) registry: &'static MunicipalityRegistry,
     pub(crate) delivery: DeliveryPolicy,
     pub(crate) deadlines: DeadlinePolicy,
+    /// Statistics cells with fewer distinct people are suppressed (see `domain::statistics`).
+    pub(crate) min_cell_size: u64,
     /// Turns true when the server begins to shut down: long-polls and streams end.
     closing: watch::Sender<bool>,
     /// Signs the audit log's checkpoints; without it the sequencer cannot run.
@@ -113,6 +117,7 @@ impl Exchange {
             registry: crate::domain::municipality::embedded(),
             delivery,
             deadlines,
+            min_cell_size: crate::domain::statistics::DEFAULT_MIN_CELL_SIZE,
             closing: watch::channel(false).0,
             log_signer: None,
             group_commit: None,
@@ -158,6 +163,14 @@ impl Exchange {
     /// A transaction of its own, for background work that is long or need not wait for a batch.
     pub(crate) async fn begin_solo(&self) -> Result<TxHandle> {
         Ok(TxHandle::Own(self.store.begin().await?))
+    }
+
+    /// The statistics threshold: cells with fewer distinct people are suppressed. Raised to the
+    /// floor ([`crate::domain::statistics::MIN_MIN_CELL_SIZE`]) if below: `serve` refuses such a
+    /// value at start.
+    pub fn with_min_cell_size(mut self, min_cell_size: u64) -> Self {
+        self.min_cell_size = min_cell_size.max(crate::domain::statistics::MIN_MIN_CELL_SIZE);
+        self
     }
 
     /// The key that signs the audit log's checkpoints; its name is the log's origin.

@@ -14,6 +14,7 @@ use crate::{
             DeadlineGroup, DeadlineKind, Kind, Outcome, Reason, RejectionReason, State,
             StatutoryGround,
         },
+        statistics::Dimension,
     },
     mailbox::MessageType,
     proto::v1 as pb,
@@ -74,6 +75,7 @@ paired! {
     ConsentState => pb::consent::State,
     ConsentEventType => pb::consent_event::Type,
     Role => pb::organization::Role,
+    Dimension => pb::Dimension,
 }
 
 /// The proto number of a domain value.

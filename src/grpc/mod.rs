@@ -10,6 +10,7 @@ pub mod directory;
 mod enums;
 pub mod mailbox;
 pub mod referrals;
+pub mod reporting;
 pub mod undecodable;
 
 use std::{future::Future, sync::Arc};

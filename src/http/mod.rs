@@ -37,7 +37,7 @@ use crate::{
     exchange::Exchange,
     grpc::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
-        referrals::ReferralApi,
+        referrals::ReferralApi, reporting::ReportingApi,
     },
 };
 
@@ -92,6 +92,7 @@ pub(crate) struct Apis {
     mailbox: MailboxApi,
     audit: AuditApi,
     directory: DirectoryApi,
+    reporting: ReportingApi,
 }
 
 struct Face {
@@ -117,6 +118,7 @@ pub async fn serve(
             mailbox: MailboxApi::handler(exchange.clone()),
             audit: AuditApi::handler(exchange.clone()),
             directory: DirectoryApi::handler(exchange.clone()),
+            reporting: ReportingApi::handler(exchange.clone()),
         },
         exchange,
         xroad,
@@ -227,6 +229,9 @@ async fn answer(
     if path == "/openapi.json" {
         return ("/openapi.json", openapi(&parts.method));
     }
+    if path == STATISTICS_CSV {
+        return (STATISTICS_CSV, statistics_csv(face, peer, parts).await);
+    }
     let (index, path_fields) = match transcode::route(parts.method.as_str(), path) {
         Ok(found) => found,
         Err(verbs) => return ("unmatched", unmatched(path, &verbs)),
@@ -259,6 +264,64 @@ async fn answer(
         Err(refusal) => refuse(face, binding, refusal.extensions, refusal.error).await,
     };
     (binding.template, response)
+}
+
+/// `GetReferralStatistics` as CSV: the query of its JSON binding, the same method, another
+/// representation of the answer.
+const STATISTICS_CSV: &str = "/v1/statistics/referrals:csv";
+
+async fn statistics_csv(
+    face: &Face,
+    peer: Option<&[CertificateDer<'static>]>,
+    parts: axum::http::request::Parts,
+) -> Response<Body> {
+    if parts.method != Method::GET {
+        return unmatched(STATISTICS_CSV, &["GET"]);
+    }
+    let Some(binding) = transcode::BINDINGS
+        .iter()
+        .find(|b| b.operation_id == "ReportingService.GetReferralStatistics")
+    else {
+        return transcode::status_response(&tonic::Status::from(Error::internal(
+            "no JSON binding of GetReferralStatistics",
+        )));
+    };
+    let claims = identity::claims(peer, &parts.headers, &face.xroad);
+    let mut extensions = axum::http::Extensions::new();
+    extensions.insert(claims);
+    let message = match transcode::message(binding, Vec::new(), parts.uri.query(), &[]) {
+        Ok(message) => message,
+        Err(error) => return refuse(face, binding, extensions, error).await,
+    };
+    let input = transcode::Input {
+        message,
+        extensions,
+        metadata: tonic::metadata::MetadataMap::from_headers(parts.headers),
+    };
+    use crate::proto::v1::reporting_service_server::ReportingService as _;
+    let answer = transcode::unary_rendered(
+        input,
+        |r| face.apis.reporting.get_referral_statistics(r),
+        |request: &crate::proto::v1::GetReferralStatisticsRequest, response| {
+            let dimensions = crate::grpc::reporting::dimension_names(&request.group_by);
+            match crate::grpc::reporting::csv(&dimensions, &response) {
+                Ok(text) => (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    )],
+                    text,
+                )
+                    .into_response(),
+                Err(error) => transcode::status_response(&tonic::Status::from(error)),
+            }
+        },
+    )
+    .await;
+    match answer {
+        Ok(response) => response,
+        Err(refusal) => refuse(face, binding, refusal.extensions, refusal.error).await,
+    }
 }
 
 /// The body, within the size and time limits.

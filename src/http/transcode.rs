@@ -361,6 +361,34 @@ where
     })
 }
 
+/// A unary method whose answer `render` writes from the request and the response (JSON, or
+/// another representation of the same method such as CSV).
+pub(crate) async fn unary_rendered<Req, Resp, F, Fut>(
+    input: Input,
+    call: F,
+    render: impl FnOnce(&Req, Resp) -> Response,
+) -> Answer
+where
+    Req: DeserializeOwned + Clone,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let message = match decode::<Req>(input.message.clone()) {
+        Ok(message) => message,
+        Err(error) => {
+            return Err(Refusal {
+                error,
+                extensions: input.extensions,
+            });
+        }
+    };
+    let asked = message.clone();
+    Ok(match call(request(input, message)).await {
+        Ok(response) => render(&asked, response.into_inner()),
+        Err(status) => status_response(&status),
+    })
+}
+
 /// A server-streaming method: NDJSON, one message per line. An error after the first line ends the
 /// stream with a line `{"error": <google.rpc.Status>}` (the HTTP status is already sent).
 pub(crate) async fn server_streaming<Req, Resp, F, Fut>(input: Input, call: F) -> Answer

@@ -9,7 +9,7 @@
 //! - [`Tx`]: one transaction's operations, one trait per aggregate, each in its own file with its
 //!   SQL: [`idempotency`], [`consents`], [`referrals`], [`messages`] (mailboxes), [`deadlines`],
 //!   [`audit_trail`] (the events), [`audit_log`] (the Merkle tree), [`readings`] (the gauges),
-//!   [`keys`] (fingerprints of the keys the data was written with).
+//!   [`keys`] (fingerprints of the keys the data was written with), [`statistics`] (grouped counts).
 //! - `sql`: the one implementation of [`Tx`], generic over the engine, and the statement builder
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
@@ -36,6 +36,7 @@ pub mod referrals;
 mod rows;
 mod sql;
 pub mod sqlite;
+pub mod statistics;
 mod time;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub use self::{
     readings::{GaugeReadings, Readings},
     referrals::{ReferralFilter, Referrals},
     sqlite::SqliteStore,
+    statistics::{Statistics, StatisticsQuery},
     time::DbTime,
 };
 use crate::{
@@ -159,6 +161,7 @@ pub trait Tx:
     + AuditLog
     + Readings
     + Keys
+    + Statistics
     + Send
 {
     /// Sends the writes this transaction has held back, if any: plain writes (inserts, updates by

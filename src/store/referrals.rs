@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::error::BoxDynError;
 use uuid::Uuid;
 
 use super::{
@@ -15,6 +16,7 @@ use crate::{
     domain::{
         OrganizationId,
         referral::{Basis, Kind, Referral, State},
+        statistics::Skeleton,
     },
     error::Result,
 };
@@ -59,6 +61,20 @@ pub trait Referrals {
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
 }
 
+/// Binds the coded skeleton statistics read (`create_month` … `assessment_started_within_deadline`),
+/// computed from the referral each time it is written: it stays true to the referral by
+/// construction.
+fn bind_skeleton<A>(args: &mut A, s: Skeleton) -> std::result::Result<(), BoxDynError>
+where
+    A: Bind<String> + Bind<Option<i32>> + Bind<Option<bool>> + Bind<Option<DbTime>>,
+{
+    args.bind(s.create_month)?;
+    args.bind(s.receipt_working_days)?;
+    args.bind(s.received_within_deadline)?;
+    args.bind(s.assessment_start_time.map(DbTime))?;
+    args.bind(s.assessment_started_within_deadline)
+}
+
 #[async_trait]
 impl<D: Dialect> Referrals for SqlTx<D> {
     async fn insert_referral(&mut self, r: &Referral, subject_pseudonym: &str) -> Result<()> {
@@ -68,6 +84,7 @@ impl<D: Dialect> Referrals for SqlTx<D> {
         };
         let reasons = to_json(&r.reasons)?;
         let history = to_json(&r.history)?;
+        let skeleton = Skeleton::of(r);
         self.write(
             "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, \
                subject_phone, subject_language, home_municipality_code, current_municipality_code, \
@@ -75,9 +92,12 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                statutory_ground, personal_discussion_requested, application_reference, state, \
                state_reason, outcome, rejection_reason, rejection_text, cancellation_text, history, \
                create_time, update_time, receive_time, assessment_due_date, version, \
-               completion_due_date, receive_due_date) \
+               completion_due_date, receive_due_date, create_month, receipt_working_days, \
+               received_within_deadline, assessment_start_time, \
+               assessment_started_within_deadline) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, \
+               $34, $35, $36, $37)",
             |args| {
                 args.bind(r.id)?;
                 args.bind(r.kind.as_str())?;
@@ -110,7 +130,8 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                 args.bind(r.assessment_due_date)?;
                 args.bind(r.version)?;
                 args.bind(r.completion_due_date)?;
-                args.bind(r.receive_due_date)
+                args.bind(r.receive_due_date)?;
+                bind_skeleton(args, skeleton)
             },
         )
         .await
@@ -128,11 +149,14 @@ impl<D: Dialect> Referrals for SqlTx<D> {
 
     async fn update_referral(&mut self, r: &Referral) -> Result<()> {
         let history = to_json(&r.history)?;
+        let skeleton = Skeleton::of(r);
         self.write(
             "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
                rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
                update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13, \
-               completion_due_date = $14, receive_due_date = $15 \
+               completion_due_date = $14, receive_due_date = $15, create_month = $16, \
+               receipt_working_days = $17, received_within_deadline = $18, \
+               assessment_start_time = $19, assessment_started_within_deadline = $20 \
              WHERE id = $1",
             |args| {
                 args.bind(r.id)?;
@@ -149,7 +173,8 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                 args.bind(r.assessment_due_date)?;
                 args.bind(r.version)?;
                 args.bind(r.completion_due_date)?;
-                args.bind(r.receive_due_date)
+                args.bind(r.receive_due_date)?;
+                bind_skeleton(args, skeleton)
             },
         )
         .await

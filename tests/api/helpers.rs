@@ -15,6 +15,7 @@ use referral_exchange::{
         directory_service_client::DirectoryServiceClient,
         mailbox_service_client::MailboxServiceClient,
         referral_service_client::ReferralServiceClient,
+        reporting_service_client::ReportingServiceClient,
     },
     server::{self, RunningServer},
     tls,
@@ -479,6 +480,7 @@ pub struct Clients {
     pub mailbox: MailboxServiceClient<Svc>,
     pub audit: AuditServiceClient<Svc>,
     pub directory: DirectoryServiceClient<Svc>,
+    pub reporting: ReportingServiceClient<Svc>,
 }
 
 impl Clients {
@@ -488,7 +490,8 @@ impl Clients {
             consents: ConsentServiceClient::with_interceptor(channel.clone(), metadata.clone()),
             mailbox: MailboxServiceClient::with_interceptor(channel.clone(), metadata.clone()),
             audit: AuditServiceClient::with_interceptor(channel.clone(), metadata.clone()),
-            directory: DirectoryServiceClient::with_interceptor(channel, metadata),
+            directory: DirectoryServiceClient::with_interceptor(channel.clone(), metadata.clone()),
+            reporting: ReportingServiceClient::with_interceptor(channel, metadata),
         }
     }
 }

@@ -24,5 +24,6 @@ mod outage;
 mod refusals;
 mod replicas;
 mod server;
+mod statistics;
 mod store;
 mod telemetry;

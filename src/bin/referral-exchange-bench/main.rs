@@ -9,12 +9,14 @@
 //! - [`scenarios`]: what the clients do (create, roundtrip, read, audit, transport, pull, wakeup).
 //! - [`baseline`]: pgbench committing the same rows as a create or a lifecycle, for ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
+//! - [`statistics`]: `GetReferralStatistics` over a year of 10⁴…10⁶ referrals, on either engine.
 
 mod baseline;
 mod datasize;
 mod rest;
 mod scenarios;
 mod server;
+mod statistics;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -43,6 +45,8 @@ pub enum Scenario {
     Wakeup,
     /// Pull and subject-audit-query latency with 10⁴, 10⁵ and 10⁶ referrals stored.
     Datasize,
+    /// GetReferralStatistics over a year of referrals, at each of `--sizes`, on either engine.
+    Statistics,
 }
 
 impl Scenario {
@@ -305,6 +309,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         "the data-size mode preloads with PostgreSQL's generate_series"
                     );
                     datasize::run(&db.url, &args.sizes, |name| start(name)).await?
+                }
+                Scenario::Statistics => {
+                    statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| start(name))
+                        .await?
                 }
             })
         }

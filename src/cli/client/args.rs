@@ -12,7 +12,7 @@ use super::values::{
     parse_identity_code, parse_metadata_value, parse_organization_name, parse_referral_name,
     parse_time,
 };
-use crate::proto::v1::{consent, organization, referral};
+use crate::proto::v1::{Dimension, consent, organization, referral};
 
 /// `referral-exchange client …`: call the referral exchange API from the command line.
 #[derive(clap::Args, Debug)]
@@ -117,6 +117,8 @@ pub enum Command {
     Audit(AuditCommand),
     #[command(flatten)]
     Directory(DirectoryCommand),
+    #[command(flatten)]
+    Reporting(ReportingCommand),
     /// Check that the server is up (standard gRPC health check of the whole server). Exits 1 when
     /// it answers but is not SERVING.
     Health,
@@ -462,6 +464,38 @@ pub enum DirectoryCommand {
         #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
         date: Option<NaiveDate>,
     },
+}
+
+/// `ReportingService`: statistics.
+#[derive(clap::Subcommand, Debug)]
+pub enum ReportingCommand {
+    /// Referral statistics over whole days (Helsinki time), with every subtotal and the total.
+    /// Cells about too few people, and cells that would give those away, are suppressed (`·`).
+    /// Kela, receivers and auditors.
+    ReferralStatistics {
+        /// Dimensions to group by, comma-separated or repeated: kind, reason, recipient, month,
+        /// outcome, state. None: the grand total only.
+        #[arg(long, value_delimiter = ',', value_parser = ProtoEnumParser::<Dimension>::new())]
+        group_by: Vec<Dimension>,
+        /// First day (`YYYY-MM-DD`, Helsinki), included.
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
+        from: NaiveDate,
+        /// Last day (`YYYY-MM-DD`, Helsinki), included.
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
+        to: NaiveDate,
+        /// `table` (for reading), `csv` (as `GET /v1/statistics/referrals:csv` gives) or `json`
+        /// (the response as is).
+        #[arg(long, value_enum, default_value_t = StatisticsFormat::Table)]
+        format: StatisticsFormat,
+    },
+}
+
+/// How `referral-statistics` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatisticsFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 /// How `get-subject-access-report` prints.
@@ -949,6 +983,41 @@ mod tests {
         };
         assert_eq!(identity_code.as_str(), "131052-308T");
         assert_eq!(format, ReportFormat::Table);
+    }
+
+    #[test]
+    fn referral_statistics_parses_dimensions_and_days() {
+        let args = parse_ok(&[
+            "referral-statistics",
+            "--group-by",
+            "recipient,REASON",
+            "--group-by",
+            "month",
+            "--from",
+            "2027-01-01",
+            "--to",
+            "2027-12-31",
+            "--format",
+            "csv",
+        ]);
+        let Command::Reporting(ReportingCommand::ReferralStatistics {
+            group_by,
+            from,
+            to,
+            format,
+        }) = args.command
+        else {
+            panic!("not referral-statistics: {:?}", args.command);
+        };
+        assert_eq!(
+            group_by,
+            [Dimension::Recipient, Dimension::Reason, Dimension::Month]
+        );
+        assert_eq!(
+            (from.to_string(), to.to_string()),
+            ("2027-01-01".into(), "2027-12-31".into())
+        );
+        assert_eq!(format, StatisticsFormat::Csv);
     }
 
     #[test]

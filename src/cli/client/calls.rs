@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::args::{
     AuditCommand, Command, ConsentCommand, CreateReferralArgs, DirectoryCommand, MailboxCommand,
-    RecordConsentArgs, ReferralCommand, ReportFormat, RequestIdArgs,
+    RecordConsentArgs, ReferralCommand, ReportFormat, ReportingCommand, RequestIdArgs,
+    StatisticsFormat,
 };
-use super::output::{Waiting, report_table, table_width};
+use super::output::{Waiting, report_table, statistics_table, table_width};
 use super::values::{IdentityCode, ProtoEnum};
 use crate::access::{CORRELATION_ID_HEADER, USER_ID_HEADER};
 use crate::proto::v1::{
@@ -72,6 +73,14 @@ impl Session {
 
     fn directory(&self) -> DirectoryServiceClient<Channel> {
         DirectoryServiceClient::new(self.channel.clone())
+    }
+
+    fn reporting(
+        &self,
+    ) -> crate::proto::v1::reporting_service_client::ReportingServiceClient<Channel> {
+        crate::proto::v1::reporting_service_client::ReportingServiceClient::new(
+            self.channel.clone(),
+        )
     }
 }
 
@@ -135,6 +144,7 @@ pub(super) async fn execute(command: Command, session: &Session) -> Result<Outpu
         Command::Mailbox(command) => mailbox_service(command, session).await,
         Command::Audit(command) => audit_service(command, session).await,
         Command::Directory(command) => directory_service(command, session).await,
+        Command::Reporting(command) => reporting_service(command, session).await,
         Command::Health => health(session).await,
     }
 }
@@ -604,6 +614,56 @@ async fn export_audit_events(
     }
     let _ = std::io::Write::flush(&mut out);
     Ok(Output::text(String::new()))
+}
+
+/// The start of `day` in Helsinki.
+fn helsinki_midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    // Finland changes its clocks at 03:00 and 04:00, so midnight always exists exactly once.
+    chrono_tz::Europe::Helsinki
+        .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+        .earliest()
+        .map_or_else(
+            || day.and_time(chrono::NaiveTime::MIN).and_utc(),
+            |t| t.to_utc(),
+        )
+}
+
+/// Calls `ReportingService`.
+async fn reporting_service(command: ReportingCommand, s: &Session) -> Result<Output, CallError> {
+    match command {
+        ReportingCommand::ReferralStatistics {
+            group_by,
+            from,
+            to,
+            format,
+        } => {
+            // `--to` is included: the window ends where the next day begins.
+            let end = to.succ_opt().unwrap_or(to);
+            let request = crate::proto::v1::GetReferralStatisticsRequest {
+                start_time: Some(timestamp(helsinki_midnight(from))),
+                end_time: Some(timestamp(helsinki_midnight(end))),
+                group_by: group_by.iter().map(|d| i32::from(*d)).collect(),
+            };
+            let dimensions = crate::grpc::reporting::dimension_names(&request.group_by);
+            let response = s
+                .reporting()
+                .get_referral_statistics(s.request(request))
+                .await?;
+            match format {
+                StatisticsFormat::Json => json(response),
+                StatisticsFormat::Csv => {
+                    crate::grpc::reporting::csv(&dimensions, &response.into_inner())
+                        .map(Output::text)
+                        .map_err(|e| CallError::Rpc(Status::from(e)))
+                }
+                StatisticsFormat::Table => Ok(Output::text(statistics_table(
+                    &dimensions,
+                    &response.into_inner(),
+                ))),
+            }
+        }
+    }
 }
 
 /// Calls `DirectoryService`.

@@ -11,6 +11,82 @@ use crate::proto::v1::{
     AckResult, GetSubjectAccessReportResponse, ack_result, consent, consent_event,
 };
 
+// ---- statistics as a table ----
+
+/// What a suppressed figure shows in a table.
+pub(super) const SUPPRESSED: &str = "·";
+
+/// `referral-statistics --format table`: one line per cell, figures right-aligned, suppressed
+/// figures as [`SUPPRESSED`], and a line saying what that means.
+pub(super) fn statistics_table(
+    dimensions: &[String],
+    response: &crate::proto::v1::GetReferralStatisticsResponse,
+) -> String {
+    use std::fmt::Write as _;
+    let mut header: Vec<String> = dimensions.to_vec();
+    header.extend(
+        [
+            "REFERRALS",
+            "PEOPLE",
+            "RECEIVED",
+            "MEDIAN DAYS",
+            "RECEIVED ON TIME",
+            "STARTED ON TIME",
+            "OVERDUE",
+        ]
+        .map(str::to_owned),
+    );
+    let rows: Vec<Vec<String>> = response
+        .cells
+        .iter()
+        .map(|cell| {
+            let mut row = crate::grpc::reporting::table_row(dimensions, cell);
+            // The `suppressed` column becomes the mark in every figure.
+            let suppressed = row.remove(dimensions.len()) == "true";
+            for figure in row.iter_mut().skip(dimensions.len()) {
+                if suppressed {
+                    *figure = SUPPRESSED.to_owned();
+                } else if figure.is_empty() {
+                    *figure = "-".to_owned();
+                }
+            }
+            row
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i < dimensions.len() {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "\n{SUPPRESSED} suppressed: fewer than {} people, or would let such a cell be worked out \
+         from its row or column. (all): the total over that dimension. Days are working days.",
+        response.min_cell_size
+    );
+    out
+}
+
 // ---- the subject access report as a table ----
 
 /// A time as people in Finland read it: Helsinki time with its offset.
@@ -728,6 +804,48 @@ mod tests {
 
     use tonic::Code;
     use tonic_types::{ErrorDetails, FieldViolation};
+
+    #[test]
+    fn a_statistics_table_marks_suppressed_figures_and_says_what_the_mark_means() {
+        use crate::proto::v1::{GetReferralStatisticsResponse, StatisticsCell};
+        let cell = |recipient: Option<&str>, suppressed: bool, referrals: i64| StatisticsCell {
+            keys: recipient
+                .map(|r| ("RECIPIENT".to_owned(), r.to_owned()))
+                .into_iter()
+                .collect(),
+            suppressed,
+            referral_count: referrals,
+            person_count: referrals,
+            received_count: referrals,
+            median_working_days_to_receipt: (referrals > 0).then_some(1.5),
+            ..Default::default()
+        };
+        let response = GetReferralStatisticsResponse {
+            cells: vec![
+                cell(Some("organizations/helsinki"), true, 0),
+                cell(Some("organizations/hva-15"), true, 0),
+                cell(Some("organizations/hva-12"), false, 40),
+                cell(None, false, 47),
+            ],
+            min_cell_size: 5,
+        };
+        let table = statistics_table(&["RECIPIENT".to_owned()], &response);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "RECIPIENT               REFERRALS  PEOPLE  RECEIVED  MEDIAN DAYS  RECEIVED ON TIME  STARTED ON TIME  OVERDUE",
+                "organizations/helsinki          ·       ·         ·            ·                 ·                ·        ·",
+                "organizations/hva-15            ·       ·         ·            ·                 ·                ·        ·",
+                "organizations/hva-12           40      40        40          1.5                 0                0        0",
+                "(all)                          47      47        47          1.5                 0                0        0",
+            ]
+        );
+        assert!(
+            lines[6].starts_with("· suppressed: fewer than 5 people"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn a_person_at_a_terminal_is_told_of_waits_longer_than_a_second() {

@@ -15,7 +15,7 @@ use tonic::transport::Uri;
 use uuid::Uuid;
 
 use crate::domain::PersonalIdentityCode;
-use crate::proto::v1::{consent, organization, referral};
+use crate::proto::v1::{Dimension, consent, organization, referral};
 
 /// Resource name prefixes (AIP-122). The API takes full names only; people paste bare ids too.
 const REFERRALS_PREFIX: &str = "referrals/";
@@ -92,6 +92,7 @@ proto_enums!(
     consent::GivenBy,
     consent::State,
     organization::Role,
+    Dimension,
 );
 
 /// Reads a flag value as a value of `E`: kebab-case or upper snake case, in any letter case.

@@ -1,0 +1,541 @@
+//! Referral statistics: a known population gives exactly the expected cells, small groups and the
+//! cells that would give them away are suppressed, over gRPC and as CSV over HTTP; refusals and the
+//! audit event; a threshold below the floor is refused at start.
+
+use std::process::Command;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use referral_exchange::{clock::Clock, domain::PersonalIdentityCode, proto::v1 as pb};
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// Enonkoski: organised by the South Savo wellbeing services county, hva-12.
+const ENONKOSKI: &str = "046";
+
+/// A distinct valid identity code for person `i`.
+fn person(i: u16) -> String {
+    let born = chrono::NaiveDate::from_ymd_opt(1980, 5, 17).expect("date");
+    PersonalIdentityCode::from_birth_date(born, 2 + i)
+        .expect("valid code")
+        .as_str()
+        .to_owned()
+}
+
+fn notification_for(
+    code: &str,
+    municipality: &str,
+    reasons: &[pb::referral::Reason],
+) -> pb::CreateReferralRequest {
+    let mut request = notification(code, municipality);
+    if let Some(r) = request.referral.as_mut() {
+        r.reasons = reasons.iter().map(|r| *r as i32).collect();
+        r.urgent = false;
+    }
+    request
+}
+
+fn at(t: DateTime<Utc>) -> Option<pbjson_types::Timestamp> {
+    Some(pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    })
+}
+
+fn march() -> (DateTime<Utc>, DateTime<Utc>) {
+    // Helsinki midnight (UTC+2) at both ends.
+    (
+        Utc.with_ymd_and_hms(2025, 2, 28, 22, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2025, 3, 31, 21, 0, 0).unwrap(),
+    )
+}
+
+fn request(group_by: &[pb::Dimension]) -> pb::GetReferralStatisticsRequest {
+    let (start, end) = march();
+    pb::GetReferralStatisticsRequest {
+        start_time: at(start),
+        end_time: at(end),
+        group_by: group_by.iter().map(|d| *d as i32).collect(),
+    }
+}
+
+/// A cell as `(keys, shown figures)`: `None` for a suppressed one.
+type Seen = (
+    Vec<(String, String)>,
+    Option<(i64, i64, i64, Option<f64>, i64, i64, i64)>,
+);
+
+fn seen(response: &pb::GetReferralStatisticsResponse) -> Vec<Seen> {
+    response
+        .cells
+        .iter()
+        .map(|c| {
+            let mut keys: Vec<(String, String)> =
+                c.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            keys.sort();
+            let figures = (!c.suppressed).then_some((
+                c.referral_count,
+                c.person_count,
+                c.received_count,
+                c.median_working_days_to_receipt,
+                c.received_within_deadline_count,
+                c.assessment_started_within_deadline_count,
+                c.overdue_count,
+            ));
+            if c.suppressed {
+                assert_eq!(
+                    (
+                        c.referral_count,
+                        c.person_count,
+                        c.median_working_days_to_receipt
+                    ),
+                    (0, 0, None),
+                    "a suppressed cell carries no figures"
+                );
+            }
+            (keys, figures)
+        })
+        .collect()
+}
+
+fn keys(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The population, created on Monday 3 March 2025 (the test clock's start):
+///
+/// - hva-15: persons 0–5. Persons 0–4 each one referral for HOUSING and DEBT, person 5 one for
+///   HOUSING, person 0 a second one for HOUSING: 7 referrals, 6 people; received the same day;
+///   person 1's completed with SERVICES_STARTED.
+/// - hva-12: persons 8–14, one HOUSING referral each, received on Wednesday (2 working days).
+/// - helsinki: persons 6 and 7, HOUSING; person 6's received the next Monday, 10 March (5 working
+///   days, after its due date, Thursday), person 7's never: overdue on 10 March.
+async fn populate(app: &TestApp) {
+    use pb::referral::Reason::{Debt, Housing};
+    let mut kela = app.kela().await;
+    let mut refer = async |i: u16, municipality: &str, reasons: &[pb::referral::Reason]| {
+        kela.referrals
+            .create_referral(notification_for(&person(i), municipality, reasons))
+            .await
+            .expect("referral")
+            .into_inner()
+    };
+    let mut names = Vec::new();
+    for i in 0..5 {
+        names.push(refer(i, JYVASKYLA, &[Housing, Debt]).await.name);
+    }
+    refer(5, JYVASKYLA, &[Housing]).await;
+    refer(0, JYVASKYLA, &[Housing]).await;
+    for i in 8..15 {
+        refer(i, ENONKOSKI, &[Housing]).await;
+    }
+    refer(6, HELSINKI, &[Housing]).await;
+    refer(7, HELSINKI, &[Housing]).await;
+
+    let mut hva15 = app.receiver("hva-15").await;
+    assert_eq!(drain(&mut hva15).await.len(), 7);
+    let r = hva15
+        .referrals
+        .get_referral(pb::GetReferralRequest {
+            name: names[1].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let r = hva15
+        .referrals
+        .accept_referral(pb::AcceptReferralRequest {
+            name: r.name.clone(),
+            etag: r.etag.clone(),
+            request_id: new_request_id(),
+        })
+        .await
+        .expect("accept")
+        .into_inner();
+    let r = hva15
+        .referrals
+        .start_assessment(pb::StartAssessmentRequest {
+            name: r.name.clone(),
+            etag: r.etag.clone(),
+            request_id: new_request_id(),
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    hva15
+        .referrals
+        .complete_referral(pb::CompleteReferralRequest {
+            name: r.name.clone(),
+            etag: r.etag.clone(),
+            request_id: new_request_id(),
+            outcome: pb::referral::Outcome::ServicesStarted as i32,
+        })
+        .await
+        .expect("complete");
+
+    app.clock.advance(Duration::days(2));
+    let mut hva12 = app.receiver("hva-12").await;
+    assert_eq!(drain(&mut hva12).await.len(), 7);
+
+    app.clock.advance(Duration::days(5));
+    let mut helsinki = app.receiver("helsinki").await;
+    let first = pull(&mut helsinki, 1).await;
+    assert_eq!(first.len(), 1);
+    assert!(ack(&mut helsinki, vec![first[0].ack_id.clone()]).await[0].applied);
+}
+
+both_engines!(a_known_population_gives_exactly_the_expected_cells);
+async fn a_known_population_gives_exactly_the_expected_cells(db: Db) {
+    use pb::Dimension::{Outcome, Reason, Recipient, State};
+    let app = TestApp::spawn(db).await;
+    populate(&app).await;
+    assert_eq!(
+        chrono::Datelike::day(&referral_exchange::domain::calendar::helsinki_date(
+            app.clock.now()
+        )),
+        10
+    );
+    let mut kela = app.kela().await;
+
+    // By reason alone nothing is small: HOUSING counts every referral, DEBT the five with it too,
+    // and the total counts each referral once however many reasons it has.
+    let by_reason = kela
+        .reporting
+        .get_referral_statistics(request(&[Reason]))
+        .await
+        .expect("statistics")
+        .into_inner();
+    assert_eq!(by_reason.min_cell_size, 5);
+    assert_eq!(
+        seen(&by_reason),
+        vec![
+            (
+                keys(&[("REASON", "DEBT")]),
+                Some((5, 5, 5, Some(0.0), 5, 0, 0))
+            ),
+            (
+                keys(&[("REASON", "HOUSING")]),
+                Some((16, 15, 15, Some(2.0), 14, 0, 1))
+            ),
+            (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+        ]
+    );
+
+    // By recipient and reason: helsinki (2 people) is small, in its column (HOUSING) and in the
+    // column of row totals. Each of those lines takes its cheapest visible member along (hva-15's:
+    // 6 people), and hva-15's row then holds two hidden cells (HOUSING and its total, 12 people
+    // together): every line has none, all, or at least two hidden cells carrying at least 5.
+    let by_recipient_reason = kela
+        .reporting
+        .get_referral_statistics(request(&[Recipient, Reason]))
+        .await
+        .expect("statistics")
+        .into_inner();
+    let hva12 = ("RECIPIENT", "organizations/hva-12");
+    let hva15 = ("RECIPIENT", "organizations/hva-15");
+    let helsinki = ("RECIPIENT", "organizations/helsinki");
+    let housing = ("REASON", "HOUSING");
+    let debt = ("REASON", "DEBT");
+    let hva12_figures = Some((7, 7, 7, Some(2.0), 7, 0, 0));
+    assert_eq!(
+        seen(&by_recipient_reason),
+        vec![
+            (keys(&[housing, helsinki]), None),
+            (keys(&[helsinki]), None),
+            (keys(&[housing, hva12]), hva12_figures),
+            (keys(&[hva12]), hva12_figures),
+            (keys(&[debt, hva15]), Some((5, 5, 5, Some(0.0), 5, 0, 0))),
+            (keys(&[housing, hva15]), None),
+            (keys(&[hva15]), None),
+            (keys(&[debt]), Some((5, 5, 5, Some(0.0), 5, 0, 0))),
+            (keys(&[housing]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+            (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+        ]
+    );
+
+    // One small cell in a line (SERVICES_STARTED, one person) takes its cheapest neighbour along.
+    let by_outcome = kela
+        .reporting
+        .get_referral_statistics(request(&[Outcome]))
+        .await
+        .expect("statistics")
+        .into_inner();
+    assert_eq!(
+        seen(&by_outcome),
+        vec![
+            (keys(&[("OUTCOME", "NONE")]), None),
+            (keys(&[("OUTCOME", "SERVICES_STARTED")]), None),
+            (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+        ]
+    );
+
+    // Two small cells whose sum is still small (COMPLETED 1, REQUESTED 1) take a third.
+    let mut auditor = app.auditor().await;
+    let by_state = auditor
+        .reporting
+        .get_referral_statistics(request(&[State]))
+        .await
+        .expect("auditors may read statistics")
+        .into_inner();
+    assert_eq!(
+        seen(&by_state),
+        vec![
+            (keys(&[("STATE", "COMPLETED")]), None),
+            (keys(&[("STATE", "RECEIVED")]), None),
+            (keys(&[("STATE", "REQUESTED")]), None),
+            (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+        ]
+    );
+
+    // A receiver sees the same table; outside the window there is nothing (a zero grand total).
+    let mut receiver = app.receiver("hva-15").await;
+    let mut later = request(&[Reason]);
+    later.start_time = at(march().1);
+    later.end_time = at(march().1 + Duration::days(30));
+    let empty = receiver
+        .reporting
+        .get_referral_statistics(later)
+        .await
+        .expect("receivers may read statistics")
+        .into_inner();
+    assert_eq!(
+        seen(&empty),
+        vec![(keys(&[]), Some((0, 0, 0, None, 0, 0, 0)))]
+    );
+
+    // Each call is audited as a read of statistics, about no one.
+    let audit = app.audit_table_text().await;
+    let calls: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("GetReferralStatistics"))
+        .collect();
+    assert_eq!(calls.len(), 5, "{audit}");
+    for call in calls {
+        let columns: Vec<&str> = call.split('|').collect();
+        assert!(columns[3].contains("statistics/referrals"), "{call}");
+        assert!(
+            !columns[4].contains(|c: char| c.is_ascii_alphanumeric()),
+            "no subject: {call}"
+        );
+    }
+    app.stop().await;
+}
+
+both_engines!(statistics_come_as_csv_over_http);
+async fn statistics_come_as_csv_over_http(db: Db) {
+    let app = TestApp::spawn(db).await;
+    populate(&app).await;
+    let (start, end) = march();
+    let mut kela = app.rest("kela", Some("handler-1")).await;
+    let query = format!(
+        "start_time={}&endTime={}&group_by=REASON",
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let answer = kela
+        .get(&format!("/v1/statistics/referrals:csv?{query}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        answer
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("text/csv; charset=utf-8")
+    );
+    assert_eq!(
+        answer.text,
+        "REASON,suppressed,referral_count,person_count,received_count,median_working_days_to_receipt,received_within_deadline_count,assessment_started_within_deadline_count,overdue_count\n\
+         DEBT,false,5,5,5,0,5,0,0\n\
+         HOUSING,false,16,15,15,2,14,0,1\n\
+         (all),false,16,15,15,2,14,0,1\n"
+    );
+    // The same table as JSON from the generated binding.
+    let json = kela
+        .get(&format!("/v1/statistics/referrals?{query}"))
+        .await
+        .expect(200);
+    assert_eq!(json.json["minCellSize"], 5);
+    assert_eq!(json.json["cells"].as_array().map(Vec::len), Some(3));
+
+    // Refusals are the JSON binding's.
+    let refused = kela
+        .get("/v1/statistics/referrals:csv?start_time=2025-03-01T00:00:00Z&group_by=KIND&group_by=KIND")
+        .await
+        .expect(400);
+    assert_eq!(
+        refused.violations(),
+        [("end_time".to_owned(), "REQUIRED".to_owned())]
+    );
+    let refused = kela
+        .get("/v1/statistics/referrals:csv?start_time=2025-03-01T00:00:00Z&end_time=2025-04-01T00:00:00Z&group_by=KIND&group_by=KIND")
+        .await
+        .expect(400);
+    assert_eq!(
+        refused.violations(),
+        [("group_by[1]".to_owned(), "UNIQUE".to_owned())]
+    );
+    let refused = kela
+        .get("/v1/statistics/referrals:csv?start_time=2025-03-01T00:00:00Z&end_time=2025-04-01T00:00:00Z&colour=red")
+        .await
+        .expect(400);
+    assert_eq!(
+        refused.violations(),
+        [("colour".to_owned(), "UNKNOWN_PARAMETER".to_owned())]
+    );
+    app.stop().await;
+}
+
+both_engines!(the_client_prints_statistics_as_a_table_and_as_csv);
+async fn the_client_prints_statistics_as_a_table_and_as_csv(db: Db) {
+    let app = TestApp::spawn(db).await;
+    populate(&app).await;
+    let client = |format: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+            .env_remove("REFERRAL_EXCHANGE_USER")
+            .args(["client", "--endpoint", &format!("https://{}", app.addr())])
+            .arg("--profile")
+            .arg(app.profile("hva-15"))
+            .args([
+                "--user",
+                "worker-1",
+                "referral-statistics",
+                "--group-by",
+                "reason",
+            ])
+            // Whole Helsinki days, the last one included.
+            .args([
+                "--from",
+                "2025-03-01",
+                "--to",
+                "2025-03-31",
+                "--format",
+                format,
+            ])
+            .output()
+            .expect("run the client");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    assert_eq!(
+        client("csv"),
+        "REASON,suppressed,referral_count,person_count,received_count,median_working_days_to_receipt,received_within_deadline_count,assessment_started_within_deadline_count,overdue_count\n\
+         DEBT,false,5,5,5,0,5,0,0\n\
+         HOUSING,false,16,15,15,2,14,0,1\n\
+         (all),false,16,15,15,2,14,0,1\n"
+    );
+    let table = client("table");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "REASON   REFERRALS  PEOPLE  RECEIVED  MEDIAN DAYS  RECEIVED ON TIME  STARTED ON TIME  OVERDUE",
+            "DEBT             5       5         5            0                 5                0        0",
+            "HOUSING         16      15        15            2                14                0        1",
+            "(all)           16      15        15            2                14                0        1",
+        ],
+        "{table}"
+    );
+    app.stop().await;
+}
+
+both_engines!(bad_requests_are_refused_with_violations);
+async fn bad_requests_are_refused_with_violations(db: Db) {
+    use pb::Dimension::{Kind, Reason};
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    let (start, end) = march();
+
+    let mut inverted = request(&[Kind]);
+    inverted.start_time = at(end);
+    inverted.end_time = at(start);
+    let status = assert_code(
+        kela.reporting.get_referral_statistics(inverted).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [("end_time".into(), "AFTER_START".into())]
+    );
+
+    let mut long = request(&[]);
+    long.start_time = at(start - Duration::days(6 * 365));
+    let status = assert_code(
+        kela.reporting.get_referral_statistics(long).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [("end_time".into(), "MAX_WINDOW".into())]
+    );
+
+    let status = assert_code(
+        kela.reporting
+            .get_referral_statistics(request(&[Reason, Kind, Reason]))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [("group_by[2]".into(), "UNIQUE".into())]
+    );
+
+    let mut unspecified = request(&[Kind]);
+    unspecified.group_by.push(0);
+    unspecified.start_time = None;
+    let status = assert_code(
+        kela.reporting.get_referral_statistics(unspecified).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [
+            ("start_time".into(), "REQUIRED".into()),
+            ("group_by[1]".into(), "REQUIRED".into())
+        ]
+    );
+    // Refusals are audited too.
+    let audit = app.audit_table_text().await;
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("GetReferralStatistics"))
+            .count(),
+        4,
+        "{audit}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn a_minimum_cell_size_below_three_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_referral-exchange"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--min-cell-size",
+            "2",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--min-cell-size") && stderr.contains("at least 3"),
+        "{stderr}"
+    );
+}
