@@ -16,8 +16,11 @@ const CHUNK: u64 = 100_000;
 /// Timed calls per table.
 const SAMPLES: usize = 5;
 
-/// The coded columns of referral `g`, in the SQL both engines take; `{t}` is its creation time,
-/// `{reason}` its reason number `n` as a code.
+/// The reason codes, as a JSON array the preload picks from.
+///
+/// The receipt due date of preloaded referrals lies far ahead: with real due dates the server's
+/// deadline watch would spend the whole run telling Kela of 250,000 overdue referrals, competing
+/// with what is timed (the statement evaluates the overdue rule for every referral either way).
 const REASONS: &str = r#"["LIFE_MANAGEMENT","LIVELIHOOD","HOUSING","HEALTH","SUBSTANCE_USE","FAMILY_AND_CHILDREN","EMPLOYMENT","DEBT","OTHER"]"#;
 
 async fn add_rows_postgres(url: &str, from: u64, to: u64) -> anyhow::Result<()> {
@@ -40,7 +43,7 @@ async fn add_rows_postgres(url: &str, from: u64, to: u64) -> anyhow::Result<()> 
                (ARRAY['REQUESTED','RECEIVED','IN_PROGRESS','COMPLETED'])[g % 4 + 1], 'ROUTED', \
                CASE WHEN g % 4 = 3 THEN 'SERVICES_STARTED' END, '[]', t, t, \
                CASE WHEN g % 4 > 0 THEN t + interval '1 day' END, 1, \
-               ((t AT TIME ZONE 'Europe/Helsinki')::date + 5), \
+               DATE '2100-01-01', \
                to_char(t AT TIME ZONE 'Europe/Helsinki', 'YYYY-MM'), \
                CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END \
              FROM (SELECT g, now() - (g % 365) * interval '1 day' - (g % 86400) * interval '1 second' AS t \
@@ -83,7 +86,7 @@ async fn add_rows_sqlite(url: &str, from: u64, to: u64) -> anyhow::Result<()> {
                CASE g % 4 WHEN 0 THEN 'REQUESTED' WHEN 1 THEN 'RECEIVED' WHEN 2 THEN 'IN_PROGRESS' ELSE 'COMPLETED' END, \
                'ROUTED', CASE WHEN g % 4 = 3 THEN 'SERVICES_STARTED' END, '[]', t, t, \
                CASE WHEN g % 4 > 0 THEN t + 86400000000 END, 1, \
-               date(t / 1000000, 'unixepoch', '+2 hours', '+5 days'), \
+               '2100-01-01', \
                strftime('%Y-%m', t / 1000000, 'unixepoch', '+2 hours'), \
                CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END \
              FROM s"
@@ -158,7 +161,13 @@ pub async fn run(
                 samples.push(started.elapsed());
                 cells = response.cells.len();
             }
-            eprintln!("{name} at {size}: {cells} cells");
+            let mut sorted = samples.clone();
+            sorted.sort();
+            eprintln!(
+                "{name} at {size}: {cells} cells, p50 {:.0} ms, max {:.0} ms",
+                sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
+                sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            );
             let mut outcome = Outcome::new(name, 1, samples.len(), 0.0);
             outcome.latency_ms = Percentiles::of(&mut samples);
             outcome.stored_referrals = Some(size);
