@@ -11,9 +11,11 @@ use prost_reflect::{
     DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value,
 };
 
-/// Methods served over gRPC only, each with the reason the HTTP face gives.
-pub const GRPC_ONLY: &[(&str, &str)] = &[(
+/// Methods served over gRPC only: each with the path an HTTP client would look for it at (answered
+/// 501 with the reason) and the reason.
+pub const GRPC_ONLY: &[(&str, &str, &str)] = &[(
     "referral_exchange.v1.MailboxService.StreamMessages",
+    "/v1/mailbox/messages:stream",
     "a server stream of leased messages needs HTTP/2 end to end; over HTTP/1.1 and X-Road, long-poll PullMessages",
 )];
 
@@ -101,7 +103,7 @@ pub fn bindings(pool: &DescriptorPool) -> Result<Vec<Binding>, String> {
                 if method.is_client_streaming()
                     || GRPC_ONLY
                         .iter()
-                        .any(|(name, _)| *name == method.full_name())
+                        .any(|(name, _, _)| *name == method.full_name())
                 {
                     continue;
                 }
@@ -393,14 +395,14 @@ pub fn rust_table(bindings: &[Binding]) -> String {
     out.push_str("        _ => unknown_binding(index),\n    }\n}\n\n");
     let grpc_only: Vec<String> = GRPC_ONLY
         .iter()
-        .map(|(name, why)| {
+        .map(|(name, path, why)| {
             let (service, method) = name.rsplit_once('.').unwrap_or((name, ""));
-            format!("({:?}, {why:?})", format!("/{service}/{method}"))
+            format!("({:?}, {path:?}, {why:?})", format!("/{service}/{method}"))
         })
         .collect();
     writeln!(
         out,
-        "/// Methods the HTTP face does not carry, and why.\npub(crate) static GRPC_ONLY: &[(&str, &str)] = &[{}];",
+        "/// Methods the HTTP face does not carry: gRPC method, the path answered 501, why.\npub(crate) static GRPC_ONLY: &[(&str, &str, &str)] = &[{}];",
         grpc_only.join(", ")
     )
     .unwrap();

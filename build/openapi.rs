@@ -117,7 +117,7 @@ pub fn document(pool: &DescriptorPool, bindings: &[Binding]) -> Result<Value, St
 fn info_description() -> String {
     let grpc_only: Vec<String> = GRPC_ONLY
         .iter()
-        .map(|(name, why)| {
+        .map(|(name, _, why)| {
             let (service, method) = name.rsplit_once('.').unwrap_or((name, ""));
             let short = service.rsplit('.').next().unwrap_or(service);
             format!("- `{short}.{method}` (gRPC `/{service}/{method}`): {why}.")

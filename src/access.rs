@@ -70,10 +70,26 @@ pub enum Unidentified {
     Certificate(String),
     /// An X-Road call that may not be honoured (PERMISSION_DENIED): a security server's certificate
     /// with an unmapped or malformed `X-Road-Client`, or `X-Road-*` headers from anyone else.
-    XRoad(String),
+    XRoad {
+        reason: String,
+        /// The organisation an organisation's own certificate names when it sent `X-Road-*`
+        /// headers: the refusal is recorded under it.
+        sender: Option<String>,
+    },
 }
 
 impl Claims {
+    /// Claims that name no organisation, for `why`.
+    pub fn unidentified(why: Unidentified) -> Self {
+        Claims {
+            organization: Err(why),
+            certified_user: None,
+            user_id: None,
+            correlation_id: None,
+            via: Vec::new(),
+        }
+    }
+
     /// Claims of a connection whose certificate says `organization`, with nothing else yet.
     pub fn certificate(organization: std::result::Result<String, String>) -> Self {
         Claims {
@@ -185,7 +201,14 @@ impl Call {
                 Err(IdentityProblem::CorrelationIdInvalid(_)) => String::new(),
                 _ => correlation_id.unwrap_or_default(),
             },
-            organization_claim: organization.unwrap_or_default(),
+            organization_claim: match organization {
+                Ok(organization) => organization,
+                Err(Unidentified::XRoad {
+                    sender: Some(sender),
+                    ..
+                }) => sender,
+                Err(_) => String::new(),
+            },
             via,
             identity,
             touched: Mutex::default(),
@@ -301,7 +324,7 @@ fn identify(
 ) -> std::result::Result<Caller, IdentityProblem> {
     let claim = claims.organization.as_ref().map_err(|e| match e {
         Unidentified::Certificate(message) => IdentityProblem::Certificate(message.clone()),
-        Unidentified::XRoad(message) => IdentityProblem::XRoad(message.clone()),
+        Unidentified::XRoad { reason, .. } => IdentityProblem::XRoad(reason.clone()),
     })?;
     let organization =
         OrganizationId::parse(claim).map_err(|_| IdentityProblem::UnknownOrganization)?;
@@ -395,8 +418,10 @@ mod tests {
 
     #[test]
     fn x_road_refusals_are_permission_denied_and_the_way_is_recorded() {
-        let mut claims = Claims::certificate(Ok(String::new()));
-        claims.organization = Err(Unidentified::XRoad("unmapped X-Road-Client".into()));
+        let claims = Claims::unidentified(Unidentified::XRoad {
+            reason: "unmapped X-Road-Client".into(),
+            sender: None,
+        });
         let c = Call::identify("/test/Method", claims, municipality::embedded());
         assert_eq!(
             c.caller().map_err(|e| (e.code(), e.reason())),

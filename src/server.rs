@@ -365,8 +365,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Keeps [`READINESS`] saying whether the database answers: a transaction that reads one row, every
-/// [`READINESS_INTERVAL`], within [`READINESS_TIMEOUT`]. Logs each change once.
+/// Keeps [`READINESS`] saying whether the database answers (`Store::ping`, no transaction and no
+/// lock) every [`READINESS_INTERVAL`], within [`READINESS_TIMEOUT`]. Logs each change once.
 async fn watch_readiness(
     exchange: Arc<Exchange>,
     health: tonic_health::server::HealthReporter,
@@ -378,13 +378,7 @@ async fn watch_readiness(
             () = tokio::time::sleep(READINESS_INTERVAL) => {}
             _ = stop.changed() => return,
         }
-        let answered = tokio::time::timeout(READINESS_TIMEOUT, async {
-            let mut tx = exchange.store().begin().await?;
-            tx.key_fingerprint(crate::keys::KeyPurpose::Pseudonym.as_str())
-                .await?;
-            Ok::<_, crate::error::Error>(())
-        })
-        .await;
+        let answered = tokio::time::timeout(READINESS_TIMEOUT, exchange.store().ping()).await;
         let now_ready = matches!(answered, Ok(Ok(())));
         if *stop.borrow() {
             return;

@@ -81,28 +81,7 @@ where
         };
         let result = exchange.finish(&call, result).await;
         if let Err(e) = &result {
-            // Codes, reasons and the broken rules' field paths only: messages may quote resource
-            // names, never personal data, and a field path with its rule is what an operator
-            // needs to tell a caller what to fix.
-            let fields = match e {
-                Error::InvalidArgument { violations, .. } => violations
-                    .iter()
-                    .map(|v| format!("{} ({})", v.field, v.rule))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                _ => String::new(),
-            };
-            if fields.is_empty() {
-                tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
-            } else {
-                tracing::info!(
-                    method,
-                    code = ?e.code(),
-                    reason = e.reason().as_str(),
-                    fields,
-                    "refused"
-                );
-            }
+            log_refusal(method, e);
         }
         result
     }
@@ -134,7 +113,7 @@ where
     result.map(Response::new).map_err(Status::from)
 }
 
-pub(crate) fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
+fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'static str) -> Call {
     // The HTTP edge identifies its caller itself (certificate and headers, or X-Road) and hands the
     // claims over with the request; a gRPC request's extensions come from the server only.
     let claims = match request.extensions().get::<Claims>() {
@@ -155,6 +134,52 @@ pub(crate) fn identify<T>(exchange: &Exchange, request: &Request<T>, method: &'s
         }
     };
     Call::identify(method, claims, exchange.registry())
+}
+
+/// Logs a refusal: codes, reasons and the broken rules' field paths only. Messages may quote
+/// resource names, never personal data, and a field path with its rule is what an operator needs to
+/// tell a caller what to fix.
+fn log_refusal(method: &str, e: &Error) {
+    let fields = match e {
+        Error::InvalidArgument { violations, .. } => violations
+            .iter()
+            .map(|v| format!("{} ({})", v.field, v.rule))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    if fields.is_empty() {
+        tracing::info!(method, code = ?e.code(), reason = e.reason().as_str(), "refused");
+    } else {
+        tracing::info!(
+            method,
+            code = ?e.code(),
+            reason = e.reason().as_str(),
+            fields,
+            "refused"
+        );
+    }
+}
+
+/// A call refused before its handler could run (its request could not be read as its message, on
+/// either edge): identified from `request`'s certificate, metadata or claims, answered identity
+/// first, logged and audited as [`handle`] does a refusal.
+pub(crate) async fn refuse_unread(
+    exchange: &Exchange,
+    request: &Request<()>,
+    method: &'static str,
+    error: Error,
+) -> Status {
+    let call = identify(exchange, request, method);
+    let error = match call.caller() {
+        Err(identity) => identity,
+        Ok(_) => error,
+    };
+    log_refusal(method, &error);
+    match exchange.finish(&call, Err::<(), _>(error)).await {
+        Err(error) => Status::from(error),
+        Ok(()) => Status::from(Error::internal("a refusal turned into success")),
+    }
 }
 
 /// The full method path of `method` on `service`.
@@ -327,14 +352,7 @@ pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
                     if !path.is_empty() {
                         path.push('.');
                     }
-                    for c in name.chars() {
-                        if c.is_ascii_uppercase() {
-                            path.push('_');
-                            path.push(c.to_ascii_lowercase());
-                        } else {
-                            path.push(c);
-                        }
-                    }
+                    path.push_str(&snake_case(name));
                     walk(item, path, out);
                     path.truncate(len);
                 }
@@ -345,6 +363,21 @@ pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
     let mut out = Vec::new();
     if let Ok(value) = serde_json::to_value(request) {
         walk(&value, &mut String::new(), &mut out);
+    }
+    out
+}
+
+/// A proto3 JSON field name as the proto names it (`personalIdentityCode` →
+/// `personal_identity_code`): field violations name fields the same way on both edges.
+pub(crate) fn snake_case(json_name: &str) -> String {
+    let mut out = String::with_capacity(json_name.len() + 4);
+    for c in json_name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

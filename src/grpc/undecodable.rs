@@ -18,6 +18,7 @@ use axum::http;
 use tonic::{Code, Status};
 
 use crate::{
+    access::{CORRELATION_ID_HEADER, USER_ID_HEADER},
     domain::Violation,
     error::{Error, Reason},
     exchange::Exchange,
@@ -98,7 +99,17 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let exchange = self.exchange.clone();
         let method = crate::http::grpc_method(request.uri().path());
-        let head = method.map(|_| (request.headers().clone(), request.extensions().clone()));
+        // What identifying the caller needs, kept in case the answer is rewritten: the connection's
+        // certificate (extensions) and the two identity headers, not the whole header map.
+        let head = method.map(|_| {
+            let mut metadata = http::HeaderMap::new();
+            for name in [USER_ID_HEADER, CORRELATION_ID_HEADER] {
+                if let Some(value) = request.headers().get(name) {
+                    metadata.insert(name, value.clone());
+                }
+            }
+            (metadata, request.extensions().clone())
+        });
         Box::pin(async move {
             let response = inner.call(request).await?;
             let (Some(method), Some((headers, extensions))) = (method, head) else {
@@ -109,26 +120,13 @@ where
             else {
                 return Ok(response);
             };
-            let call = super::identify(
-                &exchange,
-                &tonic::Request::from_parts(
-                    tonic::metadata::MetadataMap::from_headers(headers),
-                    extensions,
-                    (),
-                ),
-                method,
+            let request = tonic::Request::from_parts(
+                tonic::metadata::MetadataMap::from_headers(headers),
+                extensions,
+                (),
             );
-            // Who is asking comes first, as everywhere.
-            let error = match call.caller() {
-                Err(identity) => identity,
-                Ok(_) => error,
-            };
-            tracing::info!(method, code = ?error.code(), reason = error.reason().as_str(), "refused");
-            let error = match exchange.finish(&call, Err::<(), _>(error)).await {
-                Err(error) => error,
-                Ok(()) => Error::internal("a refusal turned into success"),
-            };
-            Ok(Status::from(error).into_http())
+            let status = super::refuse_unread(&exchange, &request, method, error).await;
+            Ok(status.into_http())
         })
     }
 }

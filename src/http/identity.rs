@@ -174,27 +174,24 @@ pub fn claims(
             .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
     };
     let leaf = peer_certs.and_then(|certs| certs.first());
-    let refused = |message: String| {
-        let mut claims = Claims::certificate(Ok(String::new()));
-        claims.organization = Err(Unidentified::XRoad(message));
-        claims
+    let refused = |reason: String| {
+        Claims::unidentified(Unidentified::XRoad {
+            reason,
+            sender: None,
+        })
     };
     if !xroad.is_security_server(leaf) {
         if headers
             .keys()
             .any(|name| name.as_str().starts_with("x-road-"))
         {
-            let mut claims = refused(
-                "X-Road-* headers are honoured only from a pinned X-Road security server certificate"
+            // Refused, and recorded under the organisation the certificate names.
+            return Claims::unidentified(Unidentified::XRoad {
+                reason: "X-Road-* headers are honoured only from a pinned X-Road security server \
+                         certificate"
                     .into(),
-            );
-            // Still recorded as who the certificate says it is.
-            if let Ok(organization) = crate::tls::claims_from_peer(peer_certs).organization {
-                claims.organization = Err(Unidentified::XRoad(format!(
-                    "organizations/{organization} sent X-Road-* headers, which are honoured only from a pinned X-Road security server certificate"
-                )));
-            }
-            return claims;
+                sender: crate::tls::claims_from_peer(peer_certs).organization.ok(),
+            });
         }
         let mut claims = crate::tls::claims_from_peer(peer_certs);
         claims.user_id = header(USER_ID_HEADER);

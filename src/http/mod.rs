@@ -32,7 +32,6 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::StreamExt as _;
 
 use crate::{
-    access::Call,
     error::Error,
     exchange::Exchange,
     grpc::{
@@ -49,7 +48,7 @@ pub fn grpc_method(path: &str) -> Option<&'static str> {
     transcode::BINDINGS
         .iter()
         .map(|b| b.grpc_method)
-        .chain(transcode::GRPC_ONLY.iter().map(|(method, _)| *method))
+        .chain(transcode::GRPC_ONLY.iter().map(|(method, _, _)| *method))
         .find(|method| *method == path)
 }
 
@@ -367,35 +366,18 @@ async fn read_body(
     }
 }
 
-/// A refusal before the method ran, audited as the gRPC edge audits one: under the caller it
-/// claims, or, if it could not be identified, as that refusal.
+/// A refusal before the method ran (its request is not the method's message): answered and
+/// audited as the gRPC edge does one, under the claims the request came with.
 async fn refuse(
     face: &Face,
     binding: &transcode::Binding,
     extensions: axum::http::Extensions,
     error: Error,
 ) -> Response<Body> {
-    let claims = extensions
-        .get::<crate::access::Claims>()
-        .cloned()
-        .unwrap_or_else(|| crate::access::Claims::certificate(Err("no claims".into())));
-    let call = Call::identify(binding.grpc_method, claims, face.exchange.registry());
-    // Who is asking is checked before what is asked, as on gRPC.
-    let error = match call.caller() {
-        Err(identity) => identity,
-        Ok(_) => error,
-    };
-    tracing::info!(
-        method = binding.grpc_method,
-        code = ?error.code(),
-        reason = error.reason().as_str(),
-        "refused"
-    );
-    let error = match face.exchange.finish(&call, Err::<(), _>(error)).await {
-        Err(error) => error,
-        Ok(()) => Error::internal("a refusal turned into success"),
-    };
-    transcode::status_response(&tonic::Status::from(error))
+    let request = tonic::Request::from_parts(tonic::metadata::MetadataMap::new(), extensions, ());
+    let status =
+        crate::grpc::refuse_unread(&face.exchange, &request, binding.grpc_method, error).await;
+    transcode::status_response(&status)
 }
 
 fn openapi(method: &Method) -> Response<Body> {
@@ -427,13 +409,7 @@ fn unmatched(path: &str, verbs: &[&str]) -> Response<Body> {
         }
         return response;
     }
-    if let Some((method, why)) = transcode::GRPC_ONLY.iter().find(|(method, _)| {
-        let name = method.rsplit('/').next().unwrap_or_default();
-        path.ends_with(&format!(
-            ":{}",
-            name.trim_end_matches("Messages").to_lowercase()
-        ))
-    }) {
+    if let Some((method, _, why)) = transcode::GRPC_ONLY.iter().find(|(_, at, _)| *at == path) {
         return plain_refusal(
             StatusCode::NOT_IMPLEMENTED,
             tonic::Code::Unimplemented,

@@ -244,10 +244,8 @@ fn unknown_parameter(binding: &Binding, key: &str) -> Violation {
             format!("an identity code is never sent in a URL, only in a POST body{hint}"),
         );
     }
-    // The key is the client's text: named only if it looks like a field name.
-    let named = key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     Violation::new(
-        if named { key } else { "query" },
+        if field_like(key) { key } else { "query" },
         "unknown_parameter",
         format!(
             "not a query parameter of {}; it takes {}",
@@ -295,11 +293,8 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
             use serde_path_to_error::Segment as S;
             match segment {
                 S::Map { key } => {
-                    // A key that is no field name (an unknown one may be anything) is not repeated.
-                    let key = if key.len() <= 64
-                        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
-                        snake_case(key)
+                    let key = if field_like(key) {
+                        crate::grpc::snake_case(key)
                     } else {
                         "?".to_owned()
                     };
@@ -320,22 +315,26 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
     })
 }
 
-/// `personalIdentityCode` → `personal_identity_code`: violations name fields as on gRPC.
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// Whether a key from the client looks like a field name, and so may be repeated in an answer (an
+/// unknown key may be anything, an identity code included).
+fn field_like(key: &str) -> bool {
+    key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn request<T>(input: Input, message: T) -> tonic::Request<T> {
-    tonic::Request::from_parts(input.metadata, input.extensions, message)
+/// The method's request, read from `input`'s proto3 JSON; a refusal (to be audited by the edge) if
+/// it does not fit the message.
+fn read<T: DeserializeOwned>(input: Input) -> Result<tonic::Request<T>, Refusal> {
+    match decode::<T>(input.message) {
+        Ok(message) => Ok(tonic::Request::from_parts(
+            input.metadata,
+            input.extensions,
+            message,
+        )),
+        Err(error) => Err(Refusal {
+            error,
+            extensions: input.extensions,
+        }),
+    }
 }
 
 /// A unary method: one JSON answer.
@@ -346,16 +345,7 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    let message = match decode::<Req>(input.message.clone()) {
-        Ok(message) => message,
-        Err(error) => {
-            return Err(Refusal {
-                error,
-                extensions: input.extensions,
-            });
-        }
-    };
-    Ok(match call(request(input, message)).await {
+    Ok(match call(read(input)?).await {
         Ok(response) => json_response(StatusCode::OK, &response.into_inner()),
         Err(status) => status_response(&status),
     })
@@ -373,17 +363,9 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    let message = match decode::<Req>(input.message.clone()) {
-        Ok(message) => message,
-        Err(error) => {
-            return Err(Refusal {
-                error,
-                extensions: input.extensions,
-            });
-        }
-    };
-    let asked = message.clone();
-    Ok(match call(request(input, message)).await {
+    let request = read::<Req>(input)?;
+    let asked = request.get_ref().clone();
+    Ok(match call(request).await {
         Ok(response) => render(&asked, response.into_inner()),
         Err(status) => status_response(&status),
     })
@@ -405,16 +387,7 @@ where
         >,
     >,
 {
-    let message = match decode::<Req>(input.message.clone()) {
-        Ok(message) => message,
-        Err(error) => {
-            return Err(Refusal {
-                error,
-                extensions: input.extensions,
-            });
-        }
-    };
-    let stream = match call(request(input, message)).await {
+    let stream = match call(read(input)?).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(status_response(&status)),
     };

@@ -131,6 +131,10 @@ pub trait Store: Send + Sync + 'static {
     /// Begins a read-write transaction.
     async fn begin(&self) -> Result<Box<dyn Tx>>;
 
+    /// Whether the database answers: one `SELECT 1` on a pooled connection, taking no lock (on
+    /// SQLite a transaction would take the write lock). For readiness.
+    async fn ping(&self) -> Result<()>;
+
     /// Wakes long-polls waiting on these mailboxes (after a commit that wrote to them).
     fn signals(&self) -> &Arc<MailboxSignals>;
 

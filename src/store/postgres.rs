@@ -76,6 +76,11 @@ impl Store for PostgresStore {
         )))
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     fn signals(&self) -> &Arc<MailboxSignals> {
         &self.signals
     }

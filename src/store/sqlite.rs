@@ -87,6 +87,11 @@ impl Store for SqliteStore {
         Ok(Box::new(SqlTx::<Sqlite>::new(tx, span)))
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     fn signals(&self) -> &Arc<MailboxSignals> {
         &self.signals
     }

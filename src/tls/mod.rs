@@ -283,24 +283,52 @@ pub fn client_tls_config(
     key: &Path,
     domain: &str,
 ) -> Result<ClientTlsConfig, TlsError> {
-    let ca_pem = read(ca)?;
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-
-    let roots = parse_trust_anchors(ca, &ca_pem)?;
-    let chain = parse_certificates(cert, &cert_pem)?;
-    check_client_auth_usage(cert, &chain[0])?;
-    let private_key = parse_private_key(key, &key_pem)?;
     ServerName::try_from(domain).map_err(|e| TlsError::Unusable {
         context: format!("server name {domain:?}"),
         reason: e.to_string(),
     })?;
-    rustls::ClientConfig::builder_with_provider(ring_provider())
+    // Everything tonic would find wrong later, found now with the file named.
+    client_rustls_config(ca, Some((cert, key)))?;
+    Ok(client_tls_config_pem(
+        &read(ca)?,
+        &read(cert)?,
+        &read(key)?,
+        domain,
+    ))
+}
+
+/// The client side of mutual TLS as a rustls configuration, for HTTP clients of the HTTP face
+/// (the benchmark, the tests): trusting `ca`, presenting `identity` (certificate and key files;
+/// none for the unauthenticated `/openapi.json`), speaking HTTP/1.1.
+pub fn http_client_rustls_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = client_rustls_config(ca, identity)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn client_rustls_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = parse_trust_anchors(ca, &read(ca)?)?;
+    let builder = rustls::ClientConfig::builder_with_provider(ring_provider())
         .with_safe_default_protocol_versions()
-        .and_then(|b| {
-            b.with_root_certificates(roots)
-                .with_client_auth_cert(chain, private_key)
-        })
+        .map_err(|e| TlsError::Unusable {
+            context: "TLS versions".into(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let Some((cert, key)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = parse_certificates(cert, &read(cert)?)?;
+    check_client_auth_usage(cert, &chain[0])?;
+    let private_key = parse_private_key(key, &read(key)?)?;
+    builder
+        .with_client_auth_cert(chain, private_key)
         .map_err(|e| TlsError::Unusable {
             context: format!(
                 "client certificate {} with key {}",
@@ -308,9 +336,7 @@ pub fn client_tls_config(
                 key.display()
             ),
             reason: e.to_string(),
-        })?;
-
-    Ok(client_tls_config_pem(&ca_pem, &cert_pem, &key_pem, domain))
+        })
 }
 
 /// Same as [`client_tls_config`] from in-memory PEM. Nothing is checked here; invalid PEM

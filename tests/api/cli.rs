@@ -68,6 +68,22 @@ impl Tour {
         command.args(args).output().expect("run the client")
     }
 
+    /// A person starts the server and then reads the README; by the time they paste, the audit log
+    /// has its first signed checkpoint (the sequencer signs about once a second), which the tour's
+    /// auditor part reads. Waits for that instead of racing it.
+    async fn wait_for_checkpoint(&self) {
+        let mut waited = 0;
+        while !self
+            .client("auditor-dpo", None, &["get-checkpoint"])
+            .status
+            .success()
+        {
+            waited += 1;
+            assert!(waited < 100, "no audit checkpoint within 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs `script` with bash in the tour's directory, `cargo run -q -- …` meaning the built
     /// binary, and fails on the first failing command (as a person pasting it would notice).
     fn run_script(&self, script: &str) -> Output {
@@ -195,19 +211,7 @@ async fn the_readme_tour_runs_twice_with_the_same_output(db: Db) {
         "the tour's commands were found:\n{script}"
     );
     let tour = Tour::start(db).await;
-    // A person starts the server and then reads the README; by the time they paste, the audit
-    // log has its first signed checkpoint (the sequencer signs about once a second), which the
-    // tour's auditor part reads. Wait for that instead of racing it.
-    let mut waited = 0;
-    while !tour
-        .client("auditor-dpo", None, &["get-checkpoint"])
-        .status
-        .success()
-    {
-        waited += 1;
-        assert!(waited < 100, "no audit checkpoint within 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    tour.wait_for_checkpoint().await;
     let mut outputs = Vec::new();
     for run in 1..=2 {
         let output = tour.run_script(&script);
@@ -254,16 +258,7 @@ async fn the_readme_curl_tour_runs_twice_for_all_three_users(db: Db) {
     let tour = Tour::start(db).await;
     // The README names the default port; this server has its own.
     let script = script.replace("https://localhost:8443", &tour.http);
-    let mut waited = 0;
-    while !tour
-        .client("auditor-dpo", None, &["get-checkpoint"])
-        .status
-        .success()
-    {
-        waited += 1;
-        assert!(waited < 100, "no audit checkpoint within 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    tour.wait_for_checkpoint().await;
     let mut last_stdout = String::new();
     for run in 1..=2 {
         let output = tour.run_script(&script);

@@ -707,10 +707,6 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
             ),
         ]
     };
-    let send = |headers: Vec<(String, String)>| {
-        let headers: Vec<(String, String)> = headers;
-        headers
-    };
     let call = async |ss: &mut Rest, headers: Vec<(String, String)>| {
         let extra: Vec<(&str, &str)> = headers
             .iter()
@@ -729,7 +725,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
     };
 
     // A mapped subsystem is its organisation; the X-Road facts are in the trail.
-    call(&mut ss, send(xroad(HVA15_CLIENT, "msg-1")))
+    call(&mut ss, xroad(HVA15_CLIENT, "msg-1"))
         .await
         .expect(200);
     let events = audit_events(&app, "GetMailboxStats").await;
@@ -769,10 +765,17 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
 
     // X-Road headers from an organisation's own certificate are refused, never honoured.
     let mut kela = app.rest("kela", Some("handler-1")).await;
-    let answer = call(&mut kela, send(xroad(HVA15_CLIENT, "msg-5")))
+    let answer = call(&mut kela, xroad(HVA15_CLIENT, "msg-5"))
         .await
         .expect(403);
     assert_eq!(answer.reason(), "X_ROAD_REFUSED");
+    let events = audit_events(&app, "GetMailboxStats").await;
+    let event = events.last().expect("audited");
+    assert_eq!(
+        (event.organization.as_str(), event.status.as_str()),
+        ("organizations/kela", "PERMISSION_DENIED"),
+        "recorded under the organisation that sent the headers"
+    );
 
     // The map is re-read on SIGHUP, on the same kept-alive connection.
     std::fs::write(
@@ -783,7 +786,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = call(&mut ss, send(xroad(NEW_CLIENT, "msg-6"))).await;
+        let answer = call(&mut ss, xroad(NEW_CLIENT, "msg-6")).await;
         if answer.status == 200 {
             break;
         }
@@ -804,7 +807,5 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
         .expect("x-road")
         .reload()
         .expect_err("a broken map is refused");
-    call(&mut ss, send(xroad(NEW_CLIENT, "msg-7")))
-        .await
-        .expect(200);
+    call(&mut ss, xroad(NEW_CLIENT, "msg-7")).await.expect(200);
 }

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, StatusCode, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 /// One HTTP/1.1 connection and the headers it sends with every request.
@@ -80,31 +80,7 @@ impl Answer {
 
 /// A rustls client configuration trusting `ca` and presenting `cert`/`key` (none if `None`).
 pub fn tls_config(ca: &Path, identity: Option<(&Path, &Path)>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("ca pem") {
-        roots.add(cert.expect("ca cert")).expect("ca added");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .expect("cert pem")
-                .collect::<Result<Vec<_>, _>>()
-                .expect("certs");
-            let key = PrivateKeyDer::from_pem_file(key).expect("key pem");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client auth")
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config
+    referral_exchange::tls::http_client_rustls_config(ca, identity).expect("client TLS")
 }
 
 impl Rest {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+use rustls::pki_types::ServerName;
 
 use referral_exchange::{access::USER_ID_HEADER, tls};
 
@@ -24,20 +24,10 @@ impl RestClient {
     pub async fn connect(target: &Target, org: &str, user: &str) -> anyhow::Result<Self> {
         let addr = target.http.context("the server's HTTP face is off")?;
         let dir = tls::PkiLayout::new(&target.pki).client_dir(org);
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(dir.join("ca.pem"))? {
-            roots.add(cert?)?;
-        }
-        let chain =
-            CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = tls::http_client_rustls_config(
+            &dir.join("ca.pem"),
+            Some((&dir.join("cert.pem"), &dir.join("key.pem"))),
+        )?;
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
