@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
+    let data_keys = Arc::new(referral_exchange::sealing::DataKeys::generate());
     let pki = tempfile::tempdir()?;
     tls::write_dev_pki(pki.path(), &["kela"])?;
     let layout = tls::PkiLayout::new(pki.path());
@@ -94,6 +95,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
             client_ca: layout.ca_cert(),
         },
         vec![7; 32],
+        data_keys.clone(),
     );
     settings.audit_log.sequencer_interval = Duration::from_millis(args.sequencer_interval_ms);
     let signer = settings.audit_log.signer.clone();
@@ -197,6 +199,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         url,
         store::Schema::RequireCurrent,
         Arc::new(MailboxSignals::default()),
+        Some(data_keys.clone()),
     )
     .await?;
     let exchange = Exchange::new(

@@ -12,6 +12,8 @@
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
 //! | `--previous-pseudonym-key-file` | `REFERRAL_EXCHANGE_PREVIOUS_PSEUDONYM_KEY_FILES` (comma-separated) | none |
+//! | `--data-key-file` | `REFERRAL_EXCHANGE_DATA_KEY_FILE` | a development key in `<data-dir>/data.key` |
+//! | `--previous-data-key-file` | `REFERRAL_EXCHANGE_PREVIOUS_DATA_KEY_FILES` (comma-separated) | none |
 //! | `--audit-signing-key-file` | `REFERRAL_EXCHANGE_AUDIT_SIGNING_KEY_FILE` | a development key in `<data-dir>/audit-signing.key` |
 //! | `--audit-log-origin` | `REFERRAL_EXCHANGE_AUDIT_LOG_ORIGIN` | the key's name, or `referral-exchange/audit-log` |
 //! | `--audit-sequencer-interval-ms` | `REFERRAL_EXCHANGE_AUDIT_SEQUENCER_INTERVAL_MS` | `1000` |
@@ -42,6 +44,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     audit::{MIN_KEY_BYTES, note::NoteSigner},
+    sealing::DataKeys,
     tls,
 };
 
@@ -162,6 +165,9 @@ pub struct ServeArgs {
     )]
     pub previous_pseudonym_key_files: Vec<PathBuf>,
 
+    #[command(flatten)]
+    pub data_keys: DataKeyArgs,
+
     /// File holding the Ed25519 key that signs the audit log's checkpoints, as a signed-note signer
     /// key (`PRIVATE+KEY+<name>+<key id>+<base64>`, as `referral-exchange audit generate-key` or
     /// Go's `note.GenerateKey` write it). Auditors verify with its public half; losing it means
@@ -251,6 +257,61 @@ pub struct ServeArgs {
     pub cpu_affinity: CpuAffinity,
 }
 
+/// The keys personal content is sealed with at rest (`crate::sealing`): `serve` and `keys rewrap`.
+#[derive(Debug, Clone, Args)]
+pub struct DataKeyArgs {
+    /// File holding the data key as hex (at least 32 bytes), which seals identity codes, names,
+    /// phones and free texts in the database. Never stored in the database; losing it loses that
+    /// content. The database remembers the key it was written with and the server refuses another;
+    /// see deploy/README.md ("Keys") on rotation.
+    #[arg(long, env = "REFERRAL_EXCHANGE_DATA_KEY_FILE")]
+    pub data_key_file: Option<PathBuf>,
+
+    /// Data keys rotated out (repeatable): what is still sealed under them stays readable until
+    /// `referral-exchange keys rewrap` has moved it to the current key.
+    #[arg(
+        long = "previous-data-key-file",
+        env = "REFERRAL_EXCHANGE_PREVIOUS_DATA_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub previous_data_key_files: Vec<PathBuf>,
+}
+
+impl DataKeyArgs {
+    /// The file the data key is read from: the configured one, or the development key's.
+    pub fn path(&self, data_dir: &Path) -> PathBuf {
+        self.data_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("data.key"))
+    }
+
+    /// The data keys: from the configured files, or a development key created on first use.
+    pub fn keys(&self, data_dir: &Path) -> anyhow::Result<DataKeys> {
+        let current = match &self.data_key_file {
+            Some(path) => read_key(path)?,
+            None => {
+                let path = data_dir.join("data.key");
+                if !path.exists() {
+                    write_new_key(&path)?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "CREATED A DEVELOPMENT DATA KEY: give --data-key-file in production"
+                    );
+                } else {
+                    tracing::warn!(path = %path.display(), "using the development data key: not for production");
+                }
+                read_key(&path)?
+            }
+        };
+        let previous = self
+            .previous_data_key_files
+            .iter()
+            .map(|path| read_key(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(DataKeys::new(&current, &previous))
+    }
+}
+
 /// `referral-exchange migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -269,7 +330,8 @@ impl MigrateArgs {
     }
 }
 
-fn default_database_url(url: &Option<String>, data_dir: &Path) -> String {
+/// The database URL given, or the SQLite file in `data_dir`.
+pub fn default_database_url(url: &Option<String>, data_dir: &Path) -> String {
     url.clone()
         .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("referral-exchange.db").display()))
 }

@@ -10,7 +10,7 @@
 //! or a plain hash of it: it proves which key is in use to anyone holding that key, tells nothing about
 //! the key to anyone else, and is never equal to a value the key computes in use (an identity code
 //! cannot be the label). A purpose per key ([`KeyPurpose`]) gives one row per key in the store
-//! (`store::keys`): the data key (issue 15) is one more variant, with the same check.
+//! (`store::keys`): the pseudonym key and the data key (`crate::sealing`) have the same check.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -20,6 +20,8 @@ use sha2::Sha256;
 pub enum KeyPurpose {
     /// The key of the identity-code pseudonyms (`--pseudonym-key-file`).
     Pseudonym,
+    /// The key personal content is sealed with at rest (`--data-key-file`, `crate::sealing`).
+    Data,
 }
 
 impl KeyPurpose {
@@ -27,6 +29,7 @@ impl KeyPurpose {
     pub fn as_str(self) -> &'static str {
         match self {
             KeyPurpose::Pseudonym => "pseudonym",
+            KeyPurpose::Data => "data",
         }
     }
 }

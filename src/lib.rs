@@ -35,6 +35,7 @@ pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod mailbox;
+pub mod sealing;
 pub mod server;
 pub mod store;
 pub mod telemetry;

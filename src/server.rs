@@ -32,8 +32,10 @@ use crate::{
         audit::AuditApi, consents::ConsentApi, directory::DirectoryApi, mailbox::MailboxApi,
         referrals::ReferralApi, reporting::ReportingApi,
     },
+    keys::KeyPurpose,
     mailbox::{DeliveryPolicy, MailboxSignals},
     proto::v1 as pb,
+    sealing::DataKeys,
     store::{self, Schema},
 };
 
@@ -74,6 +76,10 @@ pub struct Settings {
     pub previous_pseudonym_keys: Vec<Vec<u8>>,
     /// Where the pseudonym key was read from, named when the database refuses it.
     pub pseudonym_key_file: Option<PathBuf>,
+    /// The keys personal content is sealed with at rest: the current one and those rotated out.
+    pub data_keys: Arc<DataKeys>,
+    /// Where the data key was read from, named when the database refuses it.
+    pub data_key_file: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
     pub delivery: DeliveryPolicy,
     pub deadlines: DeadlinePolicy,
@@ -145,6 +151,7 @@ impl Settings {
         database_url: String,
         tls: TlsFiles,
         pseudonym_key: Vec<u8>,
+        data_keys: Arc<DataKeys>,
     ) -> Self {
         Self {
             listen,
@@ -156,6 +163,8 @@ impl Settings {
             pseudonym_key,
             previous_pseudonym_keys: Vec::new(),
             pseudonym_key_file: None,
+            data_keys,
+            data_key_file: None,
             clock: Arc::new(SystemClock),
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
@@ -218,9 +227,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         &settings.tls.client_ca,
     )?;
     let signals = Arc::new(MailboxSignals::default());
-    let store = store::connect(&settings.database_url, settings.schema, signals)
-        .await
-        .context("opening the database")?;
+    let store = store::connect(
+        &settings.database_url,
+        settings.schema,
+        signals,
+        Some(settings.data_keys.clone()),
+    )
+    .await
+    .context("opening the database")?;
     // Every party's mailbox counter exists before any call can need it (see `ensure_mailboxes`).
     let mut mailboxes = vec![crate::domain::OrganizationId::kela().to_string()];
     mailboxes.extend(
@@ -233,11 +247,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .with_previous(settings.previous_pseudonym_keys)?;
     let mut tx = store.begin().await?;
     // Before anything is written: a refused key leaves the database as it was.
-    check_pseudonym_key(
+    let now = settings.clock.now();
+    check_key(
         &mut *tx,
-        &pseudonyms,
+        KeyPurpose::Pseudonym,
+        (pseudonyms.fingerprint(), pseudonyms.previous_fingerprints()),
         settings.pseudonym_key_file.as_deref(),
-        settings.clock.now(),
+        now,
+    )
+    .await?;
+    check_key(
+        &mut *tx,
+        KeyPurpose::Data,
+        (
+            settings.data_keys.fingerprint().to_owned(),
+            settings.data_keys.previous_fingerprints().to_vec(),
+        ),
+        settings.data_key_file.as_deref(),
+        now,
     )
     .await?;
     tx.ensure_mailboxes(&mailboxes).await?;
@@ -472,51 +499,64 @@ fn spawn_client_map_reload(xroad: Arc<crate::http::XRoad>) {
     });
 }
 
-/// Refuses a pseudonym key the database was not written with, records the key of a new database, and
-/// records a rotation (the key the database was written with given as a previous key). See
-/// [`crate::keys`] for why: under another key, lookups by identity code silently find nothing.
-async fn check_pseudonym_key(
+/// Refuses a key the database was not written with, records the key of a new database, and records
+/// a rotation (the key the database was written with given as a previous key). See [`crate::keys`]
+/// for why: under another pseudonym key lookups by identity code silently find nothing; under another
+/// data key nothing sealed opens.
+async fn check_key(
     tx: &mut dyn store::Tx,
-    pseudonyms: &Pseudonymizer,
+    purpose: KeyPurpose,
+    (current, previous): (String, Vec<String>),
     file: Option<&std::path::Path>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
-    use crate::keys::{KeyCheck, KeyPurpose, check, short};
-    let purpose = KeyPurpose::Pseudonym.as_str();
-    let current = pseudonyms.fingerprint();
-    let previous = pseudonyms.previous_fingerprints();
+    use crate::keys::{KeyCheck, check, short};
+    let (what, flag, consequence) = match purpose {
+        KeyPurpose::Pseudonym => (
+            "pseudonym key",
+            "pseudonym-key-file",
+            "lookups by identity code would silently find nobody's events",
+        ),
+        KeyPurpose::Data => (
+            "data key",
+            "data-key-file",
+            "the personal content sealed in the database would not open",
+        ),
+    };
     // A second round only when another replica recorded or rotated at the same moment.
     for _ in 0..2 {
-        let recorded = tx.key_fingerprint(purpose).await?;
+        let recorded = tx.key_fingerprint(purpose.as_str()).await?;
         let done = match check(recorded.as_deref(), &current, &previous) {
             KeyCheck::Same => true,
             KeyCheck::Record => {
-                let done = tx.insert_key_fingerprint(purpose, &current, now).await?;
+                let done = tx
+                    .insert_key_fingerprint(purpose.as_str(), &current, now)
+                    .await?;
                 if done {
                     tracing::info!(
                         fingerprint = short(&current),
-                        "recorded the pseudonym key's fingerprint in the database"
+                        "recorded the {what}'s fingerprint in the database"
                     );
                 }
                 done
             }
             KeyCheck::Rotate { from } => {
                 let done = tx
-                    .replace_key_fingerprint(purpose, &from, &current, now)
+                    .replace_key_fingerprint(purpose.as_str(), &from, &current, now)
                     .await?;
                 if done {
                     tracing::info!(
                         from = short(&from),
                         to = short(&current),
-                        "pseudonym key rotated: new events use the new key, lookups also match the previous keys"
+                        "{what} rotated: what is new uses the new key, what was written under the previous keys stays readable"
                     );
                 }
                 done
             }
             KeyCheck::Unknown { recorded } => {
                 let file = file.map_or_else(
-                    || "the pseudonym key given".to_owned(),
-                    |f| format!("the pseudonym key in {}", f.display()),
+                    || format!("the {what} given"),
+                    |f| format!("the {what} in {}", f.display()),
                 );
                 let previous = if previous.is_empty() {
                     String::new()
@@ -525,10 +565,9 @@ async fn check_pseudonym_key(
                 };
                 anyhow::bail!(
                     "{file} is not the key this database was written with{previous} (fingerprint of the \
-                     database's key {}…, of this key {}…): with it, lookups by identity code would \
-                     silently find nobody's events. Start with the key the database was written with. \
-                     To rotate to a new key, give the new key as --pseudonym-key-file and the old one as \
-                     --previous-pseudonym-key-file (deploy/README.md, \"Keys\")",
+                     database's key {}…, of this key {}…): with it, {consequence}. Start with the key \
+                     the database was written with. To rotate to a new key, give the new key as \
+                     --{flag} and the old one as --previous-{flag} (deploy/README.md, \"Keys\")",
                     short(&recorded),
                     short(&current),
                 );
@@ -538,7 +577,7 @@ async fn check_pseudonym_key(
             return Ok(());
         }
     }
-    anyhow::bail!("the pseudonym key's fingerprint kept changing while starting; start again")
+    anyhow::bail!("the {what}'s fingerprint kept changing while starting; start again")
 }
 
 /// The deployment-wide tasks (see [`background`]); each runs on one replica at a time.

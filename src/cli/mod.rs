@@ -1,8 +1,9 @@
-//! The command line: `serve`, `dev-pki`, `client` (one subcommand per API method) and `audit`
-//! (the auditor's offline verification).
+//! The command line: `serve`, `dev-pki`, `client` (one subcommand per API method), `audit`
+//! (the auditor's offline verification) and `keys` (rewrapping after a data key rotation).
 
 pub mod audit;
 pub mod client;
+pub mod keys;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -33,6 +34,8 @@ enum Command {
     Client(Box<client::ClientArgs>),
     /// The auditor's offline tools: verify an export of the audit log against signed checkpoints.
     Audit(audit::AuditArgs),
+    /// Operator tasks on the keys data is written with: `keys rewrap` after a data key rotation.
+    Keys(keys::KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,14 +59,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => {
             let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let signals = std::sync::Arc::new(crate::mailbox::MailboxSignals::default());
-            let store =
-                crate::store::connect(&args.database_url(), crate::store::Schema::Migrate, signals)
-                    .await?;
+            let store = crate::store::connect(
+                &args.database_url(),
+                crate::store::Schema::Migrate,
+                signals,
+                None,
+            )
+            .await?;
             store.close().await;
             tracing::info!("the database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(args).await,
+        Command::Keys(args) => {
+            let _telemetry = telemetry::init(crate::config::LogFormat::Text);
+            keys::run(args).await
+        }
         Command::DevPki(args) => {
             let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
@@ -102,7 +113,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut settings = server::Settings::new(args.listen, database_url, tls, args.pseudonym_key()?);
+    let mut settings = server::Settings::new(
+        args.listen,
+        database_url,
+        tls,
+        args.pseudonym_key()?,
+        std::sync::Arc::new(args.data_keys.keys(&args.data_dir)?),
+    );
+    settings.data_key_file = Some(args.data_keys.path(&args.data_dir));
     settings.delivery.max_delivery_attempts = args.max_delivery_attempts;
     settings.delivery.history_retention = chrono::Duration::days(args.message_retention_days);
     settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;

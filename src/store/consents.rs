@@ -69,6 +69,9 @@ pub trait Consents {
 #[async_trait]
 impl<D: Dialect> Consents for SqlTx<D> {
     async fn insert_consent(&mut self, c: &Consent, subject_pseudonym: &str) -> Result<()> {
+        let row = c.id.as_bytes();
+        let subject_code = self.seal("consents.subject_code", row, c.subject.as_str())?;
+        let evidence = self.seal("consents.evidence_reference", row, &c.evidence_reference)?;
         let insert = Self::sql(
             "INSERT INTO consents (id, subject_code, subject_pseudonym, purpose, recipients, form, \
                given_by, valid_from, expire_time, state, evidence_reference, create_time, \
@@ -76,7 +79,7 @@ impl<D: Dialect> Consents for SqlTx<D> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .arg(c.id)
-        .arg(c.subject.as_str())
+        .arg(subject_code)
         .arg(subject_pseudonym)
         .arg(c.purpose.as_str())
         .arg(to_json(&c.recipients)?)
@@ -85,7 +88,7 @@ impl<D: Dialect> Consents for SqlTx<D> {
         .arg(DbTime(c.valid_from))
         .arg(c.expire_time.map(DbTime))
         .arg(c.state.as_str())
-        .arg(c.evidence_reference.as_str())
+        .arg(evidence)
         .arg(DbTime(c.create_time))
         .arg(DbTime(c.update_time))
         .arg(c.withdraw_time.map(DbTime))
@@ -96,12 +99,14 @@ impl<D: Dialect> Consents for SqlTx<D> {
 
     async fn get_consent(&mut self, id: Uuid, lock: bool) -> Result<Option<Consent>> {
         let row: Option<ConsentRow> = self.by_id("consents", id, lock).await?;
-        row.map(ConsentRow::into_domain).transpose()
+        let keys = self.keys()?;
+        row.map(|r| r.into_domain(keys)).transpose()
     }
 
     async fn get_consents(&mut self, ids: &[Uuid]) -> Result<Vec<Consent>> {
         let rows: Vec<ConsentRow> = self.by_ids("consents", ids).await?;
-        rows.into_iter().map(ConsentRow::into_domain).collect()
+        let keys = self.keys()?;
+        rows.into_iter().map(|r| r.into_domain(keys)).collect()
     }
 
     async fn update_consent(&mut self, c: &Consent) -> Result<()> {
@@ -154,7 +159,8 @@ impl<D: Dialect> Consents for SqlTx<D> {
         q.push(" ORDER BY create_time, id LIMIT ")
             .bind(filter.limit);
         let rows: Vec<ConsentRow> = self.fetch_all(q).await?;
-        rows.into_iter().map(ConsentRow::into_domain).collect()
+        let keys = self.keys()?;
+        rows.into_iter().map(|r| r.into_domain(keys)).collect()
     }
 
     async fn consents_to_expire(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Consent>> {
@@ -167,7 +173,8 @@ impl<D: Dialect> Consents for SqlTx<D> {
         .arg(DbTime(now))
         .arg(limit);
         let rows: Vec<ConsentRow> = self.fetch_all(select).await?;
-        rows.into_iter().map(ConsentRow::into_domain).collect()
+        let keys = self.keys()?;
+        rows.into_iter().map(|r| r.into_domain(keys)).collect()
     }
 
     async fn insert_consent_event(&mut self, e: &ConsentEvent) -> Result<()> {

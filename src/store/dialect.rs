@@ -67,6 +67,9 @@ pub trait Dialect: Send + Sync + 'static {
         + Read<(Uuid,)>
         + Read<(String,)>
         + Read<(String, String)>
+        + Read<(String, String, String)>
+        + Read<(i64, i64)>
+        + Read<(Uuid, String)>
         + Read<(Option<i64>, bool)>
         + Read<(Uuid, i32)>
         + Read<(i64, Vec<u8>)>

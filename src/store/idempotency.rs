@@ -41,6 +41,13 @@ pub trait Idempotency {
     ) -> Result<()>;
 }
 
+/// The sealed column, and the key of its row that the seal is bound to.
+const RESPONSE: &str = "idempotency_keys.response";
+
+fn row_key(organization: &str, request_id: &str) -> Vec<u8> {
+    [organization.as_bytes(), b"\0", request_id.as_bytes()].concat()
+}
+
 #[async_trait]
 impl<D: Dialect> Idempotency for SqlTx<D> {
     async fn claim_request(
@@ -70,9 +77,10 @@ impl<D: Dialect> Idempotency for SqlTx<D> {
         .arg(organization)
         .arg(request_id);
         let (fingerprint, response) = self.fetch_one::<(String, String)>(first).await?;
+        let row = row_key(organization, request_id);
         Ok(Claim::Existing {
             fingerprint,
-            response,
+            response: super::rows::open(self.keys()?, RESPONSE, &row, &response)?,
         })
     }
 
@@ -82,6 +90,8 @@ impl<D: Dialect> Idempotency for SqlTx<D> {
         request_id: &str,
         response: &str,
     ) -> Result<()> {
+        // The response is the complete view the caller got: personal content, sealed like the rest.
+        let response = self.seal(RESPONSE, &row_key(organization, request_id), response)?;
         self.write(
             "UPDATE idempotency_keys SET response = $3 \
              WHERE organization = $1 AND request_id = $2",

@@ -9,7 +9,8 @@
 //! - [`Tx`]: one transaction's operations, one trait per aggregate, each in its own file with its
 //!   SQL: [`idempotency`], [`consents`], [`referrals`], [`messages`] (mailboxes), [`deadlines`],
 //!   [`audit_trail`] (the events), [`audit_log`] (the Merkle tree), [`readings`] (the gauges),
-//!   [`keys`] (fingerprints of the keys the data was written with), [`statistics`] (grouped counts).
+//!   [`keys`] (fingerprints of the keys the data was written with), [`statistics`] (grouped counts),
+//!   [`sealed`] (the columns sealed at rest, and moving them to a new data key).
 //! - `sql`: the one implementation of [`Tx`], generic over the engine, and the statement builder
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
@@ -34,6 +35,7 @@ pub mod postgres;
 pub mod readings;
 pub mod referrals;
 mod rows;
+pub mod sealed;
 mod sql;
 pub mod sqlite;
 pub mod statistics;
@@ -54,6 +56,7 @@ pub use self::{
     postgres::PostgresStore,
     readings::{GaugeReadings, Readings},
     referrals::{ReferralFilter, Referrals},
+    sealed::Sealed,
     sqlite::SqliteStore,
     statistics::{Statistics, StatisticsQuery},
     time::DbTime,
@@ -61,6 +64,7 @@ pub use self::{
 use crate::{
     error::{Error, Result},
     mailbox::MailboxSignals,
+    sealing::DataKeys,
 };
 
 /// Which database a store talks to; reported at start-up and in health details.
@@ -82,17 +86,22 @@ pub enum Schema {
 }
 
 /// Opens a store for `url` (`sqlite:…` or `postgres://…`), creating the SQLite file if needed.
+/// Personal content is sealed with `keys` (`crate::sealing`); a store opened without them (to
+/// migrate) refuses every read or write of content.
 pub async fn connect(
     url: &str,
     schema: Schema,
     signals: Arc<MailboxSignals>,
+    keys: Option<Arc<DataKeys>>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            PostgresStore::connect(url, schema, signals).await?,
+            PostgresStore::connect(url, schema, signals, keys).await?,
         ))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, schema, signals).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(url, schema, signals, keys).await?,
+        ))
     } else {
         anyhow::bail!("unsupported database URL scheme: expected sqlite: or postgres://")
     }
@@ -166,6 +175,7 @@ pub trait Tx:
     + Readings
     + Keys
     + Statistics
+    + Sealed
     + Send
 {
     /// Sends the writes this transaction has held back, if any: plain writes (inserts, updates by

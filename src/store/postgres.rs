@@ -14,11 +14,13 @@ use sqlx::{
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
-use crate::{error::Result, mailbox::MailboxSignals};
+use crate::{error::Result, mailbox::MailboxSignals, sealing::DataKeys};
 
 pub struct PostgresStore {
     pool: PgPool,
     signals: Arc<MailboxSignals>,
+    /// What personal content is sealed with (`crate::sealing`); `None` when opened to migrate only.
+    keys: Option<Arc<DataKeys>>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -27,6 +29,7 @@ impl PostgresStore {
         url: &str,
         schema: Schema,
         signals: Arc<MailboxSignals>,
+        keys: Option<Arc<DataKeys>>,
     ) -> anyhow::Result<Self> {
         // Each replica's sessions carry its process id, so that an operator (or a test) can see in
         // pg_stat_activity and pg_locks which replica holds what.
@@ -49,6 +52,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             signals,
+            keys,
             listener,
         })
     }
@@ -73,6 +77,7 @@ impl Store for PostgresStore {
         Ok(Box::new(SqlTx::<Postgres>::new(
             self.pool.begin().await?,
             span,
+            self.keys.clone(),
         )))
     }
 

@@ -75,6 +75,21 @@ where
     args.bind(s.assessment_started_within_deadline)
 }
 
+impl<D: Dialect> SqlTx<D> {
+    /// The texts a state change may add, sealed: the rejection's and the cancellation's.
+    fn seal_texts(&self, r: &Referral) -> Result<(Option<String>, Option<String>)> {
+        let row = r.id.as_bytes();
+        Ok((
+            self.seal_opt("referrals.rejection_text", row, r.rejection_text.as_deref())?,
+            self.seal_opt(
+                "referrals.cancellation_text",
+                row,
+                r.cancellation_text.as_deref(),
+            )?,
+        ))
+    }
+}
+
 #[async_trait]
 impl<D: Dialect> Referrals for SqlTx<D> {
     async fn insert_referral(&mut self, r: &Referral, subject_pseudonym: &str) -> Result<()> {
@@ -85,6 +100,25 @@ impl<D: Dialect> Referrals for SqlTx<D> {
         let reasons = to_json(&r.reasons)?;
         let history = to_json(&r.history)?;
         let skeleton = Skeleton::of(r);
+        let row = r.id.as_bytes();
+        let subject_code = self.seal(
+            "referrals.subject_code",
+            row,
+            r.subject.personal_identity_code.as_str(),
+        )?;
+        let name = self.seal_opt("referrals.subject_name", row, r.subject.name.as_deref())?;
+        let phone = self.seal_opt(
+            "referrals.subject_phone",
+            row,
+            r.subject.contact_phone.as_deref(),
+        )?;
+        let reason_text = self.seal("referrals.reason_text", row, &r.reason_text)?;
+        let application_reference = self.seal_opt(
+            "referrals.application_reference",
+            row,
+            r.application_reference.as_deref(),
+        )?;
+        let (rejection_text, cancellation_text) = self.seal_texts(r)?;
         self.write(
             "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, \
                subject_phone, subject_language, home_municipality_code, current_municipality_code, \
@@ -101,28 +135,28 @@ impl<D: Dialect> Referrals for SqlTx<D> {
             |args| {
                 args.bind(r.id)?;
                 args.bind(r.kind.as_str())?;
-                args.bind(r.subject.personal_identity_code.as_str())?;
+                args.bind(subject_code)?;
                 args.bind(subject_pseudonym)?;
-                args.bind(&r.subject.name)?;
-                args.bind(&r.subject.contact_phone)?;
+                args.bind(name)?;
+                args.bind(phone)?;
                 args.bind(&r.subject.preferred_language)?;
                 args.bind(r.home_municipality_code.as_str())?;
                 args.bind(&r.current_municipality_code)?;
                 args.bind(r.recipient.as_str())?;
                 args.bind(reasons)?;
-                args.bind(r.reason_text.as_str())?;
+                args.bind(reason_text)?;
                 args.bind(r.urgent)?;
                 args.bind(r.deadline_group.as_str())?;
                 args.bind(consent_id)?;
                 args.bind(ground)?;
                 args.bind(r.personal_discussion_requested)?;
-                args.bind(&r.application_reference)?;
+                args.bind(application_reference)?;
                 args.bind(r.state.as_str())?;
                 args.bind(r.state_reason.as_str())?;
                 args.bind(r.outcome.map(|o| o.as_str()))?;
                 args.bind(r.rejection_reason.map(|o| o.as_str()))?;
-                args.bind(&r.rejection_text)?;
-                args.bind(&r.cancellation_text)?;
+                args.bind(rejection_text)?;
+                args.bind(cancellation_text)?;
                 args.bind(history)?;
                 args.bind(DbTime(r.create_time))?;
                 args.bind(DbTime(r.update_time))?;
@@ -139,17 +173,20 @@ impl<D: Dialect> Referrals for SqlTx<D> {
 
     async fn get_referral(&mut self, id: Uuid, lock: bool) -> Result<Option<Referral>> {
         let row: Option<ReferralRow> = self.by_id("referrals", id, lock).await?;
-        row.map(ReferralRow::into_domain).transpose()
+        let keys = self.keys()?;
+        row.map(|r| r.into_domain(keys)).transpose()
     }
 
     async fn get_referrals(&mut self, ids: &[Uuid]) -> Result<Vec<Referral>> {
         let rows: Vec<ReferralRow> = self.by_ids("referrals", ids).await?;
-        rows.into_iter().map(ReferralRow::into_domain).collect()
+        let keys = self.keys()?;
+        rows.into_iter().map(|r| r.into_domain(keys)).collect()
     }
 
     async fn update_referral(&mut self, r: &Referral) -> Result<()> {
         let history = to_json(&r.history)?;
         let skeleton = Skeleton::of(r);
+        let (rejection_text, cancellation_text) = self.seal_texts(r)?;
         self.write(
             "UPDATE referrals SET recipient = $2, state = $3, state_reason = $4, outcome = $5, \
                rejection_reason = $6, rejection_text = $7, cancellation_text = $8, history = $9, \
@@ -165,8 +202,8 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                 args.bind(r.state_reason.as_str())?;
                 args.bind(r.outcome.map(|o| o.as_str()))?;
                 args.bind(r.rejection_reason.map(|o| o.as_str()))?;
-                args.bind(&r.rejection_text)?;
-                args.bind(&r.cancellation_text)?;
+                args.bind(rejection_text)?;
+                args.bind(cancellation_text)?;
                 args.bind(history)?;
                 args.bind(DbTime(r.update_time))?;
                 args.bind(r.receive_time.map(DbTime))?;
@@ -238,7 +275,8 @@ impl<D: Dialect> Referrals for SqlTx<D> {
         q.push(" ORDER BY r.create_time, r.id LIMIT ")
             .bind(filter.limit);
         let rows: Vec<ReferralRow> = self.fetch_all(q).await?;
-        rows.into_iter().map(ReferralRow::into_domain).collect()
+        let keys = self.keys()?;
+        rows.into_iter().map(|r| r.into_domain(keys)).collect()
     }
 
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>> {

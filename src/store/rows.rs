@@ -15,9 +15,22 @@ use crate::{
             State, StatutoryGround, Subject,
         },
     },
-    error::Result,
+    error::{Error, Result},
     mailbox::{MessageType, StoredMessage},
+    sealing::{DataKeys, Place},
 };
+
+/// A sealed column's plaintext; a value that does not open is an internal error that names the
+/// column and why (an unknown key id tells the operator which key file is missing), never the value.
+pub(super) fn open(
+    keys: &DataKeys,
+    column: &'static str,
+    row: &[u8],
+    stored: &str,
+) -> Result<String> {
+    keys.open(Place::new(column, row), stored)
+        .map_err(|e| Error::internal(format!("stored {column}: {e}")))
+}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ConsentRow {
@@ -39,10 +52,12 @@ pub(crate) struct ConsentRow {
 }
 
 impl ConsentRow {
-    pub(super) fn into_domain(self) -> Result<Consent> {
+    pub(super) fn into_domain(self, keys: &DataKeys) -> Result<Consent> {
+        let row = self.id.as_bytes();
+        let subject_code = open(keys, "consents.subject_code", row, &self.subject_code)?;
         Ok(Consent {
             id: self.id,
-            subject: PersonalIdentityCode::parse(&self.subject_code)
+            subject: PersonalIdentityCode::parse(&subject_code)
                 .map_err(|_| corrupt("identity code"))?,
             purpose: code(&self.purpose, Purpose::from_code, "purpose")?,
             recipients: json(&self.recipients, "recipients")?,
@@ -51,7 +66,12 @@ impl ConsentRow {
             valid_from: self.valid_from.0,
             expire_time: self.expire_time.map(|t| t.0),
             state: code(&self.state, ConsentState::from_code, "consent state")?,
-            evidence_reference: self.evidence_reference,
+            evidence_reference: open(
+                keys,
+                "consents.evidence_reference",
+                row,
+                &self.evidence_reference,
+            )?,
             create_time: self.create_time.0,
             update_time: self.update_time.0,
             withdraw_time: self.withdraw_time.map(|t| t.0),
@@ -142,7 +162,11 @@ pub(crate) struct ReferralRow {
 }
 
 impl ReferralRow {
-    pub(super) fn into_domain(self) -> Result<Referral> {
+    pub(super) fn into_domain(self, keys: &DataKeys) -> Result<Referral> {
+        let row = self.id.as_bytes();
+        let text = |column, value: &str| open(keys, column, row, value);
+        let optional =
+            |column, value: Option<String>| value.map(|v| open(keys, column, row, &v)).transpose();
         let basis = match (self.consent_id, self.statutory_ground) {
             (Some(id), None) => Basis::Consent(id),
             (None, Some(ground)) => {
@@ -154,17 +178,20 @@ impl ReferralRow {
             id: self.id,
             kind: code(&self.kind, Kind::from_code, "kind")?,
             subject: Subject {
-                personal_identity_code: PersonalIdentityCode::parse(&self.subject_code)
-                    .map_err(|_| corrupt("identity code"))?,
-                name: self.subject_name,
-                contact_phone: self.subject_phone,
+                personal_identity_code: PersonalIdentityCode::parse(&text(
+                    "referrals.subject_code",
+                    &self.subject_code,
+                )?)
+                .map_err(|_| corrupt("identity code"))?,
+                name: optional("referrals.subject_name", self.subject_name)?,
+                contact_phone: optional("referrals.subject_phone", self.subject_phone)?,
                 preferred_language: self.subject_language,
             },
             home_municipality_code: self.home_municipality_code,
             current_municipality_code: self.current_municipality_code,
             recipient: OrganizationId::parse(&self.recipient).map_err(|_| corrupt("recipient"))?,
             reasons: json::<Vec<Reason>>(&self.reasons, "reasons")?,
-            reason_text: self.reason_text,
+            reason_text: text("referrals.reason_text", &self.reason_text)?,
             urgent: self.urgent,
             deadline_group: code(
                 &self.deadline_group,
@@ -173,7 +200,10 @@ impl ReferralRow {
             )?,
             basis,
             personal_discussion_requested: self.personal_discussion_requested,
-            application_reference: self.application_reference,
+            application_reference: optional(
+                "referrals.application_reference",
+                self.application_reference,
+            )?,
             state: code(&self.state, State::from_code, "state")?,
             state_reason: self.state_reason,
             outcome: self
@@ -184,8 +214,8 @@ impl ReferralRow {
                 .rejection_reason
                 .map(|r| code(&r, RejectionReason::from_code, "rejection reason"))
                 .transpose()?,
-            rejection_text: self.rejection_text,
-            cancellation_text: self.cancellation_text,
+            rejection_text: optional("referrals.rejection_text", self.rejection_text)?,
+            cancellation_text: optional("referrals.cancellation_text", self.cancellation_text)?,
             history: json(&self.history, "history")?,
             create_time: self.create_time.0,
             update_time: self.update_time.0,

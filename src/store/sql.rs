@@ -6,6 +6,8 @@
 //! already in the text. Reads go out at once; plain writes are held and sent together
 //! ([`SqlTx::write`], see [`super::held`]), so a read always sees the writes before it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{Arguments, error::BoxDynError};
 use uuid::Uuid;
@@ -15,7 +17,10 @@ use super::{
     dialect::{Bind, Dialect, Execute, Read, RowsAffected},
     held::Held,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sealing::{DataKeys, Place},
+};
 
 /// A statement being built: its text and its arguments, in placeholder order.
 pub(super) struct Sql<A> {
@@ -115,17 +120,46 @@ fn cacheable(n: usize) -> bool {
 pub(super) struct SqlTx<D: Dialect> {
     tx: sqlx::Transaction<'static, D::Db>,
     held: Held<D::Arguments>,
+    /// The keys personal content is sealed with (`crate::sealing`); `None` for a store opened only
+    /// to migrate, which reads and writes no content.
+    keys: Option<Arc<DataKeys>>,
     /// Open from BEGIN until commit or rollback: the transaction's span in the trace.
     _span: tracing::Span,
 }
 
 impl<D: Dialect> SqlTx<D> {
-    pub fn new(tx: sqlx::Transaction<'static, D::Db>, span: tracing::Span) -> Self {
+    pub fn new(
+        tx: sqlx::Transaction<'static, D::Db>,
+        span: tracing::Span,
+        keys: Option<Arc<DataKeys>>,
+    ) -> Self {
         Self {
             tx,
             held: Held::default(),
+            keys,
             _span: span,
         }
+    }
+
+    /// The data keys; an internal error for a store opened without them.
+    pub fn keys(&self) -> Result<&DataKeys> {
+        self.keys
+            .as_deref()
+            .ok_or_else(|| Error::internal("this store was opened without data keys"))
+    }
+
+    /// `plaintext` sealed for its column and row.
+    pub fn seal(&self, column: &'static str, row: &[u8], plaintext: &str) -> Result<String> {
+        Ok(self.keys()?.seal(Place::new(column, row), plaintext))
+    }
+
+    pub fn seal_opt(
+        &self,
+        column: &'static str,
+        row: &[u8],
+        plaintext: Option<&str>,
+    ) -> Result<Option<String>> {
+        plaintext.map(|p| self.seal(column, row, p)).transpose()
     }
 
     /// Starts a statement for this engine.

@@ -21,11 +21,13 @@ use sqlx::{
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
-use crate::{error::Result, mailbox::MailboxSignals};
+use crate::{error::Result, mailbox::MailboxSignals, sealing::DataKeys};
 
 pub struct SqliteStore {
     pool: SqlitePool,
     signals: Arc<MailboxSignals>,
+    /// What personal content is sealed with (`crate::sealing`); `None` when opened to migrate only.
+    keys: Option<Arc<DataKeys>>,
 }
 
 impl SqliteStore {
@@ -33,6 +35,7 @@ impl SqliteStore {
         url: &str,
         schema: Schema,
         signals: Arc<MailboxSignals>,
+        keys: Option<Arc<DataKeys>>,
     ) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -63,7 +66,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/sqlite"), schema).await?;
-        Ok(Self { pool, signals })
+        Ok(Self {
+            pool,
+            signals,
+            keys,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -84,7 +91,7 @@ impl Store for SqliteStore {
             db.system.name = "sqlite"
         );
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span)))
+        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone())))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -16,6 +16,7 @@ async fn one_replica_leads_a_task_and_another_takes_over_when_its_session_ends()
         db.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("a");
@@ -23,6 +24,7 @@ async fn one_replica_leads_a_task_and_another_takes_over_when_its_session_ends()
         db.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("b");
@@ -72,6 +74,7 @@ async fn sqlite_is_one_process_and_always_leads() {
         db.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open");

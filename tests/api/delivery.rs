@@ -440,13 +440,14 @@ async fn a_long_poll_wakes_for_a_write_through_another_server_process_postgres()
     })
     .await;
     let other_dir = tempfile::tempdir().expect("dir");
-    // The other process uses the same pseudonym key as the test server (`TestApp`'s), as a deployment's
-    // replicas do: the database refuses a key it was not written with.
+    // The other process uses the same pseudonym and data keys as the test server (`TestApp`'s), as a
+    // deployment's replicas do: the database refuses keys it was not written with.
     std::fs::write(
         other_dir.path().join("pseudonym.key"),
         hex::encode([7u8; 32]),
     )
     .expect("pseudonym key");
+    std::fs::write(other_dir.path().join("data.key"), hex::encode([9u8; 32])).expect("data key");
     let (mut other, other_addr) = crate::server::start_binary(other_dir.path(), Some(&url));
     let mut kela_elsewhere =
         crate::server::binary_client(other_dir.path(), other_addr, "kela", "handler-1").await;

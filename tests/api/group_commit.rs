@@ -86,6 +86,7 @@ async fn a_batch_commits_once_each_member_stays_atomic_and_a_failing_member_fail
         database.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open");
@@ -180,6 +181,7 @@ async fn a_transaction_reads_its_own_writes_and_a_rollback_to_a_savepoint_undoes
         database.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open");
@@ -227,6 +229,7 @@ async fn a_row_inserted_and_updated_by_held_writes_ends_as_updated(db: Db) {
         database.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open");

@@ -241,6 +241,12 @@ pub(crate) fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The data key every test store and server seals with: fixed, so that a restart, a second replica
+/// or a store opened beside the server reads what the others wrote.
+pub fn data_keys() -> Arc<referral_exchange::sealing::DataKeys> {
+    Arc::new(referral_exchange::sealing::DataKeys::new(&[9; 32], &[]))
+}
+
 pub struct TestApp {
     pub server: Option<RunningServer>,
     pub clock: ManualClock,
@@ -288,6 +294,7 @@ impl TestApp {
                 client_ca: layout.ca_cert(),
             },
             vec![7; 32],
+            data_keys(),
         );
         settings.clock = Arc::new(clock.clone());
         // Waiting pulls look again often: lease expiry in tests comes from the manual clock.

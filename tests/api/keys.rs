@@ -47,7 +47,14 @@ async fn database_state(engine: Db, url: &str) -> Vec<String> {
         "SELECT CAST(COUNT(*) AS TEXT) FROM audit_events",
     )
     .await;
-    state.extend(rows(engine, url, "SELECT fingerprint FROM key_fingerprints").await);
+    state.extend(
+        rows(
+            engine,
+            url,
+            "SELECT fingerprint FROM key_fingerprints WHERE purpose = 'pseudonym'",
+        )
+        .await,
+    );
     state
 }
 

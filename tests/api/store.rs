@@ -25,6 +25,7 @@ async fn open(db: Db) -> (TestDb, Arc<dyn Store>) {
         database.url(),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open the store");
@@ -366,7 +367,14 @@ async fn raw_sql(database: &TestDb, db: Db, sql: &str) -> Result<(), String> {
 
 async fn connect_error(url: &str) -> String {
     let signals = Arc::new(MailboxSignals::default());
-    match store::connect(url, Schema::Migrate, signals).await {
+    match store::connect(
+        url,
+        Schema::Migrate,
+        signals,
+        Some(crate::helpers::data_keys()),
+    )
+    .await
+    {
         Ok(_) => panic!("connected to {url}"),
         Err(e) => format!("{e:#}"),
     }
@@ -433,6 +441,7 @@ async fn a_sqlite_file_in_a_missing_directory_is_created_with_it() {
         &format!("sqlite:{}", file.display()),
         Schema::Migrate,
         Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
     )
     .await
     .expect("open a store in a new directory");
