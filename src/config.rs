@@ -20,6 +20,7 @@
 //! | `--log-format` | `REFERRAL_EXCHANGE_LOG_FORMAT` | `text` |
 //! | `--max-delivery-attempts` | `REFERRAL_EXCHANGE_MAX_DELIVERY_ATTEMPTS` | `10` |
 //! | `--message-retention-days` | `REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS` | `90` |
+//! | `--content-retention-days` | `REFERRAL_EXCHANGE_CONTENT_RETENTION_DAYS` | `90` (`0`: erased at the next background round) |
 //! | `--receipt-deadline-working-days` | `REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS` | `3` |
 //! | `--min-cell-size` | `REFERRAL_EXCHANGE_MIN_CELL_SIZE` | `5` (below 3 refused at start) |
 //! | `--background-interval-seconds` | `REFERRAL_EXCHANGE_BACKGROUND_INTERVAL_SECONDS` | `5` |
@@ -202,6 +203,13 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_MESSAGE_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(i64).range(1..=3650))]
     pub message_retention_days: i64,
+
+    /// Days a referral's personal content (identity code, name, phone, free texts) is kept after it
+    /// closes (COMPLETED, REJECTED, CANCELLED), and a consent's after it stops being ACTIVE; then it is
+    /// erased, leaving the coded skeleton, with an audit event each. 0: at the next background round.
+    #[arg(long, env = "REFERRAL_EXCHANGE_CONTENT_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(i64).range(0..=3650))]
+    pub content_retention_days: i64,
 
     /// Working days a receiver's system has to take delivery of a referral before Kela is told.
     #[arg(long, env = "REFERRAL_EXCHANGE_RECEIPT_DEADLINE_WORKING_DAYS", default_value_t = 3,

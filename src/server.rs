@@ -86,6 +86,9 @@ pub struct Settings {
     /// Statistics cells with fewer distinct people are suppressed (at least 3; see
     /// `domain::statistics`).
     pub min_cell_size: u64,
+    /// Personal content is erased this long after its referral closes or its consent stops being
+    /// ACTIVE (`exchange::retention`).
+    pub content_retention: chrono::Duration,
     /// How often deployment-wide background tasks run, and how fast a replica takes one over.
     pub background: Schedule,
     /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
@@ -169,6 +172,9 @@ impl Settings {
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
             min_cell_size: crate::domain::statistics::DEFAULT_MIN_CELL_SIZE,
+            content_retention: chrono::Duration::days(
+                crate::exchange::retention::DEFAULT_CONTENT_RETENTION_DAYS,
+            ),
             background: Schedule {
                 interval: Duration::from_secs(5),
                 takeover: Duration::from_secs(10),
@@ -279,6 +285,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             settings.deadlines,
         )
         .with_min_cell_size(settings.min_cell_size)
+        .with_content_retention(settings.content_retention)
         .with_log_signer(audit_log.signer.clone())
         .with_group_commit(settings.group_commit_max, settings.group_commit_lanes),
     );
@@ -594,6 +601,9 @@ fn background_jobs(exchange: &Arc<Exchange>, audit_log: &AuditLogSettings) -> Ve
         Arc::new(DeadlineWatch(exchange.clone())),
         Arc::new(crate::exchange::gauges::GaugeRefresh(exchange.clone())),
         Arc::new(MailboxSweeper(exchange.clone())),
+        Arc::new(crate::exchange::retention::ContentRetention(
+            exchange.clone(),
+        )),
     ]
 }
 

@@ -125,6 +125,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.delivery.history_retention = chrono::Duration::days(args.message_retention_days);
     settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;
     settings.min_cell_size = args.min_cell_size;
+    settings.content_retention = chrono::Duration::days(args.content_retention_days);
     settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);
     settings.health_listen = args.health_listen;

@@ -140,7 +140,8 @@ impl NewConsent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
     pub id: Uuid,
-    pub subject: PersonalIdentityCode,
+    /// `None` once the content is erased (see [`Consent::erase_content`]).
+    pub subject: Option<PersonalIdentityCode>,
     pub purpose: Purpose,
     pub recipients: Vec<OrganizationId>,
     pub form: Form,
@@ -155,6 +156,13 @@ pub struct Consent {
     pub withdraw_time: Option<DateTime<Utc>>,
     pub used_by: Option<Uuid>,
     pub version: i64,
+    /// When the personal content (identity code, evidence reference) was erased, if it was.
+    #[serde(default)]
+    pub content_erase_time: Option<DateTime<Utc>>,
+    /// The subject's pseudonym as stored with the consent: who it was about once the identity code
+    /// is erased. Empty on a consent not yet stored.
+    #[serde(default)]
+    pub subject_pseudonym: String,
 }
 
 /// Why a consent does not cover a referral. Each has a stable reason code for the error details.
@@ -194,7 +202,7 @@ impl Consent {
     pub fn record(id: Uuid, new: NewConsent, now: DateTime<Utc>) -> Consent {
         Consent {
             id,
-            subject: new.subject,
+            subject: Some(new.subject),
             purpose: new.purpose,
             recipients: new.recipients,
             form: new.form,
@@ -208,7 +216,33 @@ impl Consent {
             withdraw_time: None,
             used_by: None,
             version: 1,
+            content_erase_time: None,
+            subject_pseudonym: String::new(),
         }
+    }
+
+    /// Since when the consent has not been ACTIVE at `now`, or `None` while it is: its content is
+    /// kept for a period after that (`--content-retention-days`), then erased.
+    pub fn inactive_since(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (self.state_at(now), self.state) {
+            (ConsentState::Active, _) => None,
+            // Expired by the clock, not yet recorded.
+            (_, ConsentState::Active) => self.expire_time,
+            _ => Some(self.withdraw_time.unwrap_or(self.update_time)),
+        }
+    }
+
+    /// Erases the personal content, keeping the coded skeleton (purpose, recipients, form, states
+    /// and times) that the consent log and the audit trail need. `false`: nothing left to erase.
+    pub fn erase_content(&mut self, now: DateTime<Utc>) -> bool {
+        if self.content_erase_time.is_some() {
+            return false;
+        }
+        self.subject = None;
+        self.evidence_reference = String::new();
+        self.content_erase_time = Some(now);
+        self.version += 1;
+        true
     }
 
     pub fn name(&self) -> String {
@@ -246,7 +280,7 @@ impl Consent {
             return Err(ConsentRefusal::NotYetValid);
         }
         // The century sign is part of the identity: compare the codes exactly.
-        if &self.subject != subject {
+        if self.subject.as_ref() != Some(subject) {
             return Err(ConsentRefusal::SubjectMismatch);
         }
         if self.purpose != purpose {
@@ -396,6 +430,59 @@ mod tests {
         assert_eq!(
             rules(c.validate(now(), |_| false)),
             vec![("consent.recipients[0]".into(), "unknown_organization")]
+        );
+    }
+
+    #[test]
+    fn content_is_kept_while_active_and_erased_once_leaving_the_skeleton() {
+        let mut written = Consent::record(Uuid::nil(), new_consent(Form::Written), now());
+        written.evidence_reference = "archive 12".into();
+        assert_eq!(written.inactive_since(now()), None);
+        let expiry = now() + Duration::days(365);
+        assert_eq!(
+            written.inactive_since(expiry + Duration::days(1)),
+            Some(expiry),
+            "expired by the clock, not yet recorded"
+        );
+        let mut oral = Consent::record(Uuid::nil(), new_consent(Form::Oral), now());
+        oral.use_for(Uuid::from_u128(1), now() + Duration::hours(1));
+        assert_eq!(oral.inactive_since(now()), Some(now() + Duration::hours(1)));
+        written
+            .withdraw(now() + Duration::days(2))
+            .expect("withdraw");
+        assert_eq!(
+            written.inactive_since(now()),
+            Some(now() + Duration::days(2))
+        );
+
+        let version = written.version;
+        assert!(written.erase_content(now() + Duration::days(100)));
+        assert_eq!(
+            (
+                written.subject.as_ref(),
+                written.evidence_reference.as_str()
+            ),
+            (None, "")
+        );
+        assert_eq!(
+            written.content_erase_time,
+            Some(now() + Duration::days(100))
+        );
+        assert_eq!(written.version, version + 1, "the etag changes");
+        assert_eq!(
+            (written.state, written.recipients.clone(), written.form),
+            (ConsentState::Withdrawn, vec![hva15()], Form::Written),
+            "the skeleton stays"
+        );
+        assert!(!written.erase_content(now() + Duration::days(101)), "once");
+        assert_eq!(
+            written.covers(
+                &pic("131052-308T"),
+                &hva15(),
+                Purpose::SocialWelfareReferral,
+                now()
+            ),
+            Err(ConsentRefusal::Withdrawn)
         );
     }
 

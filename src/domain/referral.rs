@@ -385,7 +385,8 @@ fn is_language_tag(s: &str) -> bool {
 pub struct Referral {
     pub id: Uuid,
     pub kind: Kind,
-    pub subject: Subject,
+    /// `None` once the personal content is erased (see [`Referral::erase_content`]).
+    pub subject: Option<Subject>,
     pub home_municipality_code: String,
     pub current_municipality_code: Option<String>,
     pub recipient: OrganizationId,
@@ -413,6 +414,13 @@ pub struct Referral {
     pub receive_due_date: Option<NaiveDate>,
     /// Increments with every change; the etag is derived from it.
     pub version: i64,
+    /// When the personal content (identity code, name, phone, free texts) was erased, if it was.
+    #[serde(default)]
+    pub content_erase_time: Option<DateTime<Utc>>,
+    /// The subject's pseudonym as stored with the referral: who it was about once the identity code
+    /// is erased. Empty on a referral not yet stored.
+    #[serde(default)]
+    pub subject_pseudonym: String,
 }
 
 /// What someone does to a referral after it exists.
@@ -501,7 +509,7 @@ impl Referral {
         Referral {
             id,
             kind: new.kind,
-            subject: new.subject,
+            subject: Some(new.subject),
             home_municipality_code: new.home_municipality_code,
             current_municipality_code: new.current_municipality_code,
             recipient,
@@ -527,7 +535,32 @@ impl Referral {
             completion_due_date: None,
             receive_due_date: Some(receive_due),
             version: 1,
+            content_erase_time: None,
+            subject_pseudonym: String::new(),
         }
+    }
+
+    /// Since when the referral has been closed (COMPLETED, REJECTED or CANCELLED), or `None` while it
+    /// is open: its content is kept for a period after that (`--content-retention-days`), then erased.
+    pub fn closed_since(&self) -> Option<DateTime<Utc>> {
+        self.state.is_final().then_some(self.update_time)
+    }
+
+    /// Erases the personal content, keeping the coded skeleton (kind, reasons, municipalities,
+    /// recipient, states with times and coded reasons, outcome, deadlines) that statistics and the
+    /// audit trail need. `false`: nothing left to erase.
+    pub fn erase_content(&mut self, now: DateTime<Utc>) -> bool {
+        if self.content_erase_time.is_some() {
+            return false;
+        }
+        self.subject = None;
+        self.reason_text = String::new();
+        self.application_reference = None;
+        self.rejection_text = None;
+        self.cancellation_text = None;
+        self.content_erase_time = Some(now);
+        self.version += 1;
+        true
     }
 
     pub fn name(&self) -> String {
@@ -659,9 +692,11 @@ impl Referral {
             // skeleton. (The identity code is left out by the edges, see `reads_content`.)
             Role::Auditor => {
                 let mut view = self.clone();
-                view.subject.name = None;
-                view.subject.contact_phone = None;
-                view.subject.preferred_language = None;
+                if let Some(subject) = view.subject.as_mut() {
+                    subject.name = None;
+                    subject.contact_phone = None;
+                    subject.preferred_language = None;
+                }
                 view.reason_text = String::new();
                 view.application_reference = None;
                 view.rejection_text = None;
@@ -843,6 +878,48 @@ mod tests {
             at(2025, 3, 3, 9),
             DeadlinePolicy::default(),
         )
+    }
+
+    #[test]
+    fn content_is_kept_while_open_and_erased_once_closed_leaving_the_skeleton() {
+        let mut r = referral();
+        r.reason_text = "rent arrears".into();
+        assert_eq!(r.closed_since(), None, "open");
+        r.apply(
+            Action::Cancel {
+                text: Some("moved".into()),
+            },
+            &kela(),
+            at(2025, 3, 4, 12),
+            DeadlinePolicy::default(),
+        )
+        .expect("cancel");
+        assert_eq!(r.closed_since(), Some(at(2025, 3, 4, 12)));
+        let (history, version) = (r.history.clone(), r.version);
+        assert!(r.erase_content(at(2025, 6, 3, 12)));
+        assert_eq!(r.subject, None);
+        assert_eq!(
+            (r.reason_text.as_str(), r.cancellation_text.as_deref()),
+            ("", None)
+        );
+        assert_eq!(r.content_erase_time, Some(at(2025, 6, 3, 12)));
+        assert_eq!(r.version, version + 1, "the etag changes");
+        assert_eq!(
+            (r.state, r.history.clone(), r.reasons.clone(), r.kind),
+            (
+                State::Cancelled,
+                history,
+                vec![Reason::Housing],
+                Kind::NeedForSocialWork
+            ),
+            "the skeleton stays"
+        );
+        assert!(!r.erase_content(at(2025, 6, 4, 12)), "once");
+        assert_eq!(
+            r.view_for(&OrganizationId::parse("auditor-dpo").expect("org"))
+                .map(|v| v.subject),
+            Some(None)
+        );
     }
 
     fn rules(result: Result<OrganizationId, Vec<Violation>>) -> Vec<(String, &'static str)> {

@@ -437,7 +437,7 @@ impl Exchange {
         Disclosure {
             recipient: recipient.resource_name(),
             resource: referral.name(),
-            subject_pseudonym: self.pseudonym(&referral.subject.personal_identity_code),
+            subject_pseudonym: self.referral_pseudonym(referral),
             basis: referral.basis.name(),
             consent_state,
             consent_version,
@@ -453,7 +453,7 @@ impl Exchange {
         Disclosure {
             recipient: recipient.resource_name(),
             resource: consent.name(),
-            subject_pseudonym: self.pseudonym(&consent.subject),
+            subject_pseudonym: self.consent_pseudonym(consent),
             basis: consent.name(),
             consent_state: Some(consent.state_at(self.clock.now()).as_str().to_owned()),
             consent_version: Some(consent.version),

@@ -73,7 +73,8 @@ impl Exchange {
             self.commit(call, tx, Outbox::default()).await?;
             return Ok(done);
         }
-        let consent = Consent::record(crate::domain::new_id(now), new, now);
+        let mut consent = Consent::record(crate::domain::new_id(now), new, now);
+        consent.subject_pseudonym = pseudonym.clone();
         call.touch_resource(consent.name());
         tx.insert_consent(&consent, &pseudonym).await?;
         tx.insert_consent_event(&event(
@@ -103,7 +104,7 @@ impl Exchange {
                 caller.role() != Role::Receiver || c.recipients.contains(&caller.organization)
             })
             .ok_or_else(|| Error::not_found(&name))?;
-        call.touch_subject(self.pseudonym(&consent.subject));
+        call.touch_subject(self.consent_pseudonym(&consent));
         if caller.role() == Role::Receiver {
             // The consent record (with the person's identity code) is delivered to the receiver.
             call.disclose(self.consent_disclosure(&caller.organization, &consent));
@@ -128,7 +129,7 @@ impl Exchange {
         items.truncate(query.page_size as usize);
         for consent in &items {
             call.touch_resource(consent.name());
-            call.touch_subject(self.pseudonym(&consent.subject));
+            call.touch_subject(self.consent_pseudonym(consent));
         }
         self.commit(call, tx, Outbox::default()).await?;
         Ok(Page {
@@ -162,7 +163,7 @@ impl Exchange {
             .get_consent(id, true)
             .await?
             .ok_or_else(|| Error::not_found(&name))?;
-        call.touch_subject(self.pseudonym(&consent.subject));
+        call.touch_subject(self.consent_pseudonym(&consent));
         if let Some(etag) = etag
             && etag != consent.etag()
         {
@@ -326,7 +327,7 @@ impl Exchange {
             })
             .await?;
             record.resources.push(consent.name());
-            let pseudonym = self.pseudonym(&consent.subject);
+            let pseudonym = self.consent_pseudonym(&consent);
             if !record.subject_pseudonyms.contains(&pseudonym) {
                 record.subject_pseudonyms.push(pseudonym);
             }

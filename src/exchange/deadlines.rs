@@ -58,7 +58,7 @@ impl Exchange {
                         continue;
                     }
                     call.touch_resource(referral.name());
-                    call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+                    call.touch_subject(self.referral_pseudonym(&referral));
                     for mailbox in [OrganizationId::kela(), referral.recipient.clone()] {
                         let mut message = NewMessage::about_referral(
                             mailbox,

@@ -177,7 +177,7 @@ impl Exchange {
                 .ok_or_else(|| crate::store::corrupt("message referral"))?;
             let referral = stored.view_for(&caller.organization);
             if let Some(view) = &referral {
-                let pseudonym = self.pseudonym(&view.subject.personal_identity_code);
+                let pseudonym = self.referral_pseudonym(view);
                 call.touch_resource(view.name());
                 call.touch_subject(&pseudonym);
                 let consent = view.basis.consent_id().and_then(|id| consents.get(&id));
@@ -242,7 +242,7 @@ impl Exchange {
             .map_err(Error::internal)?;
         tx.update_referral(&referral).await?;
         call.touch_resource(referral.name());
-        call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+        call.touch_subject(self.referral_pseudonym(&referral));
         outbox.push(NewMessage::state_changed(referral.id, change, now));
         Ok(())
     }

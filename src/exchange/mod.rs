@@ -23,6 +23,7 @@
 //!   reports.
 //! - [`gauges`]: what the metric gauges read.
 //! - [`reporting`]: referral statistics, with disclosure control.
+//! - [`retention`]: the background job that erases personal content kept past its retention.
 
 pub mod audit_log;
 pub mod audit_trail;
@@ -34,6 +35,7 @@ pub mod mailbox;
 pub mod mailbox_sweeper;
 pub mod referrals;
 pub mod reporting;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -67,6 +69,9 @@ pub struct Exchange {
     pub(crate) deadlines: DeadlinePolicy,
     /// Statistics cells with fewer distinct people are suppressed (see `domain::statistics`).
     pub(crate) min_cell_size: u64,
+    /// How long personal content is kept after a referral closes or a consent stops being ACTIVE
+    /// (see [`retention`]).
+    pub(crate) content_retention: chrono::Duration,
     /// Turns true when the server begins to shut down: long-polls and streams end.
     closing: watch::Sender<bool>,
     /// Signs the audit log's checkpoints; without it the sequencer cannot run.
@@ -118,6 +123,7 @@ impl Exchange {
             delivery,
             deadlines,
             min_cell_size: crate::domain::statistics::DEFAULT_MIN_CELL_SIZE,
+            content_retention: chrono::Duration::days(retention::DEFAULT_CONTENT_RETENTION_DAYS),
             closing: watch::channel(false).0,
             log_signer: None,
             group_commit: None,
@@ -173,6 +179,13 @@ impl Exchange {
         self
     }
 
+    /// How long personal content is kept after its referral closes or its consent stops being
+    /// ACTIVE (0: erased at the next retention round).
+    pub fn with_content_retention(mut self, retention: chrono::Duration) -> Self {
+        self.content_retention = retention.max(chrono::Duration::zero());
+        self
+    }
+
     /// The key that signs the audit log's checkpoints; its name is the log's origin.
     pub fn with_log_signer(mut self, signer: NoteSigner) -> Self {
         self.log_signer = Some(signer);
@@ -189,6 +202,26 @@ impl Exchange {
 
     pub fn pseudonym(&self, code: &PersonalIdentityCode) -> String {
         self.pseudonyms.pseudonym(code)
+    }
+
+    /// Whom `referral` is about, as a pseudonym under the current key; once its content is erased,
+    /// the pseudonym stored with it (computed under the key of its day).
+    pub(crate) fn referral_pseudonym(
+        &self,
+        referral: &crate::domain::referral::Referral,
+    ) -> String {
+        match &referral.subject {
+            Some(subject) => self.pseudonym(&subject.personal_identity_code),
+            None => referral.subject_pseudonym.clone(),
+        }
+    }
+
+    /// The same for a consent.
+    pub(crate) fn consent_pseudonym(&self, consent: &crate::domain::consent::Consent) -> String {
+        match &consent.subject {
+            Some(subject) => self.pseudonym(subject),
+            None => consent.subject_pseudonym.clone(),
+        }
     }
 
     /// The pseudonyms to look `subject` up by (under the current and previous keys; none without a

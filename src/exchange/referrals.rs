@@ -96,7 +96,8 @@ impl Exchange {
             self.commit(call, tx, Outbox::default()).await?;
             return Ok(ReferralView::on(done, today, caller.role()));
         }
-        let referral = Referral::create(
+        let subject_code = new.subject.personal_identity_code.clone();
+        let mut referral = Referral::create(
             crate::domain::new_id(now),
             new,
             recipient.clone(),
@@ -117,7 +118,7 @@ impl Exchange {
             })?;
             consent
                 .covers(
-                    &referral.subject.personal_identity_code,
+                    &subject_code,
                     &recipient,
                     Purpose::SocialWelfareReferral,
                     now,
@@ -136,6 +137,7 @@ impl Exchange {
             })
             .await?;
         }
+        referral.subject_pseudonym = pseudonym.clone();
         tx.insert_referral(&referral, &pseudonym).await?;
         tx.insert_route(referral.id, &recipient, now).await?;
         let mut outbox = Outbox::default();
@@ -162,7 +164,7 @@ impl Exchange {
             .await?
             .and_then(|r| r.view_for(&caller.organization))
             .ok_or_else(|| Error::not_found(format!("referrals/{id}")))?;
-        call.touch_subject(self.pseudonym(&view.subject.personal_identity_code));
+        call.touch_subject(self.referral_pseudonym(&view));
         if caller.role() != Role::Auditor {
             // What Kela or a receiver reads here is delivered to it: a disclosure with its basis.
             call.disclose(
@@ -205,7 +207,7 @@ impl Exchange {
             .collect();
         for referral in &items {
             call.touch_resource(referral.name());
-            call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+            call.touch_subject(self.referral_pseudonym(referral));
             if caller.role() != Role::Auditor {
                 call.disclose(
                     self.referral_disclosure(tx.as_mut(), &caller.organization, referral)
@@ -249,7 +251,7 @@ impl Exchange {
             .get_referral(request.referral_id, true)
             .await?
             .ok_or_else(|| Error::not_found(&name))?;
-        call.touch_subject(self.pseudonym(&referral.subject.personal_identity_code));
+        call.touch_subject(self.referral_pseudonym(&referral));
         authorize_change(caller, &referral, &name)?;
         if let Some(etag) = &request.etag
             && etag != &referral.etag()

@@ -59,8 +59,8 @@ fn skeleton_unless(shown: bool, mut consent: pb::Consent) -> pb::Consent {
 pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
     pb::Consent {
         name: c.name(),
-        subject: Some(pb::Subject {
-            personal_identity_code: c.subject.as_str().to_owned(),
+        subject: c.subject.as_ref().map(|code| pb::Subject {
+            personal_identity_code: code.as_str().to_owned(),
             ..Default::default()
         }),
         purpose: enums::to_proto(c.purpose),
@@ -78,6 +78,7 @@ pub(crate) fn to_proto(c: &Consent) -> pb::Consent {
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
         withdraw_time: opt_timestamp(c.withdraw_time),
+        content_erase_time: opt_timestamp(c.content_erase_time),
         used_by: c
             .used_by
             .map(|id| format!("referrals/{id}"))

@@ -50,12 +50,16 @@ pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
     pb::Referral {
         name: r.name(),
         kind: enums::to_proto(r.kind),
-        subject: view.identity_code_shown.then(|| pb::Subject {
-            personal_identity_code: r.subject.personal_identity_code.as_str().to_owned(),
-            name: r.subject.name.clone().unwrap_or_default(),
-            contact_phone: r.subject.contact_phone.clone().unwrap_or_default(),
-            preferred_language: r.subject.preferred_language.clone().unwrap_or_default(),
-        }),
+        subject: r
+            .subject
+            .as_ref()
+            .filter(|_| view.identity_code_shown)
+            .map(|subject| pb::Subject {
+                personal_identity_code: subject.personal_identity_code.as_str().to_owned(),
+                name: subject.name.clone().unwrap_or_default(),
+                contact_phone: subject.contact_phone.clone().unwrap_or_default(),
+                preferred_language: subject.preferred_language.clone().unwrap_or_default(),
+            }),
         home_municipality_code: r.home_municipality_code.clone(),
         current_municipality_code: r.current_municipality_code.clone().unwrap_or_default(),
         recipient: r.recipient.resource_name(),
@@ -94,6 +98,7 @@ pub(crate) fn to_proto(view: &ReferralView) -> pb::Referral {
             .iter()
             .map(|(kind, due)| deadline_to_proto(*kind, *due))
             .collect(),
+        content_erase_time: opt_timestamp(r.content_erase_time),
     }
 }
 

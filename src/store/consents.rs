@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     domain::consent::{Consent, ConsentEvent, ConsentState},
-    error::Result,
+    error::{Error, Result},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -70,7 +70,11 @@ pub trait Consents {
 impl<D: Dialect> Consents for SqlTx<D> {
     async fn insert_consent(&mut self, c: &Consent, subject_pseudonym: &str) -> Result<()> {
         let row = c.id.as_bytes();
-        let subject_code = self.seal("consents.subject_code", row, c.subject.as_str())?;
+        let subject = c
+            .subject
+            .as_ref()
+            .ok_or_else(|| Error::internal("a consent is recorded with its subject"))?;
+        let subject_code = self.seal("consents.subject_code", row, subject.as_str())?;
         let evidence = self.seal("consents.evidence_reference", row, &c.evidence_reference)?;
         let insert = Self::sql(
             "INSERT INTO consents (id, subject_code, subject_pseudonym, purpose, recipients, form, \

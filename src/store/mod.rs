@@ -10,7 +10,8 @@
 //!   SQL: [`idempotency`], [`consents`], [`referrals`], [`messages`] (mailboxes), [`deadlines`],
 //!   [`audit_trail`] (the events), [`audit_log`] (the Merkle tree), [`readings`] (the gauges),
 //!   [`keys`] (fingerprints of the keys the data was written with), [`statistics`] (grouped counts),
-//!   [`sealed`] (the columns sealed at rest, and moving them to a new data key).
+//!   [`sealed`] (the columns sealed at rest, and moving them to a new data key), [`retention`]
+//!   (erasing content kept long enough).
 //! - `sql`: the one implementation of [`Tx`], generic over the engine, and the statement builder
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
@@ -34,6 +35,7 @@ pub mod messages;
 pub mod postgres;
 pub mod readings;
 pub mod referrals;
+pub mod retention;
 mod rows;
 pub mod sealed;
 mod sql;
@@ -56,6 +58,7 @@ pub use self::{
     postgres::PostgresStore,
     readings::{GaugeReadings, Readings},
     referrals::{ReferralFilter, Referrals},
+    retention::Retention,
     sealed::Sealed,
     sqlite::SqliteStore,
     statistics::{Statistics, StatisticsQuery},
@@ -176,6 +179,7 @@ pub trait Tx:
     + Keys
     + Statistics
     + Sealed
+    + Retention
     + Send
 {
     /// Sends the writes this transaction has held back, if any: plain writes (inserts, updates by

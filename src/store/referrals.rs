@@ -18,7 +18,7 @@ use crate::{
         referral::{Basis, Kind, Referral, State},
         statistics::Skeleton,
     },
-    error::Result,
+    error::{Error, Result},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -101,17 +101,22 @@ impl<D: Dialect> Referrals for SqlTx<D> {
         let history = to_json(&r.history)?;
         let skeleton = Skeleton::of(r);
         let row = r.id.as_bytes();
+        let subject = r
+            .subject
+            .as_ref()
+            .ok_or_else(|| Error::internal("a referral is created with its subject"))?;
         let subject_code = self.seal(
             "referrals.subject_code",
             row,
-            r.subject.personal_identity_code.as_str(),
+            subject.personal_identity_code.as_str(),
         )?;
-        let name = self.seal_opt("referrals.subject_name", row, r.subject.name.as_deref())?;
+        let name = self.seal_opt("referrals.subject_name", row, subject.name.as_deref())?;
         let phone = self.seal_opt(
             "referrals.subject_phone",
             row,
-            r.subject.contact_phone.as_deref(),
+            subject.contact_phone.as_deref(),
         )?;
+        let language = subject.preferred_language.clone();
         let reason_text = self.seal("referrals.reason_text", row, &r.reason_text)?;
         let application_reference = self.seal_opt(
             "referrals.application_reference",
@@ -139,7 +144,7 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                 args.bind(subject_pseudonym)?;
                 args.bind(name)?;
                 args.bind(phone)?;
-                args.bind(&r.subject.preferred_language)?;
+                args.bind(language)?;
                 args.bind(r.home_municipality_code.as_str())?;
                 args.bind(&r.current_municipality_code)?;
                 args.bind(r.recipient.as_str())?;

@@ -49,16 +49,23 @@ pub(crate) struct ConsentRow {
     withdraw_time: Option<DbTime>,
     used_by: Option<Uuid>,
     version: i64,
+    subject_pseudonym: String,
+    content_erase_time: Option<DbTime>,
 }
 
 impl ConsentRow {
     pub(super) fn into_domain(self, keys: &DataKeys) -> Result<Consent> {
         let row = self.id.as_bytes();
-        let subject_code = open(keys, "consents.subject_code", row, &self.subject_code)?;
+        let erased = self.content_erase_time.is_some();
+        let subject = if erased {
+            None
+        } else {
+            let code = open(keys, "consents.subject_code", row, &self.subject_code)?;
+            Some(PersonalIdentityCode::parse(&code).map_err(|_| corrupt("identity code"))?)
+        };
         Ok(Consent {
             id: self.id,
-            subject: PersonalIdentityCode::parse(&subject_code)
-                .map_err(|_| corrupt("identity code"))?,
+            subject,
             purpose: code(&self.purpose, Purpose::from_code, "purpose")?,
             recipients: json(&self.recipients, "recipients")?,
             form: code(&self.form, Form::from_code, "form")?,
@@ -77,6 +84,8 @@ impl ConsentRow {
             withdraw_time: self.withdraw_time.map(|t| t.0),
             used_by: self.used_by,
             version: self.version,
+            content_erase_time: self.content_erase_time.map(|t| t.0),
+            subject_pseudonym: self.subject_pseudonym,
         })
     }
 }
@@ -159,6 +168,8 @@ pub(crate) struct ReferralRow {
     completion_due_date: Option<NaiveDate>,
     receive_due_date: Option<NaiveDate>,
     version: i64,
+    subject_pseudonym: String,
+    content_erase_time: Option<DbTime>,
 }
 
 impl ReferralRow {
@@ -177,15 +188,18 @@ impl ReferralRow {
         Ok(Referral {
             id: self.id,
             kind: code(&self.kind, Kind::from_code, "kind")?,
-            subject: Subject {
-                personal_identity_code: PersonalIdentityCode::parse(&text(
-                    "referrals.subject_code",
-                    &self.subject_code,
-                )?)
-                .map_err(|_| corrupt("identity code"))?,
-                name: optional("referrals.subject_name", self.subject_name)?,
-                contact_phone: optional("referrals.subject_phone", self.subject_phone)?,
-                preferred_language: self.subject_language,
+            subject: match self.content_erase_time {
+                Some(_) => None,
+                None => Some(Subject {
+                    personal_identity_code: PersonalIdentityCode::parse(&text(
+                        "referrals.subject_code",
+                        &self.subject_code,
+                    )?)
+                    .map_err(|_| corrupt("identity code"))?,
+                    name: optional("referrals.subject_name", self.subject_name)?,
+                    contact_phone: optional("referrals.subject_phone", self.subject_phone)?,
+                    preferred_language: self.subject_language,
+                }),
             },
             home_municipality_code: self.home_municipality_code,
             current_municipality_code: self.current_municipality_code,
@@ -224,6 +238,8 @@ impl ReferralRow {
             completion_due_date: self.completion_due_date,
             receive_due_date: self.receive_due_date,
             version: self.version,
+            content_erase_time: self.content_erase_time.map(|t| t.0),
+            subject_pseudonym: self.subject_pseudonym,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::helpers::*;
 
 /// An app whose background sequencer runs only at start-up: the test decides when events enter
 /// the tree.
-async fn app_with_manual_sequencer(db: Db) -> TestApp {
+pub(crate) async fn app_with_manual_sequencer(db: Db) -> TestApp {
     TestApp::spawn_with(db, default_start(), |s| {
         s.audit_log.sequencer_interval = StdDuration::from_secs(3600);
     })
@@ -25,7 +25,7 @@ async fn app_with_manual_sequencer(db: Db) -> TestApp {
 }
 
 /// Integrates everything pending (in rounds of at most `batch`) and returns the tree size.
-async fn sequence(app: &TestApp, batch: i64) -> i64 {
+pub(crate) async fn sequence(app: &TestApp, batch: i64) -> i64 {
     let mut size = 0;
     while let Some(round) = app
         .exchange()
@@ -41,7 +41,7 @@ async fn sequence(app: &TestApp, batch: i64) -> i64 {
     size
 }
 
-async fn checkpoint(auditor: &mut Clients) -> pb::GetCheckpointResponse {
+pub(crate) async fn checkpoint(auditor: &mut Clients) -> pb::GetCheckpointResponse {
     auditor
         .audit
         .get_checkpoint(pb::GetCheckpointRequest {})
@@ -50,7 +50,7 @@ async fn checkpoint(auditor: &mut Clients) -> pb::GetCheckpointResponse {
         .into_inner()
 }
 
-async fn export(auditor: &mut Clients, start: i64, end: i64) -> Vec<pb::AuditEvent> {
+pub(crate) async fn export(auditor: &mut Clients, start: i64, end: i64) -> Vec<pb::AuditEvent> {
     let mut stream = auditor
         .audit
         .export_audit_events(pb::ExportAuditEventsRequest {

@@ -804,7 +804,7 @@ fn the_compose_set_up_commands_run_as_written_and_the_image_user_can_read_the_se
         checked += 1;
     }
     assert_eq!(
-        checked, 5,
-        "TLS certificate, key and client CA, pseudonym and signing keys"
+        checked, 6,
+        "TLS certificate, key and client CA, pseudonym, data and signing keys"
     );
 }

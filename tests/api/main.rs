@@ -23,6 +23,7 @@ mod operations;
 mod outage;
 mod refusals;
 mod replicas;
+mod retention;
 mod sealing;
 mod server;
 mod statistics;

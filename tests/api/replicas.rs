@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The deployment-wide tasks a server runs (see `server::background_jobs`).
-const TASKS: usize = 5;
+const TASKS: usize = 6;
 
 /// Which process (by pid) holds each granted advisory lock: one lock per background task.
 async fn task_lock_holders(database_url: &str) -> Vec<u32> {

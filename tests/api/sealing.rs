@@ -14,14 +14,14 @@ use referral_exchange::{proto::v1 as pb, sealing::DataKeys};
 use crate::helpers::*;
 
 /// A valid identity code that no other value in the test contains.
-const CODE: &str = "131052-308T";
-const NAME: &str = "Marker Zqvist";
-const PHONE: &str = "+358 40 555 0199";
-const REASON: &str = "zq-marker reason: rent arrears";
-const APPLICATION: &str = "ZQ-APPLICATION-0042";
-const EVIDENCE: &str = "ZQ-EVIDENCE-0017";
-const REJECTION: &str = "zq-marker rejection: our case already";
-const CANCELLATION: &str = "zq-marker cancellation: moved abroad";
+pub(crate) const CODE: &str = "131052-308T";
+pub(crate) const NAME: &str = "Marker Zqvist";
+pub(crate) const PHONE: &str = "+358 40 555 0199";
+pub(crate) const REASON: &str = "zq-marker reason: rent arrears";
+pub(crate) const APPLICATION: &str = "ZQ-APPLICATION-0042";
+pub(crate) const EVIDENCE: &str = "ZQ-EVIDENCE-0017";
+pub(crate) const REJECTION: &str = "zq-marker rejection: our case already";
+pub(crate) const CANCELLATION: &str = "zq-marker cancellation: moved abroad";
 const MARKERS: &[&str] = &[
     CODE,
     NAME,
@@ -35,7 +35,7 @@ const MARKERS: &[&str] = &[
 
 /// Referrals and a consent carrying every marker: one rejected by the receiver, one cancelled by
 /// Kela. Returns their names.
-async fn seed(app: &TestApp) -> (String, String) {
+pub(crate) async fn seed(app: &TestApp) -> (String, String) {
     let mut kela = app.kela().await;
     let mut consent = written_consent(
         CODE,
