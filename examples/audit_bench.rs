@@ -93,6 +93,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
             cert: layout.server_cert(),
             key: layout.server_key(),
             client_ca: layout.ca_cert(),
+            crls: Vec::new(),
         },
         vec![7; 32],
         data_keys.clone(),

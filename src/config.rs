@@ -10,6 +10,8 @@
 //! | `--data-dir` | `REFERRAL_EXCHANGE_DATA_DIR` | `./var` |
 //! | `--database-url` | `REFERRAL_EXCHANGE_DATABASE_URL` | `sqlite:<data-dir>/referral-exchange.db` |
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
+//! | `--client-crl` | `REFERRAL_EXCHANGE_CLIENT_CRLS` (comma-separated) | none |
+//! | `--max-connection-age-seconds` | `REFERRAL_EXCHANGE_MAX_CONNECTION_AGE_SECONDS` | `3600` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
 //! | `--previous-pseudonym-key-file` | `REFERRAL_EXCHANGE_PREVIOUS_PSEUDONYM_KEY_FILES` (comma-separated) | none |
 //! | `--data-key-file` | `REFERRAL_EXCHANGE_DATA_KEY_FILE` | a development key in `<data-dir>/data.key` |
@@ -150,6 +152,25 @@ pub struct ServeArgs {
     /// CA certificate(s) (PEM) that client certificates must chain to.
     #[arg(long, env = "REFERRAL_EXCHANGE_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+
+    /// Certificate revocation list (PEM, repeatable) of the client CA: a revoked client
+    /// certificate is refused at the handshake. A CRL past its next update refuses every
+    /// certificate of its CA until a fresh one is given. Re-read, with the certificate, key and
+    /// client CA, on SIGHUP.
+    #[arg(
+        long = "client-crl",
+        env = "REFERRAL_EXCHANGE_CLIENT_CRLS",
+        value_delimiter = ','
+    )]
+    pub client_crls: Vec<PathBuf>,
+
+    /// Seconds a client connection (gRPC or HTTP) may live; then the server closes it gracefully
+    /// (calls in flight finish; a `StreamMessages` stream ends at the same age) and the client
+    /// reconnects, with a new handshake against the current certificate, CA and CRLs. Bounds how
+    /// long a revoked or rotated identity outlives its revocation.
+    #[arg(long, env = "REFERRAL_EXCHANGE_MAX_CONNECTION_AGE_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub max_connection_age_seconds: u64,
 
     /// File holding the pseudonym key as hex (at least 32 bytes). Losing it makes old audit events
     /// unsearchable by identity code. The database remembers the key it was written with and the
@@ -350,6 +371,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM) of the client CA(s).
+    pub crls: Vec<PathBuf>,
 }
 
 impl ServeArgs {
@@ -364,6 +387,7 @@ impl ServeArgs {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: client_ca.clone(),
+                crls: self.client_crls.clone(),
             }),
             (None, None, None) => {
                 let dir = self.data_dir.join("pki");
@@ -383,6 +407,7 @@ impl ServeArgs {
                     cert: layout.server_cert(),
                     key: layout.server_key(),
                     client_ca: layout.ca_cert(),
+                    crls: self.client_crls.clone(),
                 })
             }
             _ => anyhow::bail!(

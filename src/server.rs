@@ -60,6 +60,9 @@ const HEALTH_SERVICES: &[&str] = &[
     "referral_exchange.v1.ReportingService",
 ];
 
+/// The default bound on a client connection's life (`--max-connection-age-seconds`).
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+
 /// Everything a server needs, already resolved (no defaults are filled in here).
 pub struct Settings {
     pub listen: SocketAddr,
@@ -93,6 +96,9 @@ pub struct Settings {
     pub background: Schedule,
     /// How long to keep serving after reporting NOT_SERVING, for load balancers to notice.
     pub drain: Duration,
+    /// How long a gRPC client connection may live before the server closes it gracefully (the HTTP
+    /// face's is in `HttpSettings::limits`): a revoked identity cannot outlive it.
+    pub max_connection_age: Duration,
     /// Calls committed together at most (group commit); 1 commits each call alone.
     pub group_commit_max: usize,
     /// Batches open at a time (each on its own connection).
@@ -180,6 +186,7 @@ impl Settings {
                 takeover: Duration::from_secs(10),
             },
             drain: Duration::ZERO,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
             group_commit_max: store::group::DEFAULT_MAX_MEMBERS,
             group_commit_lanes: store::group::DEFAULT_LANES,
             audit_log: AuditLogSettings::ephemeral(),
@@ -227,11 +234,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     crate::domain::statistics::min_cell_size(settings.min_cell_size)
         .map_err(|e| anyhow::anyhow!("--min-cell-size: {e}"))?;
     crate::tls::install_crypto_provider();
-    let tls = crate::tls::server_rustls_config(
+    let tls = crate::tls::LiveConfig::new(crate::tls::server_rustls_config(
         &settings.tls.cert,
         &settings.tls.key,
         &settings.tls.client_ca,
-    )?;
+        &settings.tls.crls,
+    )?);
     let signals = Arc::new(MailboxSignals::default());
     let store = store::connect(
         &settings.database_url,
@@ -326,6 +334,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // After this, GOAWAY: the client's next call opens a new connection, with a new handshake
+        // against the certificate, CA and CRLs of the moment; calls in flight finish. (No
+        // `max_connection_age_grace`: in tonic 0.14 setting it skips the GOAWAY and only cuts the
+        // connection at age + grace.) A `StreamMessages` stream ends at the same age
+        // (`DeliveryPolicy::max_stream_age`), so no call keeps an old connection open longer.
+        .max_connection_age(settings.max_connection_age)
         .layer(crate::grpc::undecodable::UndecodableLayer::new(
             exchange.clone(),
         ))
@@ -340,7 +354,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         .add_service(ReportingApi::new(exchange.clone()));
     // TLS handshakes are done by `tls::tls_incoming`, which logs each refusal with its peer.
     tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        crate::tls::tls_incoming(listener, tls, crate::tls::HANDSHAKE_TIMEOUT),
+        crate::tls::tls_incoming(listener, tls.clone(), crate::tls::HANDSHAKE_TIMEOUT),
         async {
             let _ = stopped.await;
         },
@@ -363,14 +377,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         }
         None => None,
     };
-    let (http_addr, xroad) = match &settings.http {
+    let (http_addr, xroad, http_tls) = match &settings.http {
         Some(http) => {
-            let (addr, xroad) =
+            let (addr, xroad, http_tls) =
                 start_http(http, &settings.tls, &exchange, &mut shutdown, &mut tasks).await?;
-            (Some(addr), Some(xroad))
+            (Some(addr), Some(xroad), Some(http_tls))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    spawn_reload_on_hangup(Reload {
+        files: settings.tls.clone(),
+        grpc: tls,
+        http: xroad.clone().zip(http_tls),
+    });
     let health_port = health_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let http_port = http_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(%addr, http = %http_port, health = %health_port, engine = ?exchange.store().engine(), "serving");
@@ -441,7 +460,11 @@ async fn start_http(
     exchange: &Arc<Exchange>,
     shutdown: &mut Vec<oneshot::Sender<()>>,
     tasks: &mut Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
-) -> anyhow::Result<(SocketAddr, Arc<crate::http::XRoad>)> {
+) -> anyhow::Result<(
+    SocketAddr,
+    Arc<crate::http::XRoad>,
+    Arc<crate::tls::LiveConfig>,
+)> {
     let mut pinned = Vec::new();
     for file in &http.xroad_security_server_certs {
         pinned.extend(
@@ -453,14 +476,19 @@ async fn start_http(
         pinned,
         http.xroad_client_map.clone(),
     )?);
-    let config =
-        crate::tls::http_server_rustls_config(&tls.cert, &tls.key, &tls.client_ca, xroad.pinned())?;
+    let config = crate::tls::LiveConfig::new(crate::tls::http_server_rustls_config(
+        &tls.cert,
+        &tls.key,
+        &tls.client_ca,
+        &tls.crls,
+        xroad.pinned(),
+    )?);
     let (listener, addr) = crate::http::bind(http.listen).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (stop_http, stop_watch) = watch::channel(false);
     let face = crate::http::serve(
         listener,
-        config,
+        config.clone(),
         exchange.clone(),
         xroad.clone(),
         http.limits,
@@ -478,23 +506,53 @@ async fn start_http(
         Ok(())
     }));
     shutdown.push(stop);
-    if http.xroad_client_map.is_some() {
-        spawn_client_map_reload(xroad.clone());
-    }
-    Ok((addr, xroad))
+    Ok((addr, xroad, config))
 }
 
-/// SIGHUP re-reads the X-Road client map, without dropping a connection.
-fn spawn_client_map_reload(xroad: Arc<crate::http::XRoad>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP: the X-Road client map is read at start only");
+/// What SIGHUP re-reads: the server certificate and key, the client CA and the CRLs of both
+/// listeners, and the X-Road client map.
+struct Reload {
+    files: TlsFiles,
+    grpc: Arc<crate::tls::LiveConfig>,
+    http: Option<(Arc<crate::http::XRoad>, Arc<crate::tls::LiveConfig>)>,
+}
+
+impl Reload {
+    /// Each part is replaced only when it loads completely: a broken file leaves the previous
+    /// configuration serving, and says why. New handshakes use what was loaded; established
+    /// connections and the calls on them go on as they were.
+    fn run(&self) {
+        let f = &self.files;
+        match crate::tls::server_rustls_config(&f.cert, &f.key, &f.client_ca, &f.crls) {
+            Ok(config) => {
+                self.grpc.replace(config);
+                tracing::info!(
+                    crls = f.crls.len(),
+                    "reloaded the server certificate, client CA and CRLs for new connections"
+                );
+            }
+            Err(error) => tracing::error!(
+                %error,
+                "TLS files were not reloaded; the previous certificate, CA and CRLs stay in use"
+            ),
+        }
+        let Some((xroad, http)) = &self.http else {
             return;
         };
-        while hangups.recv().await.is_some() {
+        match crate::tls::http_server_rustls_config(
+            &f.cert,
+            &f.key,
+            &f.client_ca,
+            &f.crls,
+            xroad.pinned(),
+        ) {
+            Ok(config) => http.replace(config),
+            Err(error) => tracing::error!(
+                %error,
+                "the HTTP face's TLS files were not reloaded; the previous ones stay in use"
+            ),
+        }
+        if xroad.has_client_map() {
             match xroad.reload() {
                 Ok(clients) => tracing::info!(clients, "reloaded the X-Road client map"),
                 Err(error) => tracing::error!(
@@ -502,6 +560,24 @@ fn spawn_client_map_reload(xroad: Arc<crate::http::XRoad>) {
                     "the X-Road client map was not reloaded; the previous one stays in use"
                 ),
             }
+        }
+    }
+}
+
+/// SIGHUP reloads TLS material and the X-Road client map (see [`Reload`]), dropping no connection.
+fn spawn_reload_on_hangup(reload: Reload) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!(
+                "cannot listen for SIGHUP: TLS files and the X-Road client map are read at start only"
+            );
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            reload.run();
         }
     });
 }

@@ -44,12 +44,19 @@ struct DevPkiArgs {
     #[arg(long, default_value = "var/pki")]
     dir: PathBuf,
     /// Organisation ids to issue client certificates for (e.g. kela, hva-15, auditor-dpo).
-    #[arg(long = "org", required = true)]
+    #[arg(long = "org", required_unless_present_any = ["revoke", "crl"])]
     orgs: Vec<String>,
     /// Also issue a personal certificate `ORG/USER` (the person's id beside the organisation's,
     /// for people rather than systems, e.g. the console); repeatable.
     #[arg(long = "person", value_name = "ORG/USER")]
     persons: Vec<String>,
+    /// Write `DIR/crl.pem`, a revocation list signed by the CA, revoking the client certificates
+    /// of these organisations (repeatable), for `serve --client-crl`.
+    #[arg(long = "revoke", value_name = "ORG")]
+    revoke: Vec<String>,
+    /// Write `DIR/crl.pem` even if it revokes no one (`--revoke` implies it).
+    #[arg(long)]
+    crl: bool,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -79,6 +86,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _telemetry = telemetry::init(crate::config::LogFormat::Text);
             let orgs: Vec<&str> = args.orgs.iter().map(String::as_str).collect();
             let report = crate::tls::write_dev_pki(&args.dir, &orgs)?;
+            let crl = if args.crl || !args.revoke.is_empty() {
+                let revoke: Vec<&str> = args.revoke.iter().map(String::as_str).collect();
+                Some(crate::tls::write_dev_crl(&args.dir, &revoke)?)
+            } else {
+                None
+            };
             let mut persons = Vec::new();
             for person in &args.persons {
                 let (org, user) = person
@@ -93,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "createdCa": report.created_ca,
                 "issued": report.issued,
                 "personal": persons,
+                "crl": crl,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -133,8 +147,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen,
         xroad_security_server_certs: args.xroad_security_server_certs.clone(),
         xroad_client_map: args.xroad_client_map.clone(),
-        limits: crate::http::Limits::default(),
+        limits: crate::http::Limits {
+            max_connection_age: std::time::Duration::from_secs(args.max_connection_age_seconds),
+            ..crate::http::Limits::default()
+        },
     });
+    settings.max_connection_age = std::time::Duration::from_secs(args.max_connection_age_seconds);
+    settings.delivery.max_stream_age = settings.max_connection_age;
     settings.previous_pseudonym_keys = args.previous_pseudonym_keys()?;
     settings.pseudonym_key_file = Some(args.pseudonym_key_path());
     settings.drain = std::time::Duration::from_secs(args.drain_seconds);

@@ -381,7 +381,11 @@ impl Exchange {
                 .subscribe(caller.organization.as_str());
             let mut closing = exchange.closing();
             let mut outstanding: Vec<(Uuid, i32)> = Vec::new();
-            while !sender.is_closed() && !*closing.borrow() {
+            // Ends at its age like a connection does (`DeliveryPolicy::max_stream_age`); the
+            // client's next stream is a new call, with the identity checked again.
+            let ends_at = tokio::time::Instant::now() + exchange.delivery.max_stream_age;
+            while !sender.is_closed() && !*closing.borrow() && tokio::time::Instant::now() < ends_at
+            {
                 let notified = signal.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
@@ -426,6 +430,7 @@ impl Exchange {
                     _ = closing.changed() => {}
                     _ = sender.closed() => {}
                     _ = tokio::time::sleep(exchange.delivery.poll_interval) => {}
+                    _ = tokio::time::sleep_until(ends_at) => {}
                 }
             }
         });

@@ -140,6 +140,11 @@ impl XRoad {
         &self.pinned
     }
 
+    /// Whether a client map file was given (and so is re-read on SIGHUP).
+    pub fn has_client_map(&self) -> bool {
+        self.map_file.is_some()
+    }
+
     /// Re-reads the client map file. On an error the map in use stays, so a typo cannot cut every
     /// receiver off. Returns the number of mapped subsystems.
     pub fn reload(&self) -> anyhow::Result<usize> {

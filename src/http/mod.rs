@@ -104,7 +104,7 @@ struct Face {
 /// Serves the HTTP face on `listener` until `stop` turns true; then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<crate::tls::LiveConfig>,
     exchange: Arc<Exchange>,
     xroad: Arc<XRoad>,
     limits: Limits,

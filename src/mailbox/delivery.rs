@@ -21,6 +21,10 @@ pub struct DeliveryPolicy {
     pub max_delivery_attempts: i32,
     /// How long acknowledged messages stay in the mailbox history.
     pub history_retention: Duration,
+    /// How long a `StreamMessages` stream may stay open before the server ends it (the client opens
+    /// a new one): the caller's certificate is checked again then, so a revoked identity cannot
+    /// keep a stream forever. The server sets it to the connection age bound.
+    pub max_stream_age: StdDuration,
 }
 
 impl Default for DeliveryPolicy {
@@ -33,6 +37,7 @@ impl Default for DeliveryPolicy {
             poll_interval: StdDuration::from_millis(500),
             max_delivery_attempts: 10,
             history_retention: Duration::days(90),
+            max_stream_age: StdDuration::from_secs(3600),
         }
     }
 }

@@ -399,6 +399,66 @@ impl LoadedCa {
     }
 }
 
+/// Writes `crl.pem` in the PKI directory: a certificate revocation list signed by the development
+/// CA, revoking the client certificates of `revoked` (organisation ids), valid for a week. For
+/// trying revocation (`serve --client-crl DIR/crl.pem`, then SIGHUP after writing a new one).
+pub fn write_dev_crl(dir: &Path, revoked: &[&str]) -> Result<PathBuf, TlsError> {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    let layout = PkiLayout::new(dir);
+    let ca = LoadedCa::load(&layout)?;
+    let at = |t: SystemTime| {
+        rcgen::date_time_ymd(1970, 1, 1)
+            + Duration::from_secs(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    };
+    let now = SystemTime::now();
+    let mut revoked_certs = Vec::new();
+    for org in revoked {
+        let path = layout.client_dir(org).join("cert.pem");
+        let certs = parse_certificates(&path, &read(&path)?)?;
+        for cert in certs.iter().take(1) {
+            let (_, parsed) =
+                x509_parser::parse_x509_certificate(cert).map_err(|e| TlsError::Pem {
+                    path: path.clone(),
+                    reason: format!("not an X.509 certificate: {e}"),
+                })?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(parsed.raw_serial()),
+                revocation_time: at(now),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+    }
+    let params = CertificateRevocationListParams {
+        this_update: at(now),
+        next_update: at(now + Duration::from_secs(7 * 24 * 60 * 60)),
+        // Increasing with each list written: a later list supersedes an earlier one.
+        crl_number: SerialNumber::from(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params
+        .signed_by(&ca.issuer)
+        .map_err(|e| TlsError::Unusable {
+            context: format!("a CRL signed by {}", layout.ca_key().display()),
+            reason: e.to_string(),
+        })?;
+    let pem = crl.pem().map_err(|e| TlsError::Unusable {
+        context: "the CRL as PEM".to_owned(),
+        reason: e.to_string(),
+    })?;
+    let path = dir.join("crl.pem");
+    fs::write(&path, pem).map_err(|source| TlsError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
 /// Sets the validity period. rcgen takes `time::OffsetDateTime`, and the project neither
 /// depends on `time` directly nor enables its `std` feature (which converts from
 /// `SystemTime`); `date_time_ymd(1970, 1, 1)` is the Unix epoch in that type, so adding the

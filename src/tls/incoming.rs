@@ -24,16 +24,16 @@ use tokio_stream::wrappers::ReceiverStream;
 /// How many finished handshakes may wait for tonic to take them.
 const READY_QUEUE: usize = 64;
 
-/// The connections of `listener` after a successful TLS handshake with `config`, with Nagle's
+/// The connections of `listener` after a successful TLS handshake with `config` (as it is when each
+/// connection arrives), with Nagle's
 /// algorithm off (small gRPC frames would otherwise wait for the peer's delayed ACK). Ends when the
 /// receiving side is dropped, i.e. when the server stops.
 pub fn tls_incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<super::LiveConfig>,
     handshake_timeout: Duration,
 ) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>> + Send + 'static {
     let (ready, incoming) = tokio::sync::mpsc::channel(READY_QUEUE);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -51,7 +51,8 @@ pub fn tls_incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The configuration of the moment: a reload applies from the next handshake on.
+            let acceptor = TlsAcceptor::from(config.current());
             let ready = ready.clone();
             tokio::spawn(async move {
                 if let Some(stream) = handshake(acceptor, tcp, peer, handshake_timeout).await {

@@ -72,7 +72,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-pub use dev_pki::{DevPkiReport, PkiLayout, write_dev_personal_certificate, write_dev_pki};
+pub use dev_pki::{
+    DevPkiReport, PkiLayout, write_dev_crl, write_dev_personal_certificate, write_dev_pki,
+};
 pub use identity::{
     CertificateIdentityError, CertifiedParty, ORGANIZATION_URI_PREFIX, USER_URI_PREFIX,
     claims_from_peer, organization_from_certificate, organization_from_request,
@@ -180,7 +182,7 @@ pub fn server_tls_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<ServerTlsConfig, TlsError> {
-    server_rustls_config(cert, key, client_ca)?;
+    server_rustls_config(cert, key, client_ca, &[])?;
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(read(cert)?, read(key)?))
         .client_ca_root(Certificate::from_pem(read(client_ca)?))
@@ -194,8 +196,9 @@ pub fn server_rustls_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    crls: &[PathBuf],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = server_config(cert, key, client_ca, &[], false)?;
+    let mut config = server_config(cert, key, client_ca, crls, &[], false)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -209,9 +212,10 @@ pub fn http_server_rustls_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    crls: &[PathBuf],
     pinned: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = server_config(cert, key, client_ca, pinned, true)?;
+    let mut config = server_config(cert, key, client_ca, crls, pinned, true)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -225,6 +229,7 @@ fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    crls: &[PathBuf],
     pinned: &[CertificateDer<'static>],
     optional_client_certificate: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
@@ -235,12 +240,25 @@ fn server_config(
     let chain = parse_certificates(cert, &cert_pem)?;
     let private_key = parse_private_key(key, &key_pem)?;
     let roots = parse_trust_anchors(client_ca, &ca_pem)?;
+    let mut revoked = Vec::new();
+    for crl in crls {
+        revoked.extend(parse_crls(crl, &read(crl)?)?);
+    }
 
     let provider = ring_provider();
     let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     );
+    if !revoked.is_empty() {
+        // A CRL past its nextUpdate is refused rather than trusted: an attacker who stops the
+        // operator's CRL updates must not keep a revoked certificate working. Certificates whose
+        // issuer has no CRL here are accepted (intermediate CAs without one stay usable).
+        builder = builder
+            .with_crls(revoked)
+            .enforce_revocation_expiration()
+            .allow_unknown_revocation_status();
+    }
     if optional_client_certificate {
         builder = builder.allow_unauthenticated();
     }
@@ -378,6 +396,53 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Every certificate revocation list in a PEM file (`X509 CRL` blocks); at least one is required.
+fn parse_crls(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: "no X509 CRL block found".to_owned(),
+        });
+    }
+    Ok(crls)
+}
+
+/// A server's TLS configuration that can be replaced while it serves: each new handshake takes the
+/// current one, established connections keep the one they were made with. Replaced on SIGHUP with a
+/// rotated certificate, a new client CA or fresh CRLs (`server::reload_tls`).
+pub struct LiveConfig(std::sync::RwLock<Arc<rustls::ServerConfig>>);
+
+impl LiveConfig {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Arc<Self> {
+        Arc::new(Self(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.0.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        match self.0.write() {
+            Ok(mut current) => *current = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
 }
 
 /// All certificates in a PEM file; at least one is required.

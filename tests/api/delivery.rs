@@ -515,3 +515,48 @@ async fn the_sweeper_leaves_a_fresh_message_to_its_reader_and_numbers_an_unread_
     assert_eq!(pulled[0].sequence, 1);
     app.stop().await;
 }
+
+both_engines!(a_stream_ends_at_its_age_and_a_new_one_carries_on);
+async fn a_stream_ends_at_its_age_and_a_new_one_carries_on(db: Db) {
+    let app = TestApp::spawn_with(db, default_start(), |settings| {
+        settings.delivery.max_stream_age = StdDuration::from_secs(1);
+    })
+    .await;
+    let mut hva15 = app.receiver("hva-15").await;
+    let started = Instant::now();
+    let mut stream = hva15
+        .mailbox
+        .stream_messages(pb::StreamMessagesRequest {
+            lease_duration: seconds(60),
+            max_outstanding_messages: 2,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    // Nothing to deliver: the stream ends by itself, cleanly, at its age.
+    let end = tokio::time::timeout(StdDuration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends within its age");
+    assert!(matches!(end, Ok(None)), "a clean end: {end:?}");
+    assert!(started.elapsed() >= StdDuration::from_secs(1));
+    // The client opens the next one and gets what arrives.
+    let mut kela = app.kela().await;
+    let referral = kela
+        .referrals
+        .create_referral(notification(PIC, JYVASKYLA))
+        .await
+        .expect("create")
+        .into_inner();
+    let mut stream = hva15
+        .mailbox
+        .stream_messages(pb::StreamMessagesRequest {
+            lease_duration: seconds(60),
+            max_outstanding_messages: 2,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let delivered = stream.message().await.expect("message").expect("one");
+    assert_eq!(delivered.referral.map(|r| r.name), Some(referral.name));
+    app.stop().await;
+}

@@ -292,6 +292,7 @@ impl TestApp {
                 cert: layout.server_cert(),
                 key: layout.server_key(),
                 client_ca: layout.ca_cert(),
+                crls: Vec::new(),
             },
             vec![7; 32],
             data_keys(),

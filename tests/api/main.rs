@@ -24,6 +24,7 @@ mod outage;
 mod refusals;
 mod replicas;
 mod retention;
+mod revocation;
 mod sealing;
 mod server;
 mod statistics;
