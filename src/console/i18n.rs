@@ -205,9 +205,21 @@ impl Lang {
     }
 
     pub fn kind(self, kind: i32) -> String {
-        pb::referral::Kind::try_from(kind)
-            .map(|k| k.as_str_name().to_owned())
-            .unwrap_or_default()
+        use pb::referral::Kind as K;
+        let t = self.text();
+        match K::try_from(kind) {
+            Ok(K::NeedForSocialWork) => t.kind_need_for_social_work,
+            Ok(K::SupplementaryOrPreventiveAssistance) => t.kind_supplementary,
+            Ok(K::BasicAmountReduced) => t.kind_basic_amount_reduced,
+            Ok(K::UnemployedUnder254Months) => t.kind_unemployed_under_25,
+            Ok(K::Unemployed25Plus12Months) => t.kind_unemployed_25_plus,
+            Ok(K::Immigrant2Months) => t.kind_immigrant,
+            Ok(K::PersonalDiscussionRequest) => t.kind_personal_discussion,
+            Ok(K::NeedNotificationWithoutConsent) => t.kind_notification,
+            Ok(K::ChildWelfareNotification) => t.kind_child_welfare,
+            _ => "–",
+        }
+        .to_owned()
     }
 
     pub fn deadline(self, kind: i32) -> String {
@@ -380,6 +392,16 @@ texts! {
     reason_employment: "Työllistyminen", "Sysselsättning", "Employment";
     reason_debt: "Velat", "Skulder", "Debt";
     reason_other: "Muu", "Annat", "Other";
+    kind_need_for_social_work: "Sosiaalihuollon tarve", "Behov av socialvård", "Need for social work";
+    kind_supplementary: "Täydentävä tai ehkäisevä toimeentulotuki", "Kompletterande eller förebyggande utkomststöd", "Supplementary or preventive assistance";
+    kind_basic_amount_reduced: "Perusosan alentaminen", "Sänkt grunddel", "Basic amount reduced";
+    kind_unemployed_under_25: "Alle 25-vuotias työtön 4 kk", "Arbetslös under 25 år, 4 mån", "Unemployed under 25, 4 months";
+    kind_unemployed_25_plus: "25 vuotta täyttänyt työtön 12 kk", "Arbetslös 25 år eller äldre, 12 mån", "Unemployed 25 or over, 12 months";
+    kind_immigrant: "Maahanmuuttaja 2 kk", "Invandrare 2 mån", "Immigrant, 2 months";
+    kind_personal_discussion: "Henkilökohtaisen keskustelun pyyntö", "Begäran om personligt samtal", "Request for a personal discussion";
+    kind_notification: "Yhteydenotto ilman suostumusta (SHL 35 §)", "Kontakt utan samtycke (SVL 35 §)", "Notification without consent (SHL §35)";
+    kind_child_welfare: "Lastensuojeluilmoitus (LSL 25 §)", "Barnskyddsanmälan (BSL 25 §)", "Child welfare notification (LSL §25)";
+    due_dates: "Määräpäivät", "Förfallodagar", "Due dates";
     deadline_receipt: "Vastaanotto", "Mottagande", "Receipt";
     deadline_assessment: "Arvioinnin aloitus", "Inledning av bedömning", "Assessment start";
     deadline_completion: "Valmistuminen", "Slutförande", "Completion";

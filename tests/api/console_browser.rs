@@ -19,6 +19,7 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use referral_exchange::proto::v1 as pb;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -177,6 +178,7 @@ async fn browser(
                 "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--window-size=1100,820",
+                format!("--lang={accept_language}"),
                 format!("--user-data-dir={}", profile.display()),
             ]
         }
@@ -241,6 +243,26 @@ async fn in_a_browser_the_auditor_reports_the_receiver_sees_overdue_and_the_lang
     let mut kela = app.kela().await;
     let referral = consent_and_refer(&mut kela, PIC, JYVASKYLA, &["hva-15"]).await;
     let referral_id = referral.name.rsplit('/').next().expect("id").to_owned();
+    // And enough people elsewhere for the statistics to show figures: six notifications to
+    // Enonkoski's organiser (hva-12), who takes delivery of them at once.
+    for i in 0..6 {
+        let born = chrono::NaiveDate::from_ymd_opt(1980, 5, 17).expect("date");
+        let code = referral_exchange::domain::PersonalIdentityCode::from_birth_date(born, 2 + i)
+            .expect("valid code");
+        let mut request = notification(code.as_str(), "046");
+        if let Some(r) = request.referral.as_mut() {
+            r.reasons = vec![
+                pb::referral::Reason::Housing as i32,
+                pb::referral::Reason::Livelihood as i32,
+            ];
+        }
+        kela.referrals
+            .create_referral(request)
+            .await
+            .expect("a notification");
+    }
+    let mut hva12 = app.receiver("hva-12").await;
+    assert_eq!(drain(&mut hva12).await.len(), 6);
     app.clock.set(
         chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2025, 3, 10, 9, 0, 0)
             .single()
@@ -327,6 +349,13 @@ async fn in_a_browser_the_auditor_reports_the_receiver_sees_overdue_and_the_lang
         "the report page shows no identity code"
     );
     assert!(source.contains(&referral.name));
+    auditor
+        .execute(
+            "const h = document.getElementById('report-heading'); window.scrollTo(0, h.offsetTop - 16);",
+            vec![],
+        )
+        .await
+        .expect("scrolled to the report");
     screenshot(&auditor, "console-access-report.png").await;
     auditor.close().await.expect("closed");
 
