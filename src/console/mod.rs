@@ -127,6 +127,16 @@ impl Page {
         }
     }
 
+    /// The page a person reads this one as: a POST-only action's result is shown as its page
+    /// (for the menu and the language switch, which are links).
+    fn view(self) -> Page {
+        match self {
+            Page::Redrive => Page::Mailbox,
+            Page::Verify => Page::Checkpoint,
+            page => page,
+        }
+    }
+
     fn roles(self) -> &'static [Role] {
         const ALL: &[Role] = &[Role::Referrer, Role::Receiver, Role::Auditor];
         const PARTIES: &[Role] = &[Role::Referrer, Role::Receiver];
@@ -229,11 +239,11 @@ impl Session {
                 .map(|page| Link {
                     href: page.path().to_owned(),
                     label: page.title(t).to_owned(),
-                    current: *page == self.page,
+                    current: *page == self.page.view(),
                     hreflang: "",
                 })
                 .collect(),
-            langs: switch(self.lang, self.page.path()),
+            langs: switch(self.lang, self.page.view().path()),
         }
     }
 }

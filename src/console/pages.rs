@@ -672,7 +672,6 @@ struct AuditEventsPage {
     frame: Frame,
     csrf: String,
     filters: Vec<Filter>,
-    searched: bool,
     events: Vec<EventRow>,
     next: Option<String>,
     more: bool,
@@ -704,7 +703,6 @@ struct ConsentLogPage {
     frame: Frame,
     csrf: String,
     filters: Vec<Filter>,
-    searched: bool,
     events: Vec<ConsentRow>,
     next: Option<String>,
     more: bool,
@@ -775,21 +773,15 @@ impl Console {
                 value: input.value("end"),
             },
         ];
-        let searched = by_post
-            || filters.iter().any(|f| !f.value.is_empty())
-            || query.first("search").is_some();
+        // Opened without filters, the page lists the trail from its start, a page at a time.
         let mut page = AuditEventsPage {
             frame: session.frame(t.audit_events),
             csrf: session.csrf.clone(),
             filters,
-            searched,
             events: Vec::new(),
             next: None,
             more: false,
         };
-        if !searched {
-            return html(&page);
-        }
         let value = |name: &str| {
             page.filters
                 .iter()
@@ -953,7 +945,6 @@ impl Console {
                 .collect(),
             next: None,
             more: false,
-            searched: true,
             filters,
         };
         if by_post {

@@ -359,6 +359,18 @@ async fn every_post_needs_the_persons_csrf_token(db: Db) {
     assert_eq!(stats.dead_letter_count, 0);
     assert_eq!(stats.pending_count, 1);
 
+    // A receiver with a valid token still may not use the auditors' forms.
+    for path in ["/console/checkpoint/verify", "/console/access-report"] {
+        let answer = post_form(
+            &mut anna,
+            path,
+            &[("csrf", token.as_str()), ("identity_code", PIC)],
+        )
+        .await;
+        assert_eq!(answer.status.as_u16(), 403, "{path}");
+        assert!(!answer.text.contains(PIC));
+    }
+
     // An auditor with a valid token of its own still may not redrive.
     let mut dpo = person(&app, "auditor-dpo", "a-dpo").await;
     let form = dpo.get("/console/access-report").await.expect(200);
@@ -416,8 +428,8 @@ fn uuid_like(page: &Answer) -> String {
     page.text[at..].split('"').next().expect("id").to_owned()
 }
 
-both_engines!(the_auditor_reads_a_subject_access_report_and_verifies_the_log);
-async fn the_auditor_reads_a_subject_access_report_and_verifies_the_log(db: Db) {
+both_engines!(an_auditor_reports_searches_verifies_the_log_and_reads_statistics);
+async fn an_auditor_reports_searches_verifies_the_log_and_reads_statistics(db: Db) {
     let app = TestApp::spawn(db).await;
     let (ours, _) = seed(&app).await;
     let mut hva15 = app.receiver("hva-15").await;
@@ -472,7 +484,7 @@ async fn the_auditor_reads_a_subject_access_report_and_verifies_the_log(db: Db) 
     .expect(200);
     assert!(searched.text.contains("Annettu") && searched.text.contains("Käytetty"));
     let events = dpo
-        .get("/console/audit-events?organization=kela&method=CreateReferral&search=1")
+        .get("/console/audit-events?organization=kela&method=CreateReferral")
         .await
         .expect(200);
     assert_eq!(
@@ -499,6 +511,12 @@ async fn the_auditor_reads_a_subject_access_report_and_verifies_the_log(db: Db) 
         verified.text
     );
     assert!(verified.text.contains("hajautus laskettu uudelleen"));
+    assert!(
+        verified
+            .text
+            .contains("href=\"/console/checkpoint?lang=en\""),
+        "the language switch of a POST's answer leads to its page"
+    );
 
     // Statistics: tables with suppression marks (two people are below the threshold) and charts.
     let statistics = dpo.get("/console/statistics").await.expect(200);
