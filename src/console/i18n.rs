@@ -293,9 +293,6 @@ texts! {
     kind: "Laji", "Typ", "Kind";
     recipient: "Vastaanottaja", "Mottagare", "Recipient";
     created: "Luotu", "Skapad", "Created";
-    due: "Määräpäivä", "Förfallodag", "Due";
-    receive_due: "Vastaanotettava viimeistään", "Ska tas emot senast", "Receipt due";
-    assessment_due: "Arviointi alkaa viimeistään", "Bedömningen ska inledas senast", "Assessment due";
     history: "Koodattu historia", "Kodad historik", "Coded history";
     time: "Aika", "Tid", "Time";
     organization: "Organisaatio", "Organisation", "Organisation";
