@@ -473,6 +473,18 @@ async fn an_auditor_reports_searches_verifies_the_log_and_reads_statistics(db: D
         "another person's processing is not in the report"
     );
 
+    // The client's copy is the browser's print of this page: the stylesheet's print rules leave
+    // out the menus and forms.
+    let css = dpo.get("/console/console.css").await.expect(200);
+    assert_eq!(
+        css.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/css; charset=utf-8")
+    );
+    let print = &css.text[css.text.find("@media print").expect("a print stylesheet")..];
+    assert!(print.contains("header.top, form"), "{print}");
+
     // The consent log and the audit search by identity code, by POST.
     let log = dpo.get("/console/consent-log").await.expect(200);
     let searched = post_form(
