@@ -45,6 +45,10 @@ pub enum Reason {
     DatabaseUnavailable,
     /// The request is larger than the server reads.
     RequestTooLarge,
+    /// The console was asked for without a personal certificate (one naming the person).
+    PersonalCertificateRequired,
+    /// A console form came without a valid CSRF token.
+    CsrfTokenInvalid,
     Internal,
 }
 
@@ -72,6 +76,8 @@ impl Reason {
             Reason::ReportTooLarge => "REPORT_TOO_LARGE",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Reason::PersonalCertificateRequired => "PERSONAL_CERTIFICATE_REQUIRED",
+            Reason::CsrfTokenInvalid => "CSRF_TOKEN_INVALID",
             Reason::Internal => "INTERNAL",
         }
     }

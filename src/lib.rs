@@ -6,6 +6,8 @@
 //! - [`server`], [`cli`]: assembling and running it, with [`config`] (flags and defaults), [`tls`]
 //!   (mutual TLS, caller identity, the development PKI), [`telemetry`], [`background`] (tasks that run
 //!   once per deployment) and [`affinity`] (why a SQLite server keeps to one CPU).
+//! - [`http`], [`console`]: the HTTP face (REST/JSON) and the browser console on the same listener;
+//!   both only convert, calling the gRPC edge's service implementations in process.
 //! - [`grpc`]: the edge, one file per gRPC service. Converts proto messages to domain types and back,
 //!   field rules included; nothing else happens there.
 //! - [`exchange`]: every use case (create a referral, record a consent, pull a mailbox…). Each runs in
@@ -28,6 +30,7 @@ pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod exchange;

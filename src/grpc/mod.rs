@@ -8,6 +8,7 @@ pub mod audit;
 pub mod consents;
 pub mod directory;
 mod enums;
+pub mod log_verify;
 pub mod mailbox;
 pub mod referrals;
 pub mod reporting;

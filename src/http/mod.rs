@@ -8,8 +8,8 @@
 //! - [`identity`]: the caller, from a direct client certificate or through an X-Road security
 //!   server, as the same [`crate::access::Claims`] the gRPC edge makes.
 //! - this file: the listener (its own TLS handshakes, as the gRPC one), connection limits, the
-//!   routes (`/openapi.json` and the bindings), and refusals before a method runs, which are audited
-//!   like any other.
+//!   routes (`/openapi.json`, the browser console under `/console/` (see [`crate::console`]) and
+//!   the bindings), and refusals before a method runs, which are audited like any other.
 
 pub mod identity;
 pub(crate) mod transcode;
@@ -96,6 +96,7 @@ pub(crate) struct Apis {
 
 struct Face {
     apis: Apis,
+    console: crate::console::Console,
     exchange: Arc<Exchange>,
     xroad: Arc<XRoad>,
     limits: Limits,
@@ -119,6 +120,7 @@ pub async fn serve(
             directory: DirectoryApi::handler(exchange.clone()),
             reporting: ReportingApi::handler(exchange.clone()),
         },
+        console: crate::console::Console::new(exchange.clone()),
         exchange,
         xroad,
         limits,
@@ -231,6 +233,9 @@ async fn answer(
     if path == STATISTICS_CSV {
         return (STATISTICS_CSV, statistics_csv(face, peer, parts).await);
     }
+    if path == crate::console::PREFIX || path.starts_with("/console/") {
+        return console(face, peer, parts, body).await;
+    }
     let (index, path_fields) = match transcode::route(parts.method.as_str(), path) {
         Ok(found) => found,
         Err(verbs) => return ("unmatched", unmatched(path, &verbs)),
@@ -321,6 +326,30 @@ async fn statistics_csv(
         Ok(response) => response,
         Err(refusal) => refuse(face, binding, refusal.extensions, refusal.error).await,
     }
+}
+
+/// The browser console (`/console/`): the same listener, certificates and limits.
+async fn console(
+    face: &Face,
+    peer: Option<&[CertificateDer<'static>]>,
+    parts: axum::http::request::Parts,
+    body: hyper::body::Incoming,
+) -> (&'static str, Response<Body>) {
+    let body = match read_body(&face.limits, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(response) => return ("/console/*", *response),
+    };
+    let claims = identity::claims(peer, &parts.headers, &face.xroad);
+    face.console
+        .answer(crate::console::Request {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body,
+            claims,
+        })
+        .await
 }
 
 /// The body, within the size and time limits.

@@ -491,17 +491,18 @@ fn the_dockerfile_builds_only_the_server_from_what_it_copies() {
             .expect("a directory")
             .strip_prefix(root)
             .expect("in the repository");
-        for (pattern, from_manifest) in [
-            ("include_str!(\"", false),
-            ("include_bytes!(\"", false),
-            ("migrate!(\"", true),
+        // Paths relative to the file, to the manifest, or to askama's `templates/` directory.
+        for (pattern, base) in [
+            ("include_str!(\"", None),
+            ("include_bytes!(\"", None),
+            ("migrate!(\"", Some("")),
+            ("#[template(path = \"", Some("templates")),
         ] {
             for rest in text.split(pattern).skip(1) {
                 let literal = rest.split('"').next().unwrap_or_default();
-                let path = if from_manifest {
-                    normalised(Path::new(literal))
-                } else {
-                    normalised(&dir.join(literal))
+                let path = match base {
+                    Some(base) => normalised(&Path::new(base).join(literal)),
+                    None => normalised(&dir.join(literal)),
                 };
                 assert!(
                     copied(&path),

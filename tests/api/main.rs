@@ -9,6 +9,8 @@ mod background;
 mod bench;
 mod cli;
 mod consents;
+mod console;
+mod console_browser;
 mod deadlines;
 mod delivery;
 mod deploy;
