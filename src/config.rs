@@ -12,6 +12,8 @@
 //! | `--tls-cert`, `--tls-key`, `--client-ca` | `REFERRAL_EXCHANGE_TLS_CERT`, `…_TLS_KEY`, `…_CLIENT_CA` | a development PKI in `<data-dir>/pki` |
 //! | `--client-crl` | `REFERRAL_EXCHANGE_CLIENT_CRLS` (comma-separated) | none |
 //! | `--max-connection-age-seconds` | `REFERRAL_EXCHANGE_MAX_CONNECTION_AGE_SECONDS` | `3600` |
+//! | `--org-requests-per-second`, `--org-burst` | `REFERRAL_EXCHANGE_ORG_REQUESTS_PER_SECOND`, `…_ORG_BURST` | `200`, `400` |
+//! | `--org-concurrent-calls`, `--max-concurrent-calls` | `REFERRAL_EXCHANGE_ORG_CONCURRENT_CALLS`, `…_MAX_CONCURRENT_CALLS` | `64`, `256` |
 //! | `--pseudonym-key-file` | `REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE` | a development key in `<data-dir>/pseudonym.key` |
 //! | `--previous-pseudonym-key-file` | `REFERRAL_EXCHANGE_PREVIOUS_PSEUDONYM_KEY_FILES` (comma-separated) | none |
 //! | `--data-key-file` | `REFERRAL_EXCHANGE_DATA_KEY_FILE` | a development key in `<data-dir>/data.key` |
@@ -171,6 +173,28 @@ pub struct ServeArgs {
     #[arg(long, env = "REFERRAL_EXCHANGE_MAX_CONNECTION_AGE_SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_connection_age_seconds: u64,
+
+    /// Calls per second one organisation may make (all its systems and people together, on every
+    /// edge); over it, RESOURCE_EXHAUSTED (HTTP 429) with RetryInfo. See src/limits.rs.
+    #[arg(long, env = "REFERRAL_EXCHANGE_ORG_REQUESTS_PER_SECOND", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub org_requests_per_second: u32,
+
+    /// Calls one organisation may make at once above its rate, in a burst.
+    #[arg(long, env = "REFERRAL_EXCHANGE_ORG_BURST", default_value_t = 400,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub org_burst: u32,
+
+    /// Calls of one organisation running at once (a waiting long-poll counts).
+    #[arg(long, env = "REFERRAL_EXCHANGE_ORG_CONCURRENT_CALLS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub org_concurrent_calls: u32,
+
+    /// Calls running at once in all; the database connections beyond them stay free for the
+    /// exchange's own tasks.
+    #[arg(long, env = "REFERRAL_EXCHANGE_MAX_CONCURRENT_CALLS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_calls: u32,
 
     /// File holding the pseudonym key as hex (at least 32 bytes). Losing it makes old audit events
     /// unsearchable by identity code. The database remembers the key it was written with and the

@@ -49,6 +49,10 @@ pub enum Reason {
     PersonalCertificateRequired,
     /// A console form came without a valid CSRF token.
     CsrfTokenInvalid,
+    /// The calling organisation is over its calls per second (`crate::limits`).
+    RateLimited,
+    /// The calling organisation (or the exchange as a whole) has as many calls running as it may.
+    TooManyConcurrentCalls,
     Internal,
 }
 
@@ -78,6 +82,8 @@ impl Reason {
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::PersonalCertificateRequired => "PERSONAL_CERTIFICATE_REQUIRED",
             Reason::CsrfTokenInvalid => "CSRF_TOKEN_INVALID",
+            Reason::RateLimited => "RATE_LIMITED",
+            Reason::TooManyConcurrentCalls => "TOO_MANY_CONCURRENT_CALLS",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -109,6 +115,14 @@ pub enum Error {
     AlreadyExists { reason: Reason, message: String },
     #[error("{message}")]
     ResourceExhausted { reason: Reason, message: String },
+    /// Over a limit of the calling organisation or of the exchange (`crate::limits`): the same call
+    /// may succeed after `retry_after`.
+    #[error("{message}")]
+    Overloaded {
+        reason: Reason,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A passing condition (the database is unreachable): the same call may succeed after
     /// `retry_after`. The source is logged, never sent.
     #[error("the service is unavailable for a moment; retry")]
@@ -175,7 +189,7 @@ impl Error {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::Aborted { .. } => Code::Aborted,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
-            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::ResourceExhausted { .. } | Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -189,7 +203,8 @@ impl Error {
             | Error::FailedPrecondition { reason, .. }
             | Error::Aborted { reason, .. }
             | Error::AlreadyExists { reason, .. }
-            | Error::ResourceExhausted { reason, .. } => *reason,
+            | Error::ResourceExhausted { reason, .. }
+            | Error::Overloaded { reason, .. } => *reason,
             Error::NotFound { .. } => Reason::NotFound,
             Error::Unavailable { reason, .. } => *reason,
             Error::Internal(_) => Reason::Internal,
@@ -319,6 +334,14 @@ impl From<Error> for Status {
                 if let Some(subject) = subject {
                     details.add_precondition_failure_violation(reason.as_str(), subject, message);
                 }
+                message.clone()
+            }
+            Error::Overloaded {
+                message,
+                retry_after,
+                ..
+            } => {
+                details.set_retry_info(Some(*retry_after));
                 message.clone()
             }
             Error::Unavailable {

@@ -37,6 +37,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod mailbox;
 pub mod sealing;
 pub mod server;

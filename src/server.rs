@@ -89,6 +89,8 @@ pub struct Settings {
     /// Statistics cells with fewer distinct people are suppressed (at least 3; see
     /// `domain::statistics`).
     pub min_cell_size: u64,
+    /// Calls per second and at once per organisation, and at once in all (`crate::limits`).
+    pub limits: crate::limits::LimitSettings,
     /// Personal content is erased this long after its referral closes or its consent stops being
     /// ACTIVE (`exchange::retention`).
     pub content_retention: chrono::Duration,
@@ -178,6 +180,7 @@ impl Settings {
             delivery: DeliveryPolicy::default(),
             deadlines: DeadlinePolicy::default(),
             min_cell_size: crate::domain::statistics::DEFAULT_MIN_CELL_SIZE,
+            limits: crate::limits::LimitSettings::default(),
             content_retention: chrono::Duration::days(
                 crate::exchange::retention::DEFAULT_CONTENT_RETENTION_DAYS,
             ),
@@ -294,6 +297,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         )
         .with_min_cell_size(settings.min_cell_size)
         .with_content_retention(settings.content_retention)
+        .with_limits(settings.limits)
         .with_log_signer(audit_log.signer.clone())
         .with_group_commit(settings.group_commit_max, settings.group_commit_lanes),
     );

@@ -139,6 +139,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.delivery.history_retention = chrono::Duration::days(args.message_retention_days);
     settings.deadlines.receipt_working_days = args.receipt_deadline_working_days;
     settings.min_cell_size = args.min_cell_size;
+    settings.limits = crate::limits::LimitSettings {
+        requests_per_second: args.org_requests_per_second,
+        burst: args.org_burst,
+        concurrent: args.org_concurrent_calls,
+        global_concurrent: args.max_concurrent_calls,
+    };
     settings.content_retention = chrono::Duration::days(args.content_retention_days);
     settings.background.interval = std::time::Duration::from_secs(args.background_interval_seconds);
     settings.background.takeover = std::time::Duration::from_secs(args.takeover_seconds);

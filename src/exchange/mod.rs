@@ -78,6 +78,8 @@ pub struct Exchange {
     pub(crate) log_signer: Option<NoteSigner>,
     /// Batches the calls' transactions (see [`crate::store::group`]); `None`: one transaction each.
     group_commit: Option<Arc<GroupCommit>>,
+    /// Calls per second and calls at once, per organisation and in all (see [`crate::limits`]).
+    limits: Arc<crate::limits::Limits>,
 }
 
 /// One page of a listing.
@@ -127,6 +129,9 @@ impl Exchange {
             closing: watch::channel(false).0,
             log_signer: None,
             group_commit: None,
+            limits: Arc::new(crate::limits::Limits::new(
+                crate::limits::LimitSettings::default(),
+            )),
         }
     }
 
@@ -184,6 +189,16 @@ impl Exchange {
     pub fn with_content_retention(mut self, retention: chrono::Duration) -> Self {
         self.content_retention = retention.max(chrono::Duration::zero());
         self
+    }
+
+    /// The per-organisation and global call limits (see [`crate::limits`]).
+    pub fn with_limits(mut self, settings: crate::limits::LimitSettings) -> Self {
+        self.limits = Arc::new(crate::limits::Limits::new(settings));
+        self
+    }
+
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
     }
 
     /// The key that signs the audit log's checkpoints; its name is the log's origin.

@@ -69,15 +69,20 @@ where
     let result = async {
         let call = Arc::new(identify(exchange, &request, method));
         let result = match call.caller() {
-            Ok(_) => {
-                let request = request.into_inner();
-                let unstorable = control_characters(&request);
-                if unstorable.is_empty() {
-                    handler(exchange.clone(), call.clone(), request).await
-                } else {
-                    Err(Error::invalid(unstorable))
+            // Admitted within its organisation's limits (held until the handler returns), before
+            // any work; over them, refused with when to come back, and audited.
+            Ok(caller) => match exchange.limits().admit(caller.organization.as_str()) {
+                Ok(_admission) => {
+                    let request = request.into_inner();
+                    let unstorable = control_characters(&request);
+                    if unstorable.is_empty() {
+                        handler(exchange.clone(), call.clone(), request).await
+                    } else {
+                        Err(Error::invalid(unstorable))
+                    }
                 }
-            }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let result = exchange.finish(&call, result).await;

@@ -18,6 +18,7 @@ mod exchange;
 mod group_commit;
 mod http;
 mod keys;
+mod limits;
 mod logs;
 mod mailbox;
 mod openapi;

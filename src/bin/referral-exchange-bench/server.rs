@@ -128,8 +128,8 @@ impl Target {
 /// database refuses a key it was not written with (`referral_exchange::keys`), and each data
 /// directory would otherwise get a development key of its own (the wake-up scenario's two processes,
 /// the data-size mode's restarts).
-fn shared_pseudonym_key(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = data_dir.parent().unwrap_or(data_dir).join("pseudonym.key");
+fn shared_key(data_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = data_dir.parent().unwrap_or(data_dir).join(name);
     if !path.exists() {
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
@@ -145,7 +145,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `binary serve` on `database_url` with a development PKI in `data_dir` and the run's
-    /// shared pseudonym key (unless `extra` names one).
+    /// shared pseudonym and data keys (unless `extra` names others).
     pub fn start(
         binary: &Path,
         data_dir: &Path,
@@ -167,8 +167,19 @@ impl ServerProcess {
             .args(["--database-url", database_url])
             .env(
                 "REFERRAL_EXCHANGE_PSEUDONYM_KEY_FILE",
-                shared_pseudonym_key(data_dir)?,
+                shared_key(data_dir, "pseudonym.key")?,
             )
+            // Binaries from before sealing ignore it; those after share it like the pseudonym key.
+            .env(
+                "REFERRAL_EXCHANGE_DATA_KEY_FILE",
+                shared_key(data_dir, "data.key")?,
+            )
+            // The benchmark measures throughput, not the per-organisation limits (src/limits.rs):
+            // lifted, by environment so that binaries from before the limits start too.
+            .env("REFERRAL_EXCHANGE_ORG_REQUESTS_PER_SECOND", "1000000")
+            .env("REFERRAL_EXCHANGE_ORG_BURST", "1000000")
+            .env("REFERRAL_EXCHANGE_ORG_CONCURRENT_CALLS", "100000")
+            .env("REFERRAL_EXCHANGE_MAX_CONCURRENT_CALLS", "1000000")
             .args(extra)
             .env("RUST_LOG", "warn,referral_exchange::server=info")
             .stdout(Stdio::null())
