@@ -47,6 +47,8 @@ pub enum Scenario {
     Datasize,
     /// GetReferralStatistics over a year of referrals, at each of `--sizes`, on either engine.
     Statistics,
+    /// One organisation over its per-organisation limit beside a quiet one (src/limits.rs).
+    Limits,
 }
 
 impl Scenario {
@@ -265,6 +267,32 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         scenarios::roundtrip(s, clients, duration)
                     })
                     .await?
+                }
+                Scenario::Limits => {
+                    // The limits at the server's defaults (the run otherwise lifts them).
+                    let mut extra = args.server_args.clone();
+                    extra.extend(
+                        [
+                            "--org-requests-per-second",
+                            "200",
+                            "--org-burst",
+                            "400",
+                            "--org-concurrent-calls",
+                            "64",
+                            "--max-concurrent-calls",
+                            "256",
+                        ]
+                        .map(String::from),
+                    );
+                    let server = ServerProcess::start(
+                        &binary,
+                        &dir.path().join("server"),
+                        &db.url,
+                        &extra,
+                    )?;
+                    let outcomes = scenarios::limits(server.target(), clients, duration).await?;
+                    server.stop()?;
+                    outcomes
                 }
                 Scenario::Read => {
                     with_server(start("server")?, |s| scenarios::read(s, clients, duration)).await?

@@ -716,3 +716,62 @@ mod tests {
         }
     }
 }
+
+/// Per-organisation limits (src/limits.rs) at the server's defaults: one organisation (Kela) with
+/// `clients` clients reading referrals as fast as it can, beside a quiet one (hva-15, one client
+/// asking for its mailbox's stats back to back). Three rows: the quiet organisation alone, Kela's
+/// accepted calls per second (refusals, RESOURCE_EXHAUSTED, as errors), and the quiet organisation
+/// beside it. What the limit is for: the quiet one's p99 stays where it was.
+pub async fn limits(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Vec<Outcome>> {
+    // Within Kela's burst, then a pause that refills it.
+    let names = Arc::new(preload(&target, 200, 100).await?);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let quiet = |target: Target, duration: Duration| async move {
+        let mut mailbox = MailboxServiceClient::new(target.channel("hva-15", "quiet-1").await?);
+        let deadline = Instant::now() + duration;
+        let mut result = ClientResult::default();
+        while Instant::now() < deadline {
+            let started = Instant::now();
+            result.record(
+                started,
+                mailbox
+                    .get_mailbox_stats(pb::GetMailboxStatsRequest::default())
+                    .await,
+            );
+        }
+        anyhow::Ok(result)
+    };
+    let started = Instant::now();
+    let alone = quiet(target.clone(), duration).await?;
+    let alone_seconds = started.elapsed().as_secs_f64();
+
+    let quiet_beside = tokio::spawn(quiet(target.clone(), duration));
+    let (noisy, seconds) = run_clients(clients, duration, |i, barrier, duration| {
+        let target = target.clone();
+        let names = names.clone();
+        async move {
+            let mut referrals =
+                ReferralServiceClient::new(target.channel("kela", &format!("noisy-{i}")).await?);
+            barrier.wait().await;
+            let deadline = Instant::now() + duration;
+            let mut result = ClientResult::default();
+            let mut n = i;
+            while Instant::now() < deadline {
+                n = (n * 7919 + 13) % names.len();
+                let started = Instant::now();
+                let request = pb::GetReferralRequest {
+                    name: names[n].clone(),
+                };
+                result.record(started, referrals.get_referral(request).await);
+            }
+            Ok(result)
+        }
+    })
+    .await?;
+    let beside = quiet_beside.await??;
+    Ok(vec![
+        outcome("limits-quiet-alone", 1, alone, alone_seconds),
+        outcome("limits-noisy-org", clients, noisy, seconds),
+        outcome("limits-quiet-beside", 1, beside, duration.as_secs_f64()),
+    ])
+}
