@@ -155,8 +155,11 @@ pub struct Outcome {
     pub per: Option<&'static str>,
     /// `auditlog`: audit events written per `per`.
     pub audit_events_per: Option<f64>,
-    /// `auditlog`: bytes the audit tables grew by per `per`.
+    /// `auditlog`: bytes the audit tables' rows grew by per `per` (indexes left out).
     pub audit_bytes_per: Option<f64>,
+    /// `auditlog`: bytes the audit tables occupy on disk, indexes included, grew by per `per` (by
+    /// whole pages: coarse over a short run).
+    pub audit_disk_bytes_per: Option<f64>,
 }
 
 impl Outcome {
@@ -183,6 +186,7 @@ impl Outcome {
             per: None,
             audit_events_per: None,
             audit_bytes_per: None,
+            audit_disk_bytes_per: None,
         }
     }
 }
@@ -434,9 +438,15 @@ fn print_row(o: &Outcome) {
     if let Some(calls) = o.calls_per_operation {
         line.push_str(&format!("  calls/op {calls:.2}"));
     }
-    if let (Some(per), Some(events), Some(bytes)) = (o.per, o.audit_events_per, o.audit_bytes_per) {
+    if let (Some(per), Some(events), Some(bytes), Some(disk)) = (
+        o.per,
+        o.audit_events_per,
+        o.audit_bytes_per,
+        o.audit_disk_bytes_per,
+    ) {
         line.push_str(&format!(
-            "  per {per}: {events:.2} audit events, {bytes:.0} bytes of audit tables"
+            "  per {per}: {events:.2} audit events, {bytes:.0} bytes of audit rows \
+             ({disk:.0} on disk with indexes)"
         ));
     }
     if let Some(stored) = o.stored_referrals {
