@@ -23,6 +23,7 @@ mod openapi;
 mod operations;
 mod outage;
 mod postgres_tls;
+mod processing;
 mod refusals;
 mod replicas;
 mod server;

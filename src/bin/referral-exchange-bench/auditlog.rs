@@ -136,10 +136,9 @@ async fn lifecycle(target: &Target, i: u64) -> anyhow::Result<()> {
     let mut mailbox = MailboxServiceClient::new(receiver.clone());
     let routed = pull_all(&mut mailbox, 1).await?;
     anyhow::ensure!(
-        routed.iter().any(|m| m
-            .referral
-            .as_ref()
-            .is_some_and(|r| r.name == created.name)),
+        routed
+            .iter()
+            .any(|m| m.referral.as_ref().is_some_and(|r| r.name == created.name)),
         "the receiver did not get the referral"
     );
     let mut referrals = ReferralServiceClient::new(receiver);
@@ -225,7 +224,8 @@ pub async fn run(
     let after = settled(url, postgres).await?;
     let mut per_lifecycle = Outcome::new("auditlog", 1, lifecycles, seconds);
     per_lifecycle.per = Some("lifecycle");
-    per_lifecycle.audit_events_per = Some((after.events - before.events) as f64 / lifecycles as f64);
+    per_lifecycle.audit_events_per =
+        Some((after.events - before.events) as f64 / lifecycles as f64);
     per_lifecycle.audit_bytes_per =
         Some((after.row_bytes - before.row_bytes) as f64 / lifecycles as f64);
     per_lifecycle.audit_disk_bytes_per =
