@@ -136,18 +136,16 @@ async fn a_server_certificate_from_another_ca_refuses_to_start_and_says_why() {
         assert!(stderr.contains(&expected), "{expected:?} in {stderr}");
     }
 
-    // The store says the same to whoever connects through it.
-    let error = referral_exchange::store::postgres::PostgresStore::connect(
-        &url,
-        referral_exchange::store::Schema::Migrate,
-        std::sync::Arc::default(),
-    )
-    .await
-    .err()
-    .expect("refused");
+    // The same explanation from the store's connect_error, which every connection goes through.
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+    use sqlx::Connection as _;
+    let error = sqlx::PgConnection::connect_with(&options)
+        .await
+        .expect_err("refused");
+    let explained = referral_exchange::store::postgres::connect_error(&options, &error);
     assert!(
-        error.to_string().contains("certificate is not trusted"),
-        "{error:#}"
+        explained.contains("certificate is not trusted"),
+        "{explained}"
     );
     drop(cluster);
 }
