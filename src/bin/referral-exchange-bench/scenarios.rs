@@ -70,7 +70,7 @@ pub fn notification(code: &str) -> pb::CreateReferralRequest {
     }
 }
 
-fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest {
+pub fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest {
     pb::CreateReferralRequest {
         referral: Some(pb::Referral {
             kind: pb::referral::Kind::NeedForSocialWork as i32,
@@ -93,7 +93,7 @@ fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest
 }
 
 /// Records a written consent of person `i` covering hva-15 for a year: Kela's clients refer against it.
-async fn written_consent(target: &Target, i: u64) -> anyhow::Result<String> {
+pub async fn written_consent(target: &Target, i: u64) -> anyhow::Result<String> {
     let mut consents =
         ConsentServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
     let expire = chrono::Utc::now() + chrono::Duration::days(365);
