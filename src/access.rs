@@ -303,6 +303,22 @@ impl Call {
         }
     }
 
+    /// Whether the call touched a person: looked one up, read or changed their data (a subject
+    /// pseudonym is recorded) or disclosed it to someone. Such a call is processing of personal data
+    /// and is audited, whatever its use case declared.
+    pub fn touched_someone(&self) -> bool {
+        let t = self.lock();
+        !t.subjects.is_empty() || !t.disclosures.is_empty()
+    }
+
+    /// The organisation that made the call, for metric labels: an organisation id, never anything the
+    /// caller typed freely. Empty for the service's own work.
+    pub fn organization(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or("", |caller| caller.organization.as_str())
+    }
+
     pub fn mark_audited(&self) {
         self.audited.store(true, Ordering::SeqCst);
     }
@@ -413,6 +429,33 @@ mod tests {
         assert_eq!(
             c.record(tonic::Code::PermissionDenied, Utc::now()).user_id,
             "w-anna"
+        );
+    }
+
+    #[test]
+    fn a_call_touched_someone_once_it_names_a_person_or_discloses() {
+        let c = call(Ok("hva-15"), Some("worker-1"));
+        assert!(!c.touched_someone(), "nothing yet");
+        assert_eq!(c.organization(), "hva-15");
+        c.touch_resource("messages/1");
+        assert!(!c.touched_someone(), "a message id alone names no one");
+        c.touch_subject("pseudonym-1");
+        assert!(c.touched_someone());
+
+        let c = call(Ok("kela"), Some("handler-1"));
+        c.disclose(Disclosure {
+            recipient: "organizations/hva-15".into(),
+            resource: "referrals/1".into(),
+            subject_pseudonym: String::new(),
+            basis: "UNABLE_TO_CARE_FOR_SELF".into(),
+            consent_state: None,
+            consent_version: None,
+        });
+        assert!(c.touched_someone(), "a disclosure is processing");
+        assert_eq!(
+            call(Err("no certificate"), None).organization(),
+            "",
+            "no organisation to count under"
         );
     }
 

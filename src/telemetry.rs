@@ -190,6 +190,10 @@ pub struct Metrics {
     pub overdue_notices: Counter<u64>,
     /// Messages moved to dead letters.
     pub dead_letters: Counter<u64>,
+    /// Calls that touched no one's personal data (a pull or stream that delivered nothing, directory
+    /// look-ups, checkpoints and proofs, mailbox counts), by `method` and `organization`: they are
+    /// counted here instead of being written to the audit trail (see `Exchange::commit_unprocessed`).
+    pub calls_without_personal_data: Counter<u64>,
     /// `http.server.request.duration` (seconds) of the HTTP face by `http.route` (the binding's
     /// template, never the URL) and `http.response.status_code`.
     pub http_duration: Histogram<f64>,
@@ -303,6 +307,12 @@ impl Metrics {
             dead_letters: meter
                 .u64_counter("referral_exchange.mailbox.dead_lettered")
                 .with_description("Messages moved to dead letters")
+                .build(),
+            calls_without_personal_data: meter
+                .u64_counter("referral_exchange.calls.without_personal_data")
+                .with_description(
+                    "Calls that touched no one's personal data, counted instead of audited",
+                )
                 .build(),
             gauges: Mutex::new(Gauges::default()),
         }

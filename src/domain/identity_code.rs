@@ -149,6 +149,21 @@ fn date_in_century(ddmmyy: u32, base: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, month, day)
 }
 
+/// Whole years from `born` to `on` under the Finnish rule described at
+/// [`PersonalIdentityCode::age_on`]; `0` when `on` is before `born`.
+fn age_on(born: NaiveDate, on: NaiveDate) -> u32 {
+    use chrono::Datelike;
+
+    // The anniversary in `on`'s year: the same day and month, or 28 February for a 29 February
+    // birthday in a year that has no such day.
+    let anniversary = NaiveDate::from_ymd_opt(on.year(), born.month(), born.day())
+        .or_else(|| NaiveDate::from_ymd_opt(on.year(), 2, 28));
+    let years = on.year() - born.year();
+    let reached = anniversary.is_some_and(|a| on >= a);
+    let age = if reached { years } else { years - 1 };
+    u32::try_from(age).unwrap_or(0)
+}
+
 /// The check character for the nine digits `DDMMYYZZZ` read as one number.
 fn check_character(ddmmyyzzz: u32) -> char {
     char::from(CHECK_CHARACTERS[(ddmmyyzzz % 31) as usize])
@@ -284,6 +299,17 @@ impl PersonalIdentityCode {
             .zip(century_base(chars[CENTURY_SIGN_INDEX]))
             .and_then(|(ddmmyy, base)| date_in_century(ddmmyy, base))
             .expect("PersonalIdentityCode invariant: parse() accepted only codes with a real date")
+    }
+
+    /// The person's age in whole years on `on`, from the birth date the code encodes (a temporary
+    /// code's too: it carries the date given when it was issued). `0` for a date before the birth.
+    ///
+    /// Counted as Finnish law counts it (Laki iän laskemisesta, 649/1965, 1 §): a person reaches an
+    /// age on the anniversary of their birth day, and one born on 29 February reaches it, in a year
+    /// without that day, on 28 February. So a person born on 29 February 1952 is 75 from
+    /// 28 February 2027, not from 1 March (the rule of e.g. English law).
+    pub fn age_on(&self, on: NaiveDate) -> u32 {
+        age_on(self.birth_date(), on)
     }
 
     /// Whether this is a temporary code (individual number 900–999), i.e. one not in the population
@@ -596,6 +622,45 @@ mod tests {
                 "{born} {n}"
             );
         }
+    }
+
+    #[test]
+    fn age_is_reached_on_the_birthday_not_the_day_before() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        // Born 13 October 1952: 75 on 13 October 2027.
+        let pic = assert_valid("131052-308T");
+        assert_eq!(pic.age_on(date(2027, 10, 12)), 74);
+        assert_eq!(pic.age_on(date(2027, 10, 13)), 75);
+        assert_eq!(pic.age_on(date(2027, 10, 14)), 75);
+        assert_eq!(pic.age_on(date(2028, 10, 12)), 75);
+        // The same birth date under a 2023 century sign and as a temporary code: the same age.
+        for code in [with_check("131052Y308"), with_check("131052-950")] {
+            let pic = assert_valid(&code);
+            assert_eq!(pic.age_on(date(2027, 10, 12)), 74, "{code}");
+            assert_eq!(pic.age_on(date(2027, 10, 13)), 75, "{code}");
+        }
+        // Before the birth there is no age to speak of.
+        assert_eq!(pic.age_on(date(1952, 10, 12)), 0);
+        assert_eq!(pic.age_on(date(1952, 10, 13)), 0);
+        assert_eq!(pic.age_on(date(1953, 10, 13)), 1);
+    }
+
+    #[test]
+    fn a_leap_day_birthday_falls_on_28_february_in_other_years() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        // Born 29 February 1952 (a temporary code, so the date is what counts, not the register).
+        let pic = assert_valid(&with_check("290252-901"));
+        // 2027 has no 29 February: the age is reached on 28 February (Act 649/1965), not 1 March.
+        assert_eq!(pic.age_on(date(2027, 2, 27)), 74);
+        assert_eq!(pic.age_on(date(2027, 2, 28)), 75);
+        assert_eq!(pic.age_on(date(2027, 3, 1)), 75);
+        // 2028 has one: 76 on the day itself, not a day early.
+        assert_eq!(pic.age_on(date(2028, 2, 28)), 75);
+        assert_eq!(pic.age_on(date(2028, 2, 29)), 76);
+        // Born on 29 February 2000 (a 2000s sign): 1 on 28 February 2001.
+        let pic = assert_valid(&with_check("290200A123"));
+        assert_eq!(pic.age_on(date(2001, 2, 27)), 0);
+        assert_eq!(pic.age_on(date(2001, 2, 28)), 1);
     }
 
     #[test]

@@ -499,6 +499,11 @@ impl Referral {
             calendar::helsinki_date(now),
             policy.receipt_working_days,
         );
+        let deadline_group = applied_deadline_group(
+            new.deadline_group,
+            &new.subject.personal_identity_code,
+            calendar::helsinki_date(now),
+        );
         let routed = StateChange {
             state: State::Requested,
             time: now,
@@ -516,7 +521,7 @@ impl Referral {
             reasons: new.reasons,
             reason_text: new.reason_text,
             urgent: new.urgent,
-            deadline_group: new.deadline_group,
+            deadline_group,
             basis: new.basis,
             personal_discussion_requested: new.personal_discussion_requested
                 || new.kind == Kind::PersonalDiscussionRequest,
@@ -725,6 +730,30 @@ impl Referral {
                 Some(view)
             }
         }
+    }
+}
+
+/// The age from which a person is in the 7-working-day assessment group (SHL §36: a person who has
+/// reached 75, i.e. aged 75 or more; `OVER_75` is the API's name for that group).
+pub const OVER_75_AGE: u32 = 75;
+
+/// The deadline group a referral applies: the handler's, unless the identity code shows a person aged
+/// [`OVER_75_AGE`] or more on `referral_date` (the day the referral is made, in Helsinki) and the
+/// handler ticked no group, in which case [`DeadlineGroup::Over75`].
+///
+/// The handler's choice can add a group, never remove this one. Every other group already gives
+/// the same 7-working-day assessment deadline (and a child's group adds the completion deadline),
+/// so a group the handler ticked is kept as it is: it is at least as strict as over-75.
+pub fn applied_deadline_group(
+    chosen: DeadlineGroup,
+    subject: &PersonalIdentityCode,
+    referral_date: NaiveDate,
+) -> DeadlineGroup {
+    match chosen {
+        DeadlineGroup::NoStatutoryGroup if subject.age_on(referral_date) >= OVER_75_AGE => {
+            DeadlineGroup::Over75
+        }
+        chosen => chosen,
     }
 }
 
@@ -1238,6 +1267,94 @@ mod tests {
         )
         .expect("receive");
         assert_eq!(r.assessment_due_date, Some(date(2025, 4, 30)));
+    }
+
+    /// A referral for `code`, asking for `group`, made at 09:00 UTC on `made_on`, received the
+    /// same day: its applied group and assessment due date.
+    fn applied(
+        code: &str,
+        group: DeadlineGroup,
+        made_on: NaiveDate,
+    ) -> (DeadlineGroup, Option<NaiveDate>) {
+        let mut new = new_referral();
+        new.subject.personal_identity_code = PersonalIdentityCode::parse(code).expect("valid");
+        new.deadline_group = group;
+        let now = made_on.and_hms_opt(9, 0, 0).expect("valid time").and_utc();
+        let mut r = Referral::create(
+            Uuid::nil(),
+            new,
+            org("helsinki"),
+            kela(),
+            now,
+            DeadlinePolicy::default(),
+        );
+        r.apply(
+            Action::Receive,
+            &org("helsinki"),
+            now,
+            DeadlinePolicy::default(),
+        )
+        .expect("receive");
+        (r.deadline_group, r.assessment_due_date)
+    }
+
+    #[test]
+    fn a_person_aged_75_is_in_the_7_working_day_group_from_the_birthday() {
+        use DeadlineGroup::*;
+        // 131052-308T was born on 13 October 1952: 75 on Wednesday 13 October 2027.
+        assert_eq!(
+            applied("131052-308T", NoStatutoryGroup, date(2027, 10, 12)),
+            (NoStatutoryGroup, None),
+            "the day before the 75th birthday: no statutory day"
+        );
+        assert_eq!(
+            applied("131052-308T", NoStatutoryGroup, date(2027, 10, 13)),
+            (Over75, Some(date(2027, 10, 22))),
+            "on the birthday: the 7th working day after receipt"
+        );
+        // A temporary code tells the birth date as well.
+        assert_eq!(
+            applied("131052-950H", NoStatutoryGroup, date(2027, 10, 13)).0,
+            Over75
+        );
+        // A group the handler ticked stays: it is at least as strict.
+        assert_eq!(
+            applied(
+                "131052-308T",
+                ChildNeedingSpecialSupport,
+                date(2027, 10, 13)
+            )
+            .0,
+            ChildNeedingSpecialSupport
+        );
+        assert_eq!(
+            applied("131052-308T", HighestCareAllowance, date(2030, 1, 2)).0,
+            HighestCareAllowance
+        );
+        // The handler can add the group for a younger person; the code never removes it.
+        assert_eq!(
+            applied("131052-308T", Over75, date(2027, 10, 12)),
+            (Over75, Some(date(2027, 10, 21)))
+        );
+    }
+
+    #[test]
+    fn a_person_born_on_29_february_turns_75_on_28_february_in_a_common_year() {
+        use DeadlineGroup::*;
+        // 290252-901 (temporary) was born on 29 February 1952; 2027 has no 29 February, and the
+        // age is reached on 28 February (Act on reckoning age 649/1965).
+        let code = "290252-901T";
+        assert_eq!(
+            applied(code, NoStatutoryGroup, date(2027, 2, 27)).0,
+            NoStatutoryGroup,
+            "27 February: still 74"
+        );
+        assert_eq!(
+            applied(code, NoStatutoryGroup, date(2027, 2, 28)).0,
+            Over75,
+            "28 February: 75"
+        );
+        assert_eq!(applied(code, NoStatutoryGroup, date(2027, 3, 1)).0, Over75);
     }
 
     #[test]

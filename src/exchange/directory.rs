@@ -2,7 +2,7 @@
 
 use chrono::NaiveDate;
 
-use super::{Exchange, Outbox};
+use super::Exchange;
 use crate::{
     access::Call,
     domain::{
@@ -27,7 +27,8 @@ impl Exchange {
             _ => Vec::new(),
         };
         let include_kela = matches!(role, None | Some(Role::Referrer));
-        self.audit_only(call).await?;
+        // The code list is public: no one's data is processed.
+        self.commit_unprocessed(call, None).await?;
         Ok((include_kela, receivers))
     }
 
@@ -48,13 +49,7 @@ impl Exchange {
             })?
             .clone();
         let year = self.registry.code_list_year(date).unwrap_or_default();
-        self.audit_only(call).await?;
+        self.commit_unprocessed(call, None).await?;
         Ok((municipality, year))
-    }
-
-    /// Records a call that touched no stored data.
-    pub(crate) async fn audit_only(&self, call: &Call) -> Result<()> {
-        let tx = self.begin().await?;
-        self.commit(call, tx, Outbox::default()).await
     }
 }

@@ -81,8 +81,8 @@ impl Exchange {
     }
 
     /// Leases and renders up to `max` messages in one transaction with `call`'s audit event. With
-    /// nothing to lease, commits (an empty answer, audited) only if `even_if_empty`; otherwise rolls
-    /// back and returns `None`, so that waiting writes nothing.
+    /// nothing to lease, answers empty only if `even_if_empty` (the call touched no one: counted, not
+    /// audited); otherwise rolls back and returns `None`, so that waiting writes nothing.
     pub(crate) async fn lease_batch(
         &self,
         call: &Call,
@@ -106,8 +106,13 @@ impl Exchange {
                 now + lease,
             )
             .await?;
-        if leased.is_empty() && !even_if_empty {
-            return Ok(None);
+        if leased.is_empty() {
+            if !even_if_empty {
+                return Ok(None);
+            }
+            // What the transaction numbered stays numbered.
+            self.commit_unprocessed(call, Some(tx)).await?;
+            return Ok(Some(Vec::new()));
         }
         let redelivered = leased
             .iter()
@@ -288,6 +293,13 @@ impl Exchange {
             .await?;
         let more = found.len() as i64 > page_size;
         found.truncate(page_size as usize);
+        if found.is_empty() {
+            self.commit_unprocessed(call, Some(tx)).await?;
+            return Ok(Page {
+                items: Vec::new(),
+                more,
+            });
+        }
         let items = self
             .render(tx.as_mut(), call, caller, found, false, self.today())
             .await?;
@@ -340,6 +352,11 @@ impl Exchange {
             .mailbox_history(caller.organization.as_str(), since, page_size)
             .await?;
         let next = found.last().map_or(since, |m| m.sequence);
+        if found.is_empty() {
+            // Polling the history: nothing new, no one's data.
+            self.commit_unprocessed(call, Some(tx)).await?;
+            return Ok((Vec::new(), next));
+        }
         let items = self
             .render(tx.as_mut(), call, caller, found, false, self.today())
             .await?;
@@ -352,7 +369,8 @@ impl Exchange {
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let counts = tx.mailbox_stats(caller.organization.as_str(), now).await?;
-        self.commit(call, tx, Outbox::default()).await?;
+        // Counts and an age: about the mailbox, not about anyone in it.
+        self.commit_unprocessed(call, Some(tx)).await?;
         let oldest_pending_age = counts
             .oldest_pending_publish_time
             .map_or(Duration::zero(), |t| (now - t).max(Duration::zero()));
@@ -362,8 +380,8 @@ impl Exchange {
         })
     }
 
-    /// Opens a stream. Opening is audited as the call; each batch it delivers is audited as a call of
-    /// its own (an idle stream writes nothing).
+    /// Opens a stream. Opening touches no one (counted, not audited); each batch it delivers is
+    /// audited as a call of its own, so an idle stream writes nothing to the audit trail.
     pub async fn stream_messages(
         self: &Arc<Self>,
         call: Arc<Call>,
@@ -371,7 +389,7 @@ impl Exchange {
         max_outstanding: usize,
     ) -> Result<mpsc::Receiver<Result<Delivery>>> {
         let caller = call.require(MAILBOX_ROLES)?.clone();
-        self.audit_only(&call).await?;
+        self.commit_unprocessed(&call, None).await?;
         let (sender, receiver) = mpsc::channel(max_outstanding.max(1));
         let exchange = self.clone();
         tokio::spawn(async move {

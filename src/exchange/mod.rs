@@ -9,7 +9,15 @@
 //! 5. [`Exchange::commit`]: messages, then the audit event, then COMMIT, then wake long-polls.
 //!
 //! A refusal anywhere rolls the transaction back; [`Exchange::finish`] then writes the refusal's own
-//! audit event. So each call leaves exactly one audit event, and never a change without one.
+//! audit event. So each call that processed personal data, and each refusal, leaves exactly one audit
+//! event, and there is never a change without one.
+//!
+//! The audit trail is an access log of *processing*, not of polling (DOMAIN.md, "What the exchange
+//! keeps"): a use case whose call touched no one's data — a pull or stream that delivered nothing, a
+//! directory look-up, a checkpoint or proof, mailbox counts — ends with
+//! [`Exchange::commit_unprocessed`] instead, which writes no audit event (and so no Merkle leaf) and
+//! counts the call in the metrics by method and organisation. The use case declares it, because it
+//! knows what its answer disclosed; a call that touched a person anyway is audited regardless.
 //!
 //! - [`referrals`]: create, read, list and move referrals through their states.
 //! - [`consents`]: record, read, list and withdraw consents; the consent log; expiry by the clock.
@@ -274,6 +282,35 @@ impl Exchange {
         for mailbox in mailboxes {
             self.store.signals().notify(mailbox);
         }
+        Ok(())
+    }
+
+    /// Ends a successful call that processed no one's personal data: commits what its transaction
+    /// holds (if it has one; e.g. mailbox numbering) *without* an audit event, and counts the call in
+    /// `referral_exchange.calls.without_personal_data` by method and organisation instead.
+    ///
+    /// A use case calls this only when its answer disclosed nothing about anyone: an empty pull, a
+    /// directory look-up, a checkpoint or proof, mailbox counts. Should the call have touched a person
+    /// after all (a subject looked up or a disclosure made), it is audited as usual: the declaration
+    /// can only err towards the log. Refusals never come here: [`Exchange::finish`] audits them.
+    pub(crate) async fn commit_unprocessed(&self, call: &Call, tx: Option<TxHandle>) -> Result<()> {
+        if call.touched_someone() {
+            let tx = match tx {
+                Some(tx) => tx,
+                None => self.begin().await?,
+            };
+            return self.commit(call, tx, Outbox::default()).await;
+        }
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
+        crate::telemetry::metrics().calls_without_personal_data.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("method", call.method()),
+                opentelemetry::KeyValue::new("organization", call.organization().to_owned()),
+            ],
+        );
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use sqlx::{
     Postgres,
-    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslMode},
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
@@ -123,8 +123,9 @@ impl Leadership for AdvisoryLock {
     }
 }
 
-/// Says which step of connecting to PostgreSQL failed — reaching the server, logging in, or finding
-/// the database — and what to do about it; never the password.
+/// Says which step of connecting to PostgreSQL failed — reaching the server, agreeing on TLS and
+/// trusting its certificate, logging in, or finding the database — and what to do about it; never
+/// the password.
 pub fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> String {
     let server = format!("{}:{}", options.get_host(), options.get_port());
     let user = options.get_username();
@@ -133,7 +134,23 @@ pub fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,
     };
+    if let Some(tls) = tls_failure(e) {
+        return tls_error(options, &server, tls);
+    }
     match (e, code.as_deref()) {
+        // The server is reached by TCP, which never fails with these: a file the URL names
+        // (`sslrootcert`, `sslcert`, `sslkey`) could not be read.
+        (sqlx::Error::Io(io), _)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            format!(
+                "cannot connect to PostgreSQL at {server}: a file the URL names (sslrootcert, \
+                 sslcert or sslkey) cannot be read ({e})"
+            )
+        }
         (sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut, _) => format!(
             "cannot reach PostgreSQL at {server} ({e}): is it running, and are the host and port \
              in the URL right?"
@@ -142,6 +159,13 @@ pub fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> String {
             "PostgreSQL at {server} and this server could not agree on TLS ({e}): check the URL's \
              sslmode"
         ),
+        // pg_hba.conf has a `hostssl` line for this client and no `host` line.
+        (sqlx::Error::Database(db), Some("28000")) if db.message().contains("no encryption") => {
+            format!(
+                "PostgreSQL at {server} accepts this client over TLS only ({e}): set sslmode in \
+                 the URL, verify-full with sslrootcert naming the CA of the server's certificate"
+            )
+        }
         // invalid_password, invalid_authorization_specification
         (_, Some("28P01" | "28000")) => format!(
             "PostgreSQL at {server} refused the login of user {user:?} ({e}): check the user and \
@@ -155,6 +179,61 @@ pub fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> String {
             options.get_port()
         ),
         _ => format!("cannot connect to PostgreSQL at {server} as {user:?}: {e}"),
+    }
+}
+
+/// The TLS library's own error behind `e`, if the TLS handshake is what failed. sqlx reports a failed
+/// handshake as an I/O error (or a TLS error) whose source is rustls's error.
+fn tls_failure(e: &sqlx::Error) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        sqlx::Error::Io(io) => io.get_ref().map(|inner| inner as _),
+        sqlx::Error::Tls(tls) => Some(tls.as_ref() as _),
+        _ => None,
+    };
+    while let Some(error) = source {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// What a failed TLS handshake with PostgreSQL means for the operator.
+fn tls_error(options: &PgConnectOptions, server: &str, tls: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::VerifyFull => "verify-full",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::Require => "require",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Disable => "disable",
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+            "TLS with PostgreSQL at {server} failed: its certificate is not trusted ({tls}). With \
+             sslmode={mode}, sslrootcert in the URL must name the CA certificate (PEM) that issued \
+             the server's certificate"
+        ),
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => format!(
+            "TLS with PostgreSQL at {server} failed: its certificate does not name the host {:?} \
+             ({tls}). With sslmode=verify-full the URL's host must be a name (or IP address) in the \
+             certificate",
+            options.get_host()
+        ),
+        rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => format!(
+            "TLS with PostgreSQL at {server} failed: its certificate is outside its validity period \
+             ({tls}); renew the server's certificate"
+        ),
+        _ => format!(
+            "TLS with PostgreSQL at {server} failed ({tls}): check the URL's sslmode ({mode}) and \
+             sslrootcert, and the server's ssl settings"
+        ),
     }
 }
 

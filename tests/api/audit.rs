@@ -67,11 +67,12 @@ pub(crate) async fn export(auditor: &mut Clients, start: i64, end: i64) -> Vec<p
     events
 }
 
-/// Some ordinary traffic: `n` directory reads by Kela, each an audit event.
+/// Some ordinary traffic: `n` listings of referrals by Kela, each an audit event (a directory read
+/// touches no one's data and is counted, not audited).
 async fn traffic(kela: &mut Clients, n: usize) {
     for _ in 0..n {
-        kela.directory
-            .list_organizations(pb::ListOrganizationsRequest::default())
+        kela.referrals
+            .list_referrals(pb::ListReferralsRequest::default())
             .await
             .expect("list");
     }
@@ -849,7 +850,10 @@ async fn a_consent_expires_by_the_clock_once_with_an_expired_event(db: Db) {
     );
 
     app.clock.advance(Duration::days(2));
-    assert_eq!(app.exchange().expire_consents().await.expect("round"), 1);
+    // This round expires it, unless the background task's first round (run at start, late on a
+    // loaded machine) came after the clock moved and did: either way once, as the events show.
+    let expired_now = app.exchange().expire_consents().await.expect("round");
+    assert!(expired_now <= 1, "{expired_now}");
     assert_eq!(
         app.exchange().expire_consents().await.expect("round"),
         0,

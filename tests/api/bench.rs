@@ -83,3 +83,46 @@ fn the_server_binary_has_no_bench_subcommand() {
         .expect("run bench");
     assert!(!output.status.success(), "bench is no subcommand any more");
 }
+
+/// The audit log's growth: nine audit events per lifecycle (each call of it processes someone's
+/// data), and none for a receiver that only long-polls an empty mailbox.
+#[test]
+fn the_audit_log_grows_with_referrals_not_with_polling() {
+    let dir = tempfile::tempdir().expect("dir");
+    let json = dir.path().join("outcome.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
+        .args([
+            "--scenario",
+            "auditlog",
+            "--lifecycles",
+            "2",
+            "--clients",
+            "2",
+        ])
+        .args(["--wait-seconds", "1", "--duration", "3", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        output.status.success(),
+        "referral-exchange-bench --scenario auditlog failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcomes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let lifecycle = &outcomes[0];
+    assert_eq!(lifecycle["per"], "lifecycle", "{outcomes}");
+    assert_eq!(lifecycle["auditEventsPer"], 9.0, "{outcomes}");
+    assert!(
+        lifecycle["auditBytesPer"].as_f64().unwrap_or(0.0) > 0.0,
+        "{outcomes}"
+    );
+    let idle = &outcomes[1];
+    assert_eq!(idle["per"], "idle receiver hour", "{outcomes}");
+    assert!(
+        idle["operations"].as_u64().unwrap_or(0) >= 2,
+        "the receivers polled: {outcomes}"
+    );
+    assert_eq!(idle["auditEventsPer"], 0.0, "{outcomes}");
+    assert_eq!(idle["auditBytesPer"], 0.0, "{outcomes}");
+}

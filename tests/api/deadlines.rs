@@ -187,6 +187,59 @@ async fn assessment_and_completion_deadlines_follow_receipt_in_working_days(db: 
     app.stop().await;
 }
 
+both_engines!(a_person_over_75_gets_the_7_working_day_group_whatever_the_handler_ticked);
+async fn a_person_over_75_gets_the_7_working_day_group_whatever_the_handler_ticked(db: Db) {
+    use referral_exchange::domain::PersonalIdentityCode;
+    // The clock says Monday 3 March 2025. Born on 2 March 1949: 76 since yesterday.
+    let born = chrono::NaiveDate::from_ymd_opt(1949, 3, 2).expect("date");
+    let aged_76 = PersonalIdentityCode::from_birth_date(born, 123).expect("code");
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    let mut hva15 = app.receiver("hva-15").await;
+    let ordinary = |code: &str| {
+        let mut request = notification(code, JYVASKYLA);
+        if let Some(r) = request.referral.as_mut() {
+            r.urgent = false;
+            r.deadline_group = pb::referral::DeadlineGroup::NoStatutoryGroup as i32;
+        }
+        request
+    };
+
+    let created = kela
+        .referrals
+        .create_referral(ordinary(aged_76.as_str()))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(
+        created.deadline_group,
+        pb::referral::DeadlineGroup::Over75 as i32,
+        "the group the exchange applied, not the one asked for"
+    );
+    let received = receive(&mut hva15, &created.name).await;
+    assert_eq!(
+        received.deadline_group,
+        pb::referral::DeadlineGroup::Over75 as i32
+    );
+    // Received on Monday 3 March: the 7th working day after it is Wednesday 12 March.
+    assert_eq!(received.assessment_due_date, "2025-03-12");
+
+    // PIC was born on 13 October 1952, 72 today: the handler's choice stands, no statutory day.
+    let younger = kela
+        .referrals
+        .create_referral(ordinary(PIC))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(
+        younger.deadline_group,
+        pb::referral::DeadlineGroup::NoStatutoryGroup as i32
+    );
+    let received = receive(&mut hva15, &younger.name).await;
+    assert_eq!(received.assessment_due_date, "");
+    app.stop().await;
+}
+
 both_engines!(the_overdue_filter_and_the_overdue_field_agree);
 async fn the_overdue_filter_and_the_overdue_field_agree(db: Db) {
     let app = TestApp::spawn(db).await;

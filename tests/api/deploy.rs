@@ -202,8 +202,16 @@ fn the_kubernetes_manifests_use_what_the_binary_has() {
     }
     assert_eq!(
         secret_volumes.len(),
-        3,
-        "TLS, client CA and keys come from Secrets"
+        4,
+        "TLS, client CA, keys and the database's CA come from Secrets"
+    );
+    // PostgreSQL is reached over TLS, verified against a CA file both the replicas and the migration
+    // Job have mounted (the URL itself is in the Secret, see deploy/README.md).
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m == "/etc/referral-exchange/database-ca"),
+        "the database's CA is mounted: {mounts:?}"
     );
 
     let service = by_kind("Service");
@@ -238,6 +246,11 @@ fn the_kubernetes_manifests_use_what_the_binary_has() {
     for env in list(&job_container["env"]) {
         assert_known_env(s(&env["name"]), &migrate_envs);
     }
+    let job_mounts: Vec<&str> = list(&job_container["volumeMounts"])
+        .iter()
+        .map(|m| s(&m["mountPath"]))
+        .collect();
+    assert_eq!(job_mounts, ["/etc/referral-exchange/database-ca"]);
 }
 
 #[test]
@@ -273,6 +286,36 @@ fn the_compose_stack_and_the_collector_config_use_what_the_binary_has() {
             );
         }
     }
+    // Both the replicas and the migration reach PostgreSQL over TLS and verify it; PostgreSQL takes
+    // TLS connections only.
+    for (who, env) in [
+        ("the replicas", &exchange["environment"]),
+        ("the migration", &services["migrate"]["environment"]),
+    ] {
+        let url = s(&env["REFERRAL_EXCHANGE_DATABASE_URL"]);
+        assert!(
+            url.contains("sslmode=verify-full") && url.contains("sslrootcert=/run/secrets/"),
+            "{who}: {url}"
+        );
+    }
+    let postgres = list(&services["postgres"]["entrypoint"])
+        .iter()
+        .map(s)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for setting in ["-c ssl=on", "-c hba_file=/etc/postgresql/pg_hba.conf"] {
+        assert!(postgres.contains(setting), "{setting} in {postgres}");
+    }
+    let hba = deploy("postgres/pg_hba.conf");
+    let rules: Vec<&str> = hba
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        rules.contains(&"hostssl") && rules.iter().all(|r| ["local", "hostssl"].contains(r)),
+        "no connection over the network without TLS: {rules:?}"
+    );
     let collector = &yaml("otel-collector.yaml")[0];
     assert!(
         !collector["receivers"]["otlp"]["protocols"]["grpc"].is_badvalue(),
@@ -808,4 +851,46 @@ fn the_compose_set_up_commands_run_as_written_and_the_image_user_can_read_the_se
         checked, 6,
         "TLS certificate, key and client CA, pseudonym, data and signing keys"
     );
+
+    // The CA the replicas' database URL names is there for them, and it vouches for the certificate
+    // the set-up made PostgreSQL, under the host name the URL uses: what sqlx's rustls will check.
+    let url = s(&exchange["environment"]["REFERRAL_EXCHANGE_DATABASE_URL"]);
+    let ca = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("sslrootcert=/run/secrets/"))
+        .expect("sslrootcert under /run/secrets");
+    let secrets = compose_dir.join("secrets");
+    let ca_meta = std::fs::metadata(secrets.join(ca)).expect("the database's CA");
+    assert!(
+        grants(&ca_meta, uid, gid, 4),
+        "{ca} readable by {uid}:{gid}"
+    );
+    let certificates =
+        |path: &Path| referral_exchange::tls::read_certificates(path).expect("PEM certificates");
+    let mut roots = rustls::RootCertStore::empty();
+    for root in certificates(&secrets.join(ca)) {
+        roots.add(root).expect("a CA certificate");
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("verifier");
+    let host = url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split([':', '/']).next())
+        .expect("host");
+    let server = certificates(&secrets.join("postgres/server.crt"));
+    let (leaf, intermediates) = server.split_first().expect("PostgreSQL's certificate");
+    use rustls::client::danger::ServerCertVerifier as _;
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &rustls::pki_types::ServerName::try_from(host.to_owned()).expect("host name"),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .unwrap_or_else(|e| panic!("PostgreSQL's certificate for {host}: {e}"));
 }

@@ -603,17 +603,12 @@ async fn a_personal_certificate_names_the_user_on_both_edges(db: Db) {
 
     // HTTP: no x-user-id needed; the same one is fine; another is refused.
     let mut anna = Rest::connect(app.http_port(), config()).await;
-    anna.get("/v1/mailbox/stats").await.expect(200);
-    anna.send("GET", "/v1/mailbox/stats", None, &[("x-user-id", "w-anna")])
+    anna.get("/v1/referrals").await.expect(200);
+    anna.send("GET", "/v1/referrals", None, &[("x-user-id", "w-anna")])
         .await
         .expect(200);
     let answer = anna
-        .send(
-            "GET",
-            "/v1/mailbox/stats",
-            None,
-            &[("x-user-id", "w-other")],
-        )
+        .send("GET", "/v1/referrals", None, &[("x-user-id", "w-other")])
         .await
         .expect(403);
     assert_eq!(answer.reason(), "USER_ID_MISMATCH");
@@ -627,8 +622,8 @@ async fn a_personal_certificate_names_the_user_on_both_edges(db: Db) {
             correlation: None,
         },
     );
-    own.mailbox
-        .get_mailbox_stats(pb::GetMailboxStatsRequest {})
+    own.referrals
+        .list_referrals(pb::ListReferralsRequest::default())
         .await
         .expect("the certificate names the user");
     let mut other = Clients::new(
@@ -640,15 +635,15 @@ async fn a_personal_certificate_names_the_user_on_both_edges(db: Db) {
     );
     let status = assert_code(
         other
-            .mailbox
-            .get_mailbox_stats(pb::GetMailboxStatsRequest {})
+            .referrals
+            .list_referrals(pb::ListReferralsRequest::default())
             .await,
         tonic::Code::PermissionDenied,
     );
     assert_eq!(reason(&status), "USER_ID_MISMATCH");
 
     // The trail names the certificate's person on every call, the refused ones too.
-    let events = audit_events(&app, "GetMailboxStats").await;
+    let events = audit_events(&app, "ListReferrals").await;
     assert_eq!(events.len(), 5, "{events:?}");
     assert!(events.iter().all(|e| e.user_id == "w-anna"), "{events:?}");
     assert_eq!(
@@ -712,7 +707,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let answer = ss.send("GET", "/v1/mailbox/stats", None, &extra).await;
+        let answer = ss.send("GET", "/v1/referrals", None, &extra).await;
         assert!(
             answer
                 .headers
@@ -728,7 +723,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
     call(&mut ss, xroad(HVA15_CLIENT, "msg-1"))
         .await
         .expect(200);
-    let events = audit_events(&app, "GetMailboxStats").await;
+    let events = audit_events(&app, "ListReferrals").await;
     let event = events.last().expect("audited");
     assert_eq!(event.organization, "organizations/hva-15");
     assert_eq!(event.user_id, "worker-9");
@@ -753,7 +748,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
     // The security server's certificate alone is nobody.
     let answer = call(&mut ss, Vec::new()).await.expect(403);
     assert_eq!(answer.reason(), "X_ROAD_REFUSED");
-    let refused = audit_events(&app, "GetMailboxStats").await;
+    let refused = audit_events(&app, "ListReferrals").await;
     assert_eq!(
         refused
             .iter()
@@ -769,7 +764,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
         .await
         .expect(403);
     assert_eq!(answer.reason(), "X_ROAD_REFUSED");
-    let events = audit_events(&app, "GetMailboxStats").await;
+    let events = audit_events(&app, "ListReferrals").await;
     let event = events.last().expect("audited");
     assert_eq!(
         (event.organization.as_str(), event.status.as_str()),
@@ -793,7 +788,7 @@ async fn x_road_callers_are_mapped_recorded_and_refused_when_unmapped(db: Db) {
         assert!(std::time::Instant::now() < deadline, "reloaded: {answer:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let events = audit_events(&app, "GetMailboxStats").await;
+    let events = audit_events(&app, "ListReferrals").await;
     assert_eq!(
         events.last().map(|e| e.organization.as_str()),
         Some("organizations/hva-12")

@@ -1,6 +1,7 @@
 //! The one integration test binary: a real server over mutual TLS on 127.0.0.1, on SQLite and on
 //! PostgreSQL, exercised the way Kela, receivers and auditors use it.
 
+mod cluster;
 mod helpers;
 mod rest;
 
@@ -24,6 +25,8 @@ mod mailbox;
 mod openapi;
 mod operations;
 mod outage;
+mod postgres_tls;
+mod processing;
 mod refusals;
 mod replicas;
 mod retention;

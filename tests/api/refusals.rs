@@ -8,10 +8,7 @@ use tonic::{Code, transport::Endpoint};
 use crate::helpers::*;
 
 /// A call over a TLS connection that presents `cert_dir`'s certificate (or none) to the server.
-async fn health_check_with(
-    app: &TestApp,
-    cert_dir: Option<&std::path::Path>,
-) -> Result<(), tonic::Status> {
+async fn call_with(app: &TestApp, cert_dir: Option<&std::path::Path>) -> Result<(), tonic::Status> {
     let server_ca = std::fs::read(app.profile("kela").join("ca.pem")).expect("ca");
     let tls = match cert_dir {
         Some(dir) => tls::client_tls_config_pem(
@@ -38,9 +35,10 @@ async fn health_check_with(
             correlation: None,
         },
     );
+    // A listing of referrals: audited when it reaches the service (a directory read would not be).
     client
-        .directory
-        .list_organizations(pb::ListOrganizationsRequest::default())
+        .referrals
+        .list_referrals(pb::ListReferralsRequest::default())
         .await
         .map(|_| ())
 }
@@ -85,11 +83,9 @@ both_engines!(no_client_certificate_is_refused_at_the_handshake);
 async fn no_client_certificate_is_refused_at_the_handshake(db: Db) {
     let app = TestApp::spawn(db).await;
     let before = app.audit_event_count().await;
-    assert!(health_check_with(&app, None).await.is_err());
+    assert!(call_with(&app, None).await.is_err());
     assert!(
-        health_check_with(&app, Some(&app.profile("kela")))
-            .await
-            .is_ok(),
+        call_with(&app, Some(&app.profile("kela"))).await.is_ok(),
         "a member still gets in"
     );
     assert_eq!(
@@ -107,7 +103,7 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake(db: Db) {
     tls::write_dev_pki(other.path(), &["kela"]).expect("other pki");
     let before = app.audit_event_count().await;
     assert!(
-        health_check_with(
+        call_with(
             &app,
             Some(&tls::PkiLayout::new(other.path()).client_dir("kela"))
         )

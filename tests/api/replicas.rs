@@ -178,6 +178,12 @@ async fn two_replicas_share_delivery_run_each_task_once_and_take_over_from_a_kil
         .await
         .expect("checkpoint")
         .into_inner();
+    // Something to integrate: reading the trail is processing, audited (a checkpoint is not).
+    auditor
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .expect("list audit events");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = auditor

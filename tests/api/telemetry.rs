@@ -28,9 +28,9 @@ use crate::{helpers::*, server::binary_client};
 
 /// What the receiver got.
 #[derive(Clone, Default)]
-struct Received {
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+pub(crate) struct Received {
+    pub(crate) traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    pub(crate) metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
 }
 
 #[tonic::async_trait]

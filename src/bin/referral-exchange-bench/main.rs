@@ -10,7 +10,10 @@
 //! - [`baseline`]: pgbench committing the same rows as a create or a lifecycle, for ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 //! - [`statistics`]: `GetReferralStatistics` over a year of 10⁴…10⁶ referrals, on either engine.
+//! - [`auditlog`]: audit events and bytes of the audit tables per referral lifecycle and per hour of
+//!   an idle receiver long-polling.
 
+mod auditlog;
 mod baseline;
 mod datasize;
 mod rest;
@@ -49,6 +52,9 @@ pub enum Scenario {
     Statistics,
     /// One organisation over its per-organisation limit beside a quiet one (src/limits.rs).
     Limits,
+    /// Audit events and bytes of the audit tables per referral lifecycle (`--lifecycles`), and per
+    /// hour of an idle receiver long-polling (`--clients` receivers, `--wait-seconds`, `--duration`).
+    Auditlog,
 }
 
 impl Scenario {
@@ -104,6 +110,12 @@ pub struct BenchArgs {
     /// `wakeup`: how many wake-ups to time.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// `auditlog`: referral lifecycles to measure the audit trail's growth over.
+    #[arg(long, default_value_t = 100)]
+    lifecycles: usize,
+    /// `auditlog`: how long each idle receiver's long-poll waits (the API allows 0–20 s).
+    #[arg(long, default_value_t = 20)]
+    wait_seconds: i64,
     /// `datasize`: numbers of stored referrals to measure at.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<u64>,
@@ -141,6 +153,15 @@ pub struct Outcome {
     pub ratio_to_baseline: Option<f64>,
     /// `datasize`: stored referrals.
     pub stored_referrals: Option<u64>,
+    /// `auditlog`: what the two figures below are per ("lifecycle", "idle receiver hour").
+    pub per: Option<&'static str>,
+    /// `auditlog`: audit events written per `per`.
+    pub audit_events_per: Option<f64>,
+    /// `auditlog`: bytes the audit tables' rows grew by per `per` (indexes left out).
+    pub audit_bytes_per: Option<f64>,
+    /// `auditlog`: bytes the audit tables occupy on disk, indexes included, grew by per `per` (by
+    /// whole pages: coarse over a short run).
+    pub audit_disk_bytes_per: Option<f64>,
 }
 
 impl Outcome {
@@ -164,6 +185,10 @@ impl Outcome {
             baseline_per_second: None,
             ratio_to_baseline: None,
             stored_referrals: None,
+            per: None,
+            audit_events_per: None,
+            audit_bytes_per: None,
+            audit_disk_bytes_per: None,
         }
     }
 }
@@ -284,12 +309,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         ]
                         .map(String::from),
                     );
-                    let server = ServerProcess::start(
-                        &binary,
-                        &dir.path().join("server"),
-                        &db.url,
-                        &extra,
-                    )?;
+                    let server =
+                        ServerProcess::start(&binary, &dir.path().join("server"), &db.url, &extra)?;
                     let outcomes = scenarios::limits(server.target(), clients, duration).await?;
                     server.stop()?;
                     outcomes
@@ -337,6 +358,24 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         "the data-size mode preloads with PostgreSQL's generate_series"
                     );
                     datasize::run(&db.url, &args.sizes, |name| start(name)).await?
+                }
+                Scenario::Auditlog => {
+                    let server = start("server")?;
+                    let mut outcomes = auditlog::run(
+                        server.target(),
+                        &db.url,
+                        db.is_postgres(),
+                        args.lifecycles,
+                        clients,
+                        args.wait_seconds,
+                        duration,
+                    )
+                    .await?;
+                    for outcome in &mut outcomes {
+                        outcome.server_peak_rss_mb = server.peak_rss_mb();
+                    }
+                    server.stop()?;
+                    outcomes
                 }
                 Scenario::Statistics => {
                     statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| start(name))
@@ -422,6 +461,17 @@ fn print_row(o: &Outcome) {
     }
     if let Some(calls) = o.calls_per_operation {
         line.push_str(&format!("  calls/op {calls:.2}"));
+    }
+    if let (Some(per), Some(events), Some(bytes), Some(disk)) = (
+        o.per,
+        o.audit_events_per,
+        o.audit_bytes_per,
+        o.audit_disk_bytes_per,
+    ) {
+        line.push_str(&format!(
+            "  per {per}: {events:.2} audit events, {bytes:.0} bytes of audit rows \
+             ({disk:.0} on disk with indexes)"
+        ));
     }
     if let Some(stored) = o.stored_referrals {
         line.push_str(&format!("  stored {stored}"));

@@ -70,7 +70,7 @@ pub fn notification(code: &str) -> pb::CreateReferralRequest {
     }
 }
 
-fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest {
+pub fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest {
     pb::CreateReferralRequest {
         referral: Some(pb::Referral {
             kind: pb::referral::Kind::NeedForSocialWork as i32,
@@ -93,7 +93,7 @@ fn referral_with_consent(code: &str, consent: &str) -> pb::CreateReferralRequest
 }
 
 /// Records a written consent of person `i` covering hva-15 for a year: Kela's clients refer against it.
-async fn written_consent(target: &Target, i: u64) -> anyhow::Result<String> {
+pub async fn written_consent(target: &Target, i: u64) -> anyhow::Result<String> {
     let mut consents =
         ConsentServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
     let expire = chrono::Utc::now() + chrono::Duration::days(365);
@@ -686,43 +686,16 @@ pub async fn wakeup(writing: Target, waiting: Target, samples: usize) -> anyhow:
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn generated_identity_codes_are_valid_and_distinct() {
-        let codes: std::collections::HashSet<String> =
-            (0..5000).map(super::identity_code).collect();
-        assert_eq!(codes.len(), 5000);
-        assert!(
-            codes
-                .iter()
-                .all(|c| referral_exchange::domain::PersonalIdentityCode::parse(c).is_ok())
-        );
-    }
-
-    /// The same people as before the benchmark built codes through the library: figures from earlier
-    /// sittings were measured on these.
-    #[test]
-    fn the_made_up_people_are_the_ones_earlier_runs_used() {
-        for (i, code) in [
-            (0, "010130-0028"),
-            (1, "010130-0039"),
-            (799, "010130-8011"),
-            (800, "020130-002W"),
-            (7_999_999, "180557-8016"),
-            (8_000_000, "010130-0028"),
-        ] {
-            assert_eq!(super::identity_code(i), code, "person {i}");
-        }
-    }
-}
-
 /// Per-organisation limits (src/limits.rs) at the server's defaults: one organisation (Kela) with
 /// `clients` clients reading referrals as fast as it can, beside a quiet one (hva-15, one client
 /// asking for its mailbox's stats back to back). Three rows: the quiet organisation alone, Kela's
 /// accepted calls per second (refusals, RESOURCE_EXHAUSTED, as errors), and the quiet organisation
 /// beside it. What the limit is for: the quiet one's p99 stays where it was.
-pub async fn limits(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Vec<Outcome>> {
+pub async fn limits(
+    target: Target,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Outcome>> {
     // Within Kela's burst, then a pause that refills it.
     let names = Arc::new(preload(&target, 200, 100).await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -774,4 +747,35 @@ pub async fn limits(target: Target, clients: usize, duration: Duration) -> anyho
         outcome("limits-noisy-org", clients, noisy, seconds),
         outcome("limits-quiet-beside", 1, beside, duration.as_secs_f64()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_identity_codes_are_valid_and_distinct() {
+        let codes: std::collections::HashSet<String> =
+            (0..5000).map(super::identity_code).collect();
+        assert_eq!(codes.len(), 5000);
+        assert!(
+            codes
+                .iter()
+                .all(|c| referral_exchange::domain::PersonalIdentityCode::parse(c).is_ok())
+        );
+    }
+
+    /// The same people as before the benchmark built codes through the library: figures from earlier
+    /// sittings were measured on these.
+    #[test]
+    fn the_made_up_people_are_the_ones_earlier_runs_used() {
+        for (i, code) in [
+            (0, "010130-0028"),
+            (1, "010130-0039"),
+            (799, "010130-8011"),
+            (800, "020130-002W"),
+            (7_999_999, "180557-8016"),
+            (8_000_000, "010130-0028"),
+        ] {
+            assert_eq!(super::identity_code(i), code, "person {i}");
+        }
+    }
 }
