@@ -3,7 +3,13 @@
 //! task's lock ([`Store::try_lead`]) does the work, the others wait to take over. With SQLite there is
 //! one process and it always leads.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use tokio::{sync::watch, task::JoinHandle};
@@ -33,15 +39,23 @@ pub struct Schedule {
     pub takeover: Duration,
 }
 
-/// Runs `job` on `schedule` until `stop` turns true. Returns the task.
+/// Runs `job` on `schedule` until `stop` turns true. Returns the task. `settled` counts up once,
+/// when the task's first round is over: done, or left to the replica that holds its lock.
 pub fn spawn(
     store: Arc<dyn Store>,
     job: Arc<dyn Job>,
     schedule: Schedule,
     mut stop: watch::Receiver<bool>,
+    settled: Arc<AtomicUsize>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let name = job.name();
+        let mut first = Some(settled);
+        let mut settle = || {
+            if let Some(settled) = first.take() {
+                settled.fetch_add(1, Ordering::SeqCst);
+            }
+        };
         while !*stop.borrow() {
             let leadership = match store.try_lead(name).await {
                 Ok(leadership) => leadership,
@@ -51,6 +65,7 @@ pub fn spawn(
                 }
             };
             let Some(mut leadership) = leadership else {
+                settle();
                 if sleep_or_stop(&mut stop, schedule.takeover).await {
                     return;
                 }
@@ -64,6 +79,7 @@ pub fn spawn(
                 if let Err(e) = tracing::Instrument::instrument(job.run_once(), round).await {
                     tracing::warn!(task = name, error = %e, "background round failed");
                 }
+                settle();
                 if sleep_or_stop(&mut stop, schedule.interval).await {
                     return;
                 }

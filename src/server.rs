@@ -214,6 +214,8 @@ pub struct RunningServer {
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     stop_background: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
+    /// How many background tasks have settled their first round, of how many.
+    background_settled: (Arc<std::sync::atomic::AtomicUsize>, usize),
 }
 
 /// Accepted connections with Nagle's algorithm off: small gRPC frames (an ack, a long-poll's answer)
@@ -399,13 +401,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     tracing::info!(%addr, http = %http_port, health = %health_port, engine = ?exchange.store().engine(), "serving");
 
     let (stop_background, stopped) = watch::channel(false);
-    let background = background_jobs(&exchange, &audit_log)
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let background: Vec<_> = background_jobs(&exchange, &audit_log)
         .into_iter()
         .map(|job| {
             let schedule = job.schedule(settings.background);
-            background::spawn(exchange.store().clone(), job, schedule, stopped.clone())
+            background::spawn(
+                exchange.store().clone(),
+                job,
+                schedule,
+                stopped.clone(),
+                settled.clone(),
+            )
         })
         .collect();
+    let background_settled = (settled, background.len());
     Ok(RunningServer {
         addr,
         health_addr,
@@ -419,6 +429,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         tasks,
         stop_background,
         background,
+        background_settled,
     })
 }
 
@@ -688,6 +699,13 @@ fn background_jobs(exchange: &Arc<Exchange>, audit_log: &AuditLogSettings) -> Ve
 }
 
 impl RunningServer {
+    /// Whether every background task's first round is over (done here, or left to another replica
+    /// that holds its lock): what a test waits for before it moves the clock.
+    pub fn background_settled(&self) -> bool {
+        let (settled, of) = &self.background_settled;
+        settled.load(std::sync::atomic::Ordering::SeqCst) >= *of
+    }
+
     /// Reports NOT_SERVING, drains, ends long-polls and streams, lets calls in flight finish, stops
     /// background tasks and closes the database.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {

@@ -312,6 +312,16 @@ impl TestApp {
         ));
         adjust(&mut settings);
         let server = server::start(settings).await.expect("server starts");
+        // The background tasks' first rounds run at start; a test that moves the clock must not
+        // race them (a late first round would do at the new time what the test means to do).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !server.background_settled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the background tasks' first rounds did not settle"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         TestApp {
             server: Some(server),
             clock,
