@@ -190,8 +190,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub org_concurrent_calls: u32,
 
-    /// Calls running at once in all; the database connections beyond them stay free for the
-    /// exchange's own tasks.
+    /// Calls running at once in all organisations together (long-polls included): a bound on the
+    /// work one process takes on.
     #[arg(long, env = "REFERRAL_EXCHANGE_MAX_CONCURRENT_CALLS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_calls: u32,
@@ -340,28 +340,16 @@ impl DataKeyArgs {
 
     /// The data keys: from the configured files, or a development key created on first use.
     pub fn keys(&self, data_dir: &Path) -> anyhow::Result<DataKeys> {
-        let current = match &self.data_key_file {
-            Some(path) => read_key(path)?,
-            None => {
-                let path = data_dir.join("data.key");
-                if !path.exists() {
-                    write_new_key(&path)?;
-                    tracing::warn!(
-                        path = %path.display(),
-                        "CREATED A DEVELOPMENT DATA KEY: give --data-key-file in production"
-                    );
-                } else {
-                    tracing::warn!(path = %path.display(), "using the development data key: not for production");
-                }
-                read_key(&path)?
-            }
-        };
-        let previous = self
-            .previous_data_key_files
-            .iter()
-            .map(|path| read_key(path))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(DataKeys::new(&current, &previous))
+        let current = key_or_development(
+            self.data_key_file.as_deref(),
+            &self.path(data_dir),
+            "data key",
+            "data-key-file",
+        )?;
+        Ok(DataKeys::new(
+            &current,
+            &read_keys(&self.previous_data_key_files)?,
+        ))
     }
 }
 
@@ -449,23 +437,42 @@ impl ServeArgs {
 
     /// The pseudonym key: from the configured file, or a development key created on first use.
     pub fn pseudonym_key(&self) -> anyhow::Result<Vec<u8>> {
-        match &self.pseudonym_key_file {
-            Some(path) => read_key(path),
-            None => {
-                let path = self.data_dir.join("pseudonym.key");
-                if !path.exists() {
-                    write_new_key(&path)?;
-                    tracing::warn!(
-                        path = %path.display(),
-                        "CREATED A DEVELOPMENT PSEUDONYM KEY: give --pseudonym-key-file in production"
-                    );
-                } else {
-                    tracing::warn!(path = %path.display(), "using the development pseudonym key: not for production");
-                }
-                read_key(&path)
-            }
-        }
+        key_or_development(
+            self.pseudonym_key_file.as_deref(),
+            &self.pseudonym_key_path(),
+            "pseudonym key",
+            "pseudonym-key-file",
+        )
     }
+}
+
+/// The key in `file`, or, without one, the development key at `development` (created on first use),
+/// announced loudly: production names its key files (`--<flag>`).
+fn key_or_development(
+    file: Option<&Path>,
+    development: &Path,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = file {
+        return read_key(path);
+    }
+    if development.exists() {
+        tracing::warn!(path = %development.display(), "using the development {what}: not for production");
+    } else {
+        write_new_key(development)?;
+        tracing::warn!(
+            path = %development.display(),
+            "CREATED A DEVELOPMENT {}: give --{flag} in production",
+            what.to_uppercase()
+        );
+    }
+    read_key(development)
+}
+
+/// The keys in `files`, in order.
+fn read_keys(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    files.iter().map(|path| read_key(path)).collect()
 }
 
 impl ServeArgs {
@@ -534,10 +541,7 @@ pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
 impl ServeArgs {
     /// The keys of `--previous-pseudonym-key-file`.
     pub fn previous_pseudonym_keys(&self) -> anyhow::Result<Vec<Vec<u8>>> {
-        self.previous_pseudonym_key_files
-            .iter()
-            .map(|path| read_key(path))
-            .collect()
+        read_keys(&self.previous_pseudonym_key_files)
     }
 }
 

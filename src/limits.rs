@@ -14,11 +14,16 @@
 //! come back, and audited like any refusal. A stream counts while it is being opened, not while it
 //! delivers (its deliveries are paced by its leases).
 //!
-//! Besides, all organisations together may run at most `global_concurrent` calls: the rest of the
-//! database pool stays free for the background tasks (sequencer, retention, deadline watch…).
+//! Besides, all organisations together may run at most `global_concurrent` calls, a bound on the
+//! work one process takes on however many organisations call it. It does not reserve database
+//! connections for the background tasks: calls, long-polls included, far outnumber the pool's
+//! connections (16 on PostgreSQL), and a call takes a connection only while it runs a transaction.
+//! Keeping connections for the background tasks needs a pool of their own (issue 16, still open).
 //!
-//! The defaults come from the benchmark (bench/RESULTS.md, "Per-organisation limits"): one
-//! organisation at its limit leaves the others' p99 latency where it was.
+//! What the defaults do is measured in bench/RESULTS.md ("Per-organisation limits"): the limit is
+//! exact, but each refusal is audited, so a client that ignores `RetryInfo` still costs the others
+//! (their p99 went from 3 to 67 ms on PostgreSQL). Auditing limit refusals in aggregate would remove
+//! that cost.
 
 use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -109,11 +114,15 @@ impl Limits {
                 .concurrency
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            map.entry(organization.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(self.settings.concurrent.max(1) as usize))
-                })
-                .clone()
+            match map.get(organization) {
+                Some(semaphore) => semaphore.clone(),
+                None => {
+                    let semaphore =
+                        Arc::new(Semaphore::new(self.settings.concurrent.max(1) as usize));
+                    map.insert(organization.to_owned(), semaphore.clone());
+                    semaphore
+                }
+            }
         };
         let organization_permit = semaphore.try_acquire_owned().map_err(|_| {
             refusal(
@@ -128,9 +137,7 @@ impl Limits {
         let global_permit = self.global.clone().try_acquire_owned().map_err(|_| {
             refusal(
                 Reason::TooManyConcurrentCalls,
-                "the exchange is at its limit of calls running; the rest of its database \
-                 connections are kept for its own tasks"
-                    .to_owned(),
+                "the exchange is at its limit of calls running at once".to_owned(),
                 CONCURRENCY_RETRY,
             )
         })?;

@@ -685,6 +685,25 @@ struct Filter {
     value: String,
 }
 
+/// The value the search was made with for the filter `name` (empty if none).
+fn filter_value(filters: &[Filter], name: &str) -> String {
+    filters
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.value.clone())
+        .unwrap_or_default()
+}
+
+/// What was typed as a resource name: as it is when empty or already a name, else
+/// `<collection>/<value>` (an id typed on its own).
+fn resource_name(collection: &str, value: String) -> String {
+    if value.is_empty() || value.contains('/') {
+        value
+    } else {
+        format!("{collection}/{value}")
+    }
+}
+
 struct EventRow {
     sequence: String,
     time: String,
@@ -782,31 +801,20 @@ impl Console {
             next: None,
             more: false,
         };
-        let value = |name: &str| {
-            page.filters
-                .iter()
-                .find(|f| f.name == name)
-                .map(|f| f.value.clone())
-                .unwrap_or_default()
-        };
+        let value = |name: &str| filter_value(&page.filters, name);
         let Ok(start_time) = day_start(&value("start")) else {
             return bad_form(session, "start");
         };
         let Ok(end_time) = day_start(&value("end")) else {
             return bad_form(session, "end");
         };
-        let organization = value("organization");
         let request = pb::ListAuditEventsRequest {
             personal_identity_code: if by_post {
                 input.value("identity_code")
             } else {
                 String::new()
             },
-            organization: if organization.is_empty() || organization.contains('/') {
-                organization
-            } else {
-                format!("organizations/{organization}")
-            },
+            organization: resource_name("organizations", value("organization")),
             user_id: value("user_id"),
             method: value("method"),
             resource: value("resource"),
@@ -887,37 +895,21 @@ impl Console {
                 value: input.value("end"),
             },
         ];
-        let value = |name: &str| {
-            filters
-                .iter()
-                .find(|f| f.name == name)
-                .map(|f| f.value.clone())
-                .unwrap_or_default()
-        };
+        let value = |name: &str| filter_value(&filters, name);
         let Ok(start_time) = day_start(&value("start")) else {
             return bad_form(session, "start");
         };
         let Ok(end_time) = day_start(&value("end")) else {
             return bad_form(session, "end");
         };
-        let organization = value("organization");
-        let consent = value("consent");
         let request = pb::ListConsentEventsRequest {
             personal_identity_code: if by_post {
                 input.value("identity_code")
             } else {
                 String::new()
             },
-            organization: if organization.is_empty() || organization.contains('/') {
-                organization
-            } else {
-                format!("organizations/{organization}")
-            },
-            consent: if consent.is_empty() || consent.contains('/') {
-                consent
-            } else {
-                format!("consents/{consent}")
-            },
+            organization: resource_name("organizations", value("organization")),
+            consent: resource_name("consents", value("consent")),
             start_time,
             end_time,
             page_size: 100,

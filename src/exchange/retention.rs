@@ -24,6 +24,9 @@ pub const DEFAULT_CONTENT_RETENTION_DAYS: i64 = 90;
 /// Referrals or consents erased per transaction.
 const BATCH: i64 = 100;
 
+/// Idempotency records forgotten per transaction.
+const FORGET_BATCH: i64 = 1000;
+
 /// Idempotency records are kept at least this long, however short the content retention: a client's
 /// retry after a lost answer must still get its first response.
 pub const MIN_REQUEST_MEMORY: chrono::Duration = chrono::Duration::hours(24);
@@ -38,8 +41,8 @@ pub const JOB_NAME: &str = "content-retention";
 /// What one round erased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erased {
-    pub referrals: usize,
-    pub consents: usize,
+    pub referrals: u64,
+    pub consents: u64,
     pub requests_forgotten: u64,
 }
 
@@ -61,31 +64,13 @@ impl Exchange {
     pub async fn erase_expired_content(&self) -> Result<Erased> {
         let now = self.clock.now();
         let cutoff = now - self.content_retention;
-        let mut erased = Erased::default();
-        loop {
-            let n = self.erase_referrals(cutoff, now).await?;
-            erased.referrals += n;
-            if (n as i64) < BATCH {
-                break;
-            }
-        }
-        loop {
-            let n = self.erase_consents(cutoff, now).await?;
-            erased.consents += n;
-            if (n as i64) < BATCH {
-                break;
-            }
-        }
         let forget_before = now - self.content_retention.max(MIN_REQUEST_MEMORY);
-        loop {
-            let mut tx = self.begin_solo().await?;
-            let n = tx.forget_requests(forget_before, 1000).await?;
-            tx.commit().await?;
-            erased.requests_forgotten += n;
-            if n < 1000 {
-                break;
-            }
-        }
+        let erased = Erased {
+            referrals: until_short(BATCH, || self.erase_referrals(cutoff, now)).await?,
+            consents: until_short(BATCH, || self.erase_consents(cutoff, now)).await?,
+            requests_forgotten: until_short(FORGET_BATCH, || self.forget_requests(forget_before))
+                .await?,
+        };
         if erased != Erased::default() {
             tracing::info!(
                 referrals = erased.referrals,
@@ -97,7 +82,14 @@ impl Exchange {
         Ok(erased)
     }
 
-    async fn erase_referrals(&self, closed_by: DateTime<Utc>, now: DateTime<Utc>) -> Result<usize> {
+    async fn forget_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin_solo().await?;
+        let forgotten = tx.forget_requests(before, FORGET_BATCH).await?;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+
+    async fn erase_referrals(&self, closed_by: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin_solo().await?;
         let due = tx.referrals_to_erase(closed_by, BATCH).await?;
         let mut erased = 0;
@@ -120,11 +112,7 @@ impl Exchange {
         Ok(erased)
     }
 
-    async fn erase_consents(
-        &self,
-        inactive_by: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<usize> {
+    async fn erase_consents(&self, inactive_by: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin_solo().await?;
         let due = tx.consents_to_erase(inactive_by, BATCH).await?;
         let mut erased = 0;
@@ -144,6 +132,23 @@ impl Exchange {
         }
         tx.commit().await?;
         Ok(erased)
+    }
+}
+
+/// Runs `batch_round` until one does fewer than `batch` (the rest, if any, waits for the next
+/// round); what they did in all.
+async fn until_short<F, Fut>(batch: i64, mut batch_round: F) -> Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let done = batch_round().await?;
+        total += done;
+        if i64::try_from(done).unwrap_or(i64::MAX) < batch {
+            return Ok(total);
+        }
     }
 }
 

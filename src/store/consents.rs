@@ -8,6 +8,7 @@ use super::{
     DbTime,
     dialect::{Bind, Dialect},
     rows::{ConsentEventRow, ConsentRow},
+    sealed,
     sql::SqlTx,
     to_json,
 };
@@ -74,8 +75,12 @@ impl<D: Dialect> Consents for SqlTx<D> {
             .subject
             .as_ref()
             .ok_or_else(|| Error::internal("a consent is recorded with its subject"))?;
-        let subject_code = self.seal("consents.subject_code", row, subject.as_str())?;
-        let evidence = self.seal("consents.evidence_reference", row, &c.evidence_reference)?;
+        let subject_code = self.seal(sealed::CONSENT_SUBJECT_CODE, row, subject.as_str())?;
+        let evidence = self.seal(
+            sealed::CONSENT_EVIDENCE_REFERENCE,
+            row,
+            &c.evidence_reference,
+        )?;
         let insert = Self::sql(
             "INSERT INTO consents (id, subject_code, subject_pseudonym, purpose, recipients, form, \
                given_by, valid_from, expire_time, state, evidence_reference, create_time, \

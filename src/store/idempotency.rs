@@ -1,6 +1,7 @@
 //! Request ids (AIP-155): a change claimed under a client's `request_id` runs once; its retries get
 //! the first response back.
 
+use super::sealed::IDEMPOTENCY_RESPONSE;
 use super::{
     DbTime,
     dialect::{Bind, Dialect},
@@ -41,9 +42,7 @@ pub trait Idempotency {
     ) -> Result<()>;
 }
 
-/// The sealed column, and the key of its row that the seal is bound to.
-const RESPONSE: &str = "idempotency_keys.response";
-
+/// The key of a row that its sealed response is bound to.
 fn row_key(organization: &str, request_id: &str) -> Vec<u8> {
     [organization.as_bytes(), b"\0", request_id.as_bytes()].concat()
 }
@@ -80,7 +79,7 @@ impl<D: Dialect> Idempotency for SqlTx<D> {
         let row = row_key(organization, request_id);
         Ok(Claim::Existing {
             fingerprint,
-            response: super::rows::open(self.keys()?, RESPONSE, &row, &response)?,
+            response: super::rows::open(self.keys()?, IDEMPOTENCY_RESPONSE, &row, &response)?,
         })
     }
 
@@ -91,7 +90,11 @@ impl<D: Dialect> Idempotency for SqlTx<D> {
         response: &str,
     ) -> Result<()> {
         // The response is the complete view the caller got: personal content, sealed like the rest.
-        let response = self.seal(RESPONSE, &row_key(organization, request_id), response)?;
+        let response = self.seal(
+            IDEMPOTENCY_RESPONSE,
+            &row_key(organization, request_id),
+            response,
+        )?;
         self.write(
             "UPDATE idempotency_keys SET response = $3 \
              WHERE organization = $1 AND request_id = $2",

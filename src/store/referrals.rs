@@ -9,6 +9,7 @@ use super::{
     DbTime, deadlines,
     dialect::{Bind, Dialect},
     rows::ReferralRow,
+    sealed,
     sql::SqlTx,
     to_json,
 };
@@ -80,9 +81,13 @@ impl<D: Dialect> SqlTx<D> {
     fn seal_texts(&self, r: &Referral) -> Result<(Option<String>, Option<String>)> {
         let row = r.id.as_bytes();
         Ok((
-            self.seal_opt("referrals.rejection_text", row, r.rejection_text.as_deref())?,
             self.seal_opt(
-                "referrals.cancellation_text",
+                sealed::REFERRAL_REJECTION_TEXT,
+                row,
+                r.rejection_text.as_deref(),
+            )?,
+            self.seal_opt(
+                sealed::REFERRAL_CANCELLATION_TEXT,
                 row,
                 r.cancellation_text.as_deref(),
             )?,
@@ -106,20 +111,20 @@ impl<D: Dialect> Referrals for SqlTx<D> {
             .as_ref()
             .ok_or_else(|| Error::internal("a referral is created with its subject"))?;
         let subject_code = self.seal(
-            "referrals.subject_code",
+            sealed::REFERRAL_SUBJECT_CODE,
             row,
             subject.personal_identity_code.as_str(),
         )?;
-        let name = self.seal_opt("referrals.subject_name", row, subject.name.as_deref())?;
+        let name = self.seal_opt(sealed::REFERRAL_SUBJECT_NAME, row, subject.name.as_deref())?;
         let phone = self.seal_opt(
-            "referrals.subject_phone",
+            sealed::REFERRAL_SUBJECT_PHONE,
             row,
             subject.contact_phone.as_deref(),
         )?;
         let language = subject.preferred_language.clone();
-        let reason_text = self.seal("referrals.reason_text", row, &r.reason_text)?;
+        let reason_text = self.seal(sealed::REFERRAL_REASON_TEXT, row, &r.reason_text)?;
         let application_reference = self.seal_opt(
-            "referrals.application_reference",
+            sealed::REFERRAL_APPLICATION_REFERENCE,
             row,
             r.application_reference.as_deref(),
         )?;

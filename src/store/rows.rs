@@ -4,7 +4,10 @@
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use super::{DbTime, ExportedLeaf, StoredConsentEvent, code, corrupt, json};
+use super::{
+    DbTime, ExportedLeaf, StoredConsentEvent, code, corrupt, json,
+    sealed::{self, SealedColumn},
+};
 use crate::{
     audit::{AuditRecord, StoredAuditEvent},
     domain::{
@@ -24,12 +27,12 @@ use crate::{
 /// column and why (an unknown key id tells the operator which key file is missing), never the value.
 pub(super) fn open(
     keys: &DataKeys,
-    column: &'static str,
+    column: SealedColumn,
     row: &[u8],
     stored: &str,
 ) -> Result<String> {
-    keys.open(Place::new(column, row), stored)
-        .map_err(|e| Error::internal(format!("stored {column}: {e}")))
+    keys.open(Place::new(column.place, row), stored)
+        .map_err(|e| Error::internal(format!("stored {}: {e}", column.place)))
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,7 +63,7 @@ impl ConsentRow {
         let subject = if erased {
             None
         } else {
-            let code = open(keys, "consents.subject_code", row, &self.subject_code)?;
+            let code = open(keys, sealed::CONSENT_SUBJECT_CODE, row, &self.subject_code)?;
             Some(PersonalIdentityCode::parse(&code).map_err(|_| corrupt("identity code"))?)
         };
         Ok(Consent {
@@ -75,7 +78,7 @@ impl ConsentRow {
             state: code(&self.state, ConsentState::from_code, "consent state")?,
             evidence_reference: open(
                 keys,
-                "consents.evidence_reference",
+                sealed::CONSENT_EVIDENCE_REFERENCE,
                 row,
                 &self.evidence_reference,
             )?,
@@ -192,12 +195,12 @@ impl ReferralRow {
                 Some(_) => None,
                 None => Some(Subject {
                     personal_identity_code: PersonalIdentityCode::parse(&text(
-                        "referrals.subject_code",
+                        sealed::REFERRAL_SUBJECT_CODE,
                         &self.subject_code,
                     )?)
                     .map_err(|_| corrupt("identity code"))?,
-                    name: optional("referrals.subject_name", self.subject_name)?,
-                    contact_phone: optional("referrals.subject_phone", self.subject_phone)?,
+                    name: optional(sealed::REFERRAL_SUBJECT_NAME, self.subject_name)?,
+                    contact_phone: optional(sealed::REFERRAL_SUBJECT_PHONE, self.subject_phone)?,
                     preferred_language: self.subject_language,
                 }),
             },
@@ -205,7 +208,7 @@ impl ReferralRow {
             current_municipality_code: self.current_municipality_code,
             recipient: OrganizationId::parse(&self.recipient).map_err(|_| corrupt("recipient"))?,
             reasons: json::<Vec<Reason>>(&self.reasons, "reasons")?,
-            reason_text: text("referrals.reason_text", &self.reason_text)?,
+            reason_text: text(sealed::REFERRAL_REASON_TEXT, &self.reason_text)?,
             urgent: self.urgent,
             deadline_group: code(
                 &self.deadline_group,
@@ -215,7 +218,7 @@ impl ReferralRow {
             basis,
             personal_discussion_requested: self.personal_discussion_requested,
             application_reference: optional(
-                "referrals.application_reference",
+                sealed::REFERRAL_APPLICATION_REFERENCE,
                 self.application_reference,
             )?,
             state: code(&self.state, State::from_code, "state")?,
@@ -228,8 +231,11 @@ impl ReferralRow {
                 .rejection_reason
                 .map(|r| code(&r, RejectionReason::from_code, "rejection reason"))
                 .transpose()?,
-            rejection_text: optional("referrals.rejection_text", self.rejection_text)?,
-            cancellation_text: optional("referrals.cancellation_text", self.cancellation_text)?,
+            rejection_text: optional(sealed::REFERRAL_REJECTION_TEXT, self.rejection_text)?,
+            cancellation_text: optional(
+                sealed::REFERRAL_CANCELLATION_TEXT,
+                self.cancellation_text,
+            )?,
             history: json(&self.history, "history")?,
             create_time: self.create_time.0,
             update_time: self.update_time.0,

@@ -47,21 +47,34 @@ const fn by_id(place: &'static str) -> SealedColumn {
     }
 }
 
-/// Every sealed column: the stores seal and open under these place names.
+// The sealed columns. A store seals and opens a value under its column's constant, and [`SEALED`]
+// lists them all for `keys rewrap`: a column sealed anywhere is one of these.
+pub const REFERRAL_SUBJECT_CODE: SealedColumn = by_id("referrals.subject_code");
+pub const REFERRAL_SUBJECT_NAME: SealedColumn = by_id("referrals.subject_name");
+pub const REFERRAL_SUBJECT_PHONE: SealedColumn = by_id("referrals.subject_phone");
+pub const REFERRAL_REASON_TEXT: SealedColumn = by_id("referrals.reason_text");
+pub const REFERRAL_APPLICATION_REFERENCE: SealedColumn = by_id("referrals.application_reference");
+pub const REFERRAL_REJECTION_TEXT: SealedColumn = by_id("referrals.rejection_text");
+pub const REFERRAL_CANCELLATION_TEXT: SealedColumn = by_id("referrals.cancellation_text");
+pub const CONSENT_SUBJECT_CODE: SealedColumn = by_id("consents.subject_code");
+pub const CONSENT_EVIDENCE_REFERENCE: SealedColumn = by_id("consents.evidence_reference");
+pub const IDEMPOTENCY_RESPONSE: SealedColumn = SealedColumn {
+    place: "idempotency_keys.response",
+    key: RowKey::OrganizationRequest,
+};
+
+/// Every sealed column.
 pub const SEALED: &[SealedColumn] = &[
-    by_id("referrals.subject_code"),
-    by_id("referrals.subject_name"),
-    by_id("referrals.subject_phone"),
-    by_id("referrals.reason_text"),
-    by_id("referrals.application_reference"),
-    by_id("referrals.rejection_text"),
-    by_id("referrals.cancellation_text"),
-    by_id("consents.subject_code"),
-    by_id("consents.evidence_reference"),
-    SealedColumn {
-        place: "idempotency_keys.response",
-        key: RowKey::OrganizationRequest,
-    },
+    REFERRAL_SUBJECT_CODE,
+    REFERRAL_SUBJECT_NAME,
+    REFERRAL_SUBJECT_PHONE,
+    REFERRAL_REASON_TEXT,
+    REFERRAL_APPLICATION_REFERENCE,
+    REFERRAL_REJECTION_TEXT,
+    REFERRAL_CANCELLATION_TEXT,
+    CONSENT_SUBJECT_CODE,
+    CONSENT_EVIDENCE_REFERENCE,
+    IDEMPOTENCY_RESPONSE,
 ];
 
 /// Where a batch ended: the next batch of the same column starts after it.

@@ -22,6 +22,8 @@ use crate::{
     sealing::{DataKeys, Place},
 };
 
+use super::sealed::SealedColumn;
+
 /// A statement being built: its text and its arguments, in placeholder order.
 pub(super) struct Sql<A> {
     text: String,
@@ -149,13 +151,13 @@ impl<D: Dialect> SqlTx<D> {
     }
 
     /// `plaintext` sealed for its column and row.
-    pub fn seal(&self, column: &'static str, row: &[u8], plaintext: &str) -> Result<String> {
-        Ok(self.keys()?.seal(Place::new(column, row), plaintext))
+    pub fn seal(&self, column: SealedColumn, row: &[u8], plaintext: &str) -> Result<String> {
+        Ok(self.keys()?.seal(Place::new(column.place, row), plaintext))
     }
 
     pub fn seal_opt(
         &self,
-        column: &'static str,
+        column: SealedColumn,
         row: &[u8],
         plaintext: Option<&str>,
     ) -> Result<Option<String>> {

@@ -409,10 +409,8 @@ pub fn write_dev_crl(dir: &Path, revoked: &[&str]) -> Result<PathBuf, TlsError> 
     };
     let layout = PkiLayout::new(dir);
     let ca = LoadedCa::load(&layout)?;
-    let at = |t: SystemTime| {
-        rcgen::date_time_ymd(1970, 1, 1)
-            + Duration::from_secs(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    };
+    // rcgen's time type, as in `set_validity`.
+    let at = |t: SystemTime| rcgen::date_time_ymd(1970, 1, 1) + since_epoch(t);
     let now = SystemTime::now();
     let mut revoked_certs = Vec::new();
     for org in revoked {
@@ -436,7 +434,7 @@ pub fn write_dev_crl(dir: &Path, revoked: &[&str]) -> Result<PathBuf, TlsError> 
         this_update: at(now),
         next_update: at(now + Duration::from_secs(7 * 24 * 60 * 60)),
         // Increasing with each list written: a later list supersedes an earlier one.
-        crl_number: SerialNumber::from(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+        crl_number: SerialNumber::from(since_epoch(now).as_secs()),
         issuing_distribution_point: None,
         revoked_certs,
         key_identifier_method: KeyIdMethod::Sha256,
@@ -464,11 +462,13 @@ pub fn write_dev_crl(dir: &Path, revoked: &[&str]) -> Result<PathBuf, TlsError> 
 /// `SystemTime`); `date_time_ymd(1970, 1, 1)` is the Unix epoch in that type, so adding the
 /// seconds since the epoch gives the instant without either.
 fn set_validity(params: &mut CertificateParams, not_before: SystemTime, not_after: SystemTime) {
-    let since_epoch = |t: SystemTime| {
-        Duration::from_secs(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    };
     params.not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_before);
     params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_after);
+}
+
+/// Whole seconds since the Unix epoch (none before it).
+fn since_epoch(t: SystemTime) -> Duration {
+    Duration::from_secs(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 fn from_unix_timestamp(ts: i64) -> SystemTime {

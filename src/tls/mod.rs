@@ -403,25 +403,12 @@ fn parse_crls(
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
-    use rustls::pki_types::CertificateRevocationListDer;
-    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            reason: "no X509 CRL block found".to_owned(),
-        });
-    }
-    Ok(crls)
+    parse_all(path, pem, "X509 CRL")
 }
 
 /// A server's TLS configuration that can be replaced while it serves: each new handshake takes the
 /// current one, established connections keep the one they were made with. Replaced on SIGHUP with a
-/// rotated certificate, a new client CA or fresh CRLs (`server::reload_tls`).
+/// rotated certificate, a new client CA or fresh CRLs (`server::Reload`).
 pub struct LiveConfig(std::sync::RwLock<Arc<rustls::ServerConfig>>);
 
 impl LiveConfig {
@@ -447,19 +434,24 @@ impl LiveConfig {
 
 /// All certificates in a PEM file; at least one is required.
 fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
+    parse_all(path, pem, "CERTIFICATE")
+}
+
+/// Every `block` (`CERTIFICATE`, `X509 CRL`…) in a PEM file; at least one is required.
+fn parse_all<T: PemObject>(path: &Path, pem: &[u8], block: &str) -> Result<Vec<T>, TlsError> {
+    let items = T::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    if certs.is_empty() {
+    if items.is_empty() {
         return Err(TlsError::Pem {
             path: path.to_path_buf(),
-            reason: "no CERTIFICATE block found".to_owned(),
+            reason: format!("no {block} block found"),
         });
     }
-    Ok(certs)
+    Ok(items)
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.

@@ -281,6 +281,19 @@ impl TestApp {
         start: DateTime<Utc>,
         adjust: impl FnOnce(&mut server::Settings),
     ) -> TestApp {
+        Self::try_spawn_on(engine, db, start, adjust)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("server starts")
+    }
+
+    /// [`TestApp::spawn_on`], or why the server refused to start (with the database back).
+    pub async fn try_spawn_on(
+        engine: Db,
+        db: TestDb,
+        start: DateTime<Utc>,
+        adjust: impl FnOnce(&mut server::Settings),
+    ) -> Result<TestApp, (anyhow::Error, TestDb)> {
         let pki = tempfile::tempdir().expect("temp dir");
         tls::write_dev_pki(pki.path(), ORGS).expect("dev pki");
         let layout = tls::PkiLayout::new(pki.path());
@@ -311,7 +324,10 @@ impl TestApp {
             "127.0.0.1:0".parse().expect("addr"),
         ));
         adjust(&mut settings);
-        let server = server::start(settings).await.expect("server starts");
+        let server = match server::start(settings).await {
+            Ok(server) => server,
+            Err(e) => return Err((e, db)),
+        };
         // The background tasks' first rounds run at start; a test that moves the clock must not
         // race them (a late first round would do at the new time what the test means to do).
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -322,13 +338,13 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        TestApp {
+        Ok(TestApp {
             server: Some(server),
             clock,
             pki,
             db,
             engine,
-        }
+        })
     }
 
     /// The running server's use cases, to run background rounds directly.
@@ -455,6 +471,14 @@ impl TestApp {
             .await
             .expect("count");
         count.first().and_then(|c| c.parse().ok()).expect("a count")
+    }
+
+    /// Stops the server and hands back its database, for a restart on it.
+    pub async fn stop_keeping_db(mut self) -> TestDb {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        self.db
     }
 
     pub async fn stop(mut self) {

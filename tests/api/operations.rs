@@ -139,14 +139,7 @@ async fn after_a_pseudonym_key_rotation_a_persons_history_is_still_found(db: Db)
         .await
         .expect("create")
         .into_inner();
-    let TestApp {
-        server,
-        db: database,
-        ..
-    } = before;
-    if let Some(server) = server {
-        server.shutdown().await.expect("stop");
-    }
+    let database = before.stop_keeping_db().await;
     assert_eq!(database.url(), url);
 
     // After: a new key writes, the old one is kept for lookups.

@@ -82,6 +82,19 @@ async fn content_is_erased_after_its_retention_leaving_the_skeleton(db: Db) {
     let c = get(&mut kela, &cancelled).await;
     assert_eq!((c.subject, c.cancellation_text.as_str()), (None, ""));
     assert_eq!(c.state, pb::referral::State::Cancelled as i32);
+    // Messages that point at erased content (Kela's state changes, waiting in its mailbox since day
+    // 0) deliver the skeleton.
+    let delivered = drain(&mut kela).await;
+    let about_erased: Vec<&pb::Referral> = delivered
+        .iter()
+        .filter_map(|m| m.referral.as_ref())
+        .filter(|r| r.name == rejected || r.name == cancelled)
+        .collect();
+    assert!(!about_erased.is_empty(), "{delivered:?}");
+    for r in about_erased {
+        assert_eq!((r.subject.as_ref(), r.reason_text.as_str()), (None, ""));
+        assert!(r.content_erase_time.is_some());
+    }
     // The open referral keeps everything.
     let o = get(&mut kela, &open.name).await;
     assert_eq!(

@@ -242,14 +242,7 @@ async fn a_rewrap_moves_everything_to_the_new_data_key_while_serving(db: Db) {
     let url = database.url().to_owned();
     let before = TestApp::spawn_on(db, database, default_start(), |_| {}).await;
     let names = seed(&before).await;
-    let TestApp {
-        server,
-        db: database,
-        ..
-    } = before;
-    if let Some(server) = server {
-        server.shutdown().await.expect("stop");
-    }
+    let database = before.stop_keeping_db().await;
 
     // The rotation: the new key current, the old one (the harness's 9…9) previous.
     let keys_dir = tempfile::tempdir().expect("dir");
@@ -317,17 +310,40 @@ async fn a_rewrap_moves_everything_to_the_new_data_key_while_serving(db: Db) {
     assert_no_marker(&raw_copy(&app));
 
     // The old key can go: a server with the new key alone reads everything.
-    let TestApp {
-        server,
-        db: database,
-        ..
-    } = app;
-    if let Some(server) = server {
-        server.shutdown().await.expect("stop");
-    }
+    let database = app.stop_keeping_db().await;
     let after = TestApp::spawn_on(db, database, default_start(), |settings| {
         settings.data_keys = std::sync::Arc::new(DataKeys::new(&new_key, &[]));
     })
     .await;
     api_shows_the_content(&after, &names).await;
+}
+
+both_engines!(a_server_refuses_a_data_key_the_database_was_not_written_with);
+async fn a_server_refuses_a_data_key_the_database_was_not_written_with(db: Db) {
+    let database = TestDb::create(db).await;
+    let first = TestApp::spawn_on(db, database, default_start(), |_| {}).await;
+    let names = seed(&first).await;
+    let database = first.stop_keeping_db().await;
+    let url = database.url().to_owned();
+
+    // Another key, not given the one the database was written with: refused before anything is
+    // written, saying which key and how to rotate.
+    let refused = TestApp::try_spawn_on(db, database, default_start(), |settings| {
+        settings.data_keys = std::sync::Arc::new(DataKeys::new(&[5; 32], &[]));
+    })
+    .await;
+    let (error, database) = match refused {
+        Ok(_) => panic!("a server started with a data key the database does not know"),
+        Err(refused) => refused,
+    };
+    let said = format!("{error:#}");
+    assert!(
+        said.contains("data key") && said.contains("--previous-data-key-file"),
+        "{said}"
+    );
+    assert_eq!(database.url(), url, "the same database comes back");
+
+    // With the right key the content is all there.
+    let again = TestApp::spawn_on(db, database, default_start(), |_| {}).await;
+    api_shows_the_content(&again, &names).await;
 }

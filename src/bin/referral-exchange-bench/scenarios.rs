@@ -492,28 +492,43 @@ pub async fn preload(target: &Target, count: usize, subjects: u64) -> anyhow::Re
 pub async fn read(target: Target, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
     let names = Arc::new(preload(&target, 500, 100).await?);
     let (result, seconds) = run_clients(clients, duration, |i, barrier, duration| {
-        let target = target.clone();
-        let names = names.clone();
-        async move {
-            let mut referrals =
-                ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
-            barrier.wait().await;
-            let deadline = Instant::now() + duration;
-            let mut result = ClientResult::default();
-            let mut n = i;
-            while Instant::now() < deadline {
-                n = (n * 7919 + 13) % names.len();
-                let started = Instant::now();
-                let request = pb::GetReferralRequest {
-                    name: names[n].clone(),
-                };
-                result.record(started, referrals.get_referral(request).await);
-            }
-            Ok(result)
-        }
+        read_referrals(
+            target.clone(),
+            format!("bench-{i}"),
+            names.clone(),
+            i,
+            barrier,
+            duration,
+        )
     })
     .await?;
     Ok(outcome("read", clients, result, seconds))
+}
+
+/// One of Kela's clients (`user`) reading `names` in a scattered order from when `barrier` opens
+/// until `duration` has passed.
+async fn read_referrals(
+    target: Target,
+    user: String,
+    names: Arc<Vec<String>>,
+    i: usize,
+    barrier: Arc<Barrier>,
+    duration: Duration,
+) -> anyhow::Result<ClientResult> {
+    let mut referrals = ReferralServiceClient::new(target.channel("kela", &user).await?);
+    barrier.wait().await;
+    let deadline = Instant::now() + duration;
+    let mut result = ClientResult::default();
+    let mut n = i;
+    while Instant::now() < deadline {
+        n = (n * 7919 + 13) % names.len();
+        let started = Instant::now();
+        let request = pb::GetReferralRequest {
+            name: names[n].clone(),
+        };
+        result.record(started, referrals.get_referral(request).await);
+    }
+    Ok(result)
 }
 
 /// Health checks (`grpc.health.v1.Health/Check`) over the same mutual-TLS channels as the API: the
@@ -729,25 +744,14 @@ pub async fn limits(
 
     let quiet_beside = tokio::spawn(quiet(target.clone(), duration));
     let (noisy, seconds) = run_clients(clients, duration, |i, barrier, duration| {
-        let target = target.clone();
-        let names = names.clone();
-        async move {
-            let mut referrals =
-                ReferralServiceClient::new(target.channel("kela", &format!("noisy-{i}")).await?);
-            barrier.wait().await;
-            let deadline = Instant::now() + duration;
-            let mut result = ClientResult::default();
-            let mut n = i;
-            while Instant::now() < deadline {
-                n = (n * 7919 + 13) % names.len();
-                let started = Instant::now();
-                let request = pb::GetReferralRequest {
-                    name: names[n].clone(),
-                };
-                result.record(started, referrals.get_referral(request).await);
-            }
-            Ok(result)
-        }
+        read_referrals(
+            target.clone(),
+            format!("noisy-{i}"),
+            names.clone(),
+            i,
+            barrier,
+            duration,
+        )
     })
     .await?;
     let beside = quiet_beside.await??;
