@@ -15,10 +15,12 @@
 //! delivers (its deliveries are paced by its leases).
 //!
 //! Besides, all organisations together may run at most `global_concurrent` calls, a bound on the
-//! work one process takes on however many organisations call it. It does not reserve database
-//! connections for the background tasks: calls, long-polls included, far outnumber the pool's
-//! connections (16 on PostgreSQL), and a call takes a connection only while it runs a transaction.
-//! Keeping connections for the background tasks needs a pool of their own (issue 16, still open).
+//! work one process takes on however many organisations call it. Database connections are bounded
+//! apart from it: calls, long-polls included, far outnumber the connections, and a call takes one
+//! only while it runs a transaction. On PostgreSQL the calls share
+//! [`crate::store::postgres::CALL_CONNECTIONS`], and the background tasks (and readiness) have
+//! [`crate::store::postgres::BACKGROUND_CONNECTIONS`] of their own that no call can take
+//! ([`crate::store::Store::begin_background`]).
 //!
 //! What the defaults do is measured in bench/RESULTS.md ("Per-organisation limits"): the limit is
 //! exact, but each refusal is audited, so a client that ignores `RetryInfo` still costs the others

@@ -40,7 +40,7 @@ impl Exchange {
         let mut told = 0;
         loop {
             let call = Call::system("background/deadline-watch");
-            let mut tx = self.begin_solo().await?;
+            let mut tx = self.begin_background().await?;
             let now = self.clock.now();
             let today = self.today();
             let ids = tx.unnoticed_overdue(today, BATCH).await?;

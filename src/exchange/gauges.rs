@@ -28,7 +28,7 @@ impl Exchange {
     /// Reads the gauges' values. A read of counts only, so it writes no audit event.
     pub async fn refresh_gauges(&self) -> Result<()> {
         let now = self.clock.now();
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let readings = tx.gauge_readings(now, self.today()).await?;
         drop(tx);
         let seconds_since =

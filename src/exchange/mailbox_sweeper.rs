@@ -47,7 +47,7 @@ impl Exchange {
     /// One round of the sweeper. Audited as the service's own call when it changed anything.
     pub async fn sweep_mailboxes(&self) -> Result<Swept> {
         let call = Call::system("background/mailbox-sweeper");
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let now = self.clock.now();
         let dead = tx
             .dead_letter_exhausted(None, self.delivery.max_delivery_attempts, now)

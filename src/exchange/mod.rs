@@ -2,7 +2,7 @@
 //!
 //! Every use case has the same shape:
 //!
-//! 1. check the caller's role ([`Call::require`]);
+//! 1. check that the caller's role may call the method ([`Call::authorize`], one table for all);
 //! 2. begin a transaction; for a change, claim its `request_id` (a retry gets the first result);
 //! 3. read and lock what will change; let [`crate::domain`] decide;
 //! 4. write the change, queue mailbox messages in an [`Outbox`];
@@ -179,9 +179,15 @@ impl Exchange {
         }
     }
 
-    /// A transaction of its own, for background work that is long or need not wait for a batch.
+    /// A transaction of its own, for a call's work that is long or need not wait for a batch.
     pub(crate) async fn begin_solo(&self) -> Result<TxHandle> {
         Ok(TxHandle::Own(self.store.begin().await?))
+    }
+
+    /// A transaction of a background task, on the connections kept for them
+    /// ([`crate::store::Store::begin_background`]).
+    pub(crate) async fn begin_background(&self) -> Result<TxHandle> {
+        Ok(TxHandle::Own(self.store.begin_background().await?))
     }
 
     /// The statistics threshold: cells with fewer distinct people are suppressed. Raised to the

@@ -83,14 +83,14 @@ impl Exchange {
     }
 
     async fn forget_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let forgotten = tx.forget_requests(before, FORGET_BATCH).await?;
         tx.commit().await?;
         Ok(forgotten)
     }
 
     async fn erase_referrals(&self, closed_by: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let due = tx.referrals_to_erase(closed_by, BATCH).await?;
         let mut erased = 0;
         for id in due {
@@ -113,7 +113,7 @@ impl Exchange {
     }
 
     async fn erase_consents(&self, inactive_by: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let due = tx.consents_to_erase(inactive_by, BATCH).await?;
         let mut erased = 0;
         for id in due {

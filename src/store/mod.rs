@@ -143,8 +143,18 @@ pub trait Store: Send + Sync + 'static {
     /// Begins a read-write transaction.
     async fn begin(&self) -> Result<Box<dyn Tx>>;
 
+    /// Begins a transaction of a background task (the audit sequencer, deadlines, expiry,
+    /// retention, the mailbox sweeper, gauges) on connections calls cannot take: however many
+    /// calls wait for the database, the background tasks still get theirs. On SQLite, whose one
+    /// connection serialises every write anyway, the same as [`Store::begin`].
+    async fn begin_background(&self) -> Result<Box<dyn Tx>> {
+        self.begin().await
+    }
+
     /// Whether the database answers: one `SELECT 1` on a pooled connection, taking no lock (on
-    /// SQLite a transaction would take the write lock). For readiness.
+    /// SQLite a transaction would take the write lock). For readiness, so on PostgreSQL on the
+    /// background tasks' connections: calls that fill their own pool make the replica busy, not
+    /// unready.
     async fn ping(&self) -> Result<()>;
 
     /// Wakes long-polls waiting on these mailboxes (after a commit that wrote to them).

@@ -16,8 +16,18 @@ use sqlx::{
 use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
 use crate::{error::Result, mailbox::MailboxSignals, sealing::DataKeys};
 
+/// Connections kept for the background tasks ([`Store::begin_background`]) and readiness, beside
+/// the [`CALL_CONNECTIONS`] the calls share. Six tasks run in rounds, each one transaction at a
+/// time, most rounds a few milliseconds: four connections leave them room to overlap.
+pub const BACKGROUND_CONNECTIONS: u32 = 4;
+
+/// Connections the calls share (long-polls hold none while they wait).
+pub const CALL_CONNECTIONS: u32 = 16;
+
 pub struct PostgresStore {
     pool: PgPool,
+    /// The background tasks' own connections (made when first needed).
+    background: PgPool,
     signals: Arc<MailboxSignals>,
     /// What personal content is sealed with (`crate::sealing`); `None` when opened to migrate only.
     keys: Option<Arc<DataKeys>>,
@@ -39,7 +49,7 @@ impl PostgresStore {
             // the default of 100 evicted and re-parsed under load.
             .statement_cache_capacity(256);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(CALL_CONNECTIONS)
             // While the database is unreachable, a call waits this long for a connection before it
             // is answered UNAVAILABLE (with RetryInfo): long enough for a busy moment's queue,
             // short enough that clients retry rather than hang.
@@ -48,9 +58,17 @@ impl PostgresStore {
             .await
             .map_err(|e| anyhow::anyhow!(connect_error(&options, &e)))?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/postgres"), schema).await?;
+        let background = PgPoolOptions::new()
+            .max_connections(BACKGROUND_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options.clone().application_name(&format!(
+                "referral-exchange/{}/background",
+                std::process::id()
+            )));
         let listener = tokio::spawn(listen(pool.clone(), signals.clone()));
         Ok(Self {
             pool,
+            background,
             signals,
             keys,
             listener,
@@ -59,6 +77,19 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    async fn begin_on(&self, pool: &PgPool) -> Result<Box<dyn Tx>> {
+        let span = tracing::info_span!(
+            "transaction",
+            otel.kind = "client",
+            db.system.name = "postgresql"
+        );
+        Ok(Box::new(SqlTx::<Postgres>::new(
+            pool.begin().await?,
+            span,
+            self.keys.clone(),
+        )))
     }
 }
 
@@ -69,20 +100,15 @@ impl Store for PostgresStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        let span = tracing::info_span!(
-            "transaction",
-            otel.kind = "client",
-            db.system.name = "postgresql"
-        );
-        Ok(Box::new(SqlTx::<Postgres>::new(
-            self.pool.begin().await?,
-            span,
-            self.keys.clone(),
-        )))
+        self.begin_on(&self.pool).await
+    }
+
+    async fn begin_background(&self) -> Result<Box<dyn Tx>> {
+        self.begin_on(&self.background).await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.background).await?;
         Ok(())
     }
 
@@ -106,6 +132,7 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.listener.abort();
         self.pool.close().await;
+        self.background.close().await;
     }
 }
 

@@ -82,3 +82,120 @@ async fn an_organisation_over_its_rate_waits_and_others_are_served(db: Db) {
     look_up(&mut kela).await.expect("served after the wait");
     app.stop().await;
 }
+
+/// PostgreSQL only: SQLite has one connection for everything by design (its one writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_fill_the_call_connections_leave_the_background_ones_free() {
+    use sqlx::{Connection as _, Executor as _};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let app = TestApp::spawn_with(Db::Postgres, default_start(), |settings| {
+        settings.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let health_addr = app
+        .server
+        .as_ref()
+        .and_then(|s| s.health_addr)
+        .expect("health");
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{health_addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("health channel"),
+    );
+    let mut kela = app.kela().await;
+    let created = kela
+        .referrals
+        .create_referral(notification(PIC, JYVASKYLA))
+        .await
+        .expect("create")
+        .into_inner();
+
+    // Another session locks the referrals, as a long migration or a stuck operator would: every
+    // call that reads them waits, holding its connection. Statistics read in a transaction of
+    // their own (ordinary calls share the group commit's four), so enough of them take every
+    // connection the calls have.
+    let mut blocker = sqlx::PgConnection::connect(app.db.url())
+        .await
+        .expect("connect");
+    blocker.execute("BEGIN").await.expect("begin");
+    blocker
+        .execute("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let waiting: Vec<_> = (0..24)
+        .map(|_| {
+            let mut kela = kela.clone();
+            let request = pb::GetReferralStatisticsRequest {
+                start_time: created.create_time,
+                end_time: Some(timestamp_after(&app.clock, 86_400)),
+                group_by: vec![pb::Dimension::Recipient as i32],
+            };
+            tokio::spawn(async move {
+                kela.reporting
+                    .get_referral_statistics(request)
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    // Until all the calls' connections wait on the lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stuck = app
+            .sql(
+                "SELECT count(*)::text FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            .expect("activity");
+        // All the calls' connections but the one the mailbox listener keeps.
+        let stuck_calls: u32 = stuck.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if stuck_calls + 1 >= referral_exchange::store::postgres::CALL_CONNECTIONS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls did not fill the pool: {stuck:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Readiness asks the database on the background tasks' connections every second and gives up
+    // after two: through four rounds the replica stays ready, because the database does answer.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = health
+            .check(HealthCheckRequest {
+                service: "readiness".into(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "busy is not unready");
+    }
+    let background = app
+        .sql(
+            "SELECT count(*)::text FROM pg_stat_activity \
+             WHERE datname = current_database() \
+               AND application_name LIKE 'referral-exchange/%/background'",
+        )
+        .await
+        .expect("activity");
+    assert_ne!(background, ["0"], "the background tasks have connections");
+
+    blocker.execute("ROLLBACK").await.expect("rollback");
+    for call in waiting {
+        // Each call either waited its turn or, after 3 s without a connection, was told to retry.
+        match call.await.expect("task") {
+            Ok(()) => {}
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        }
+    }
+    app.stop().await;
+}
