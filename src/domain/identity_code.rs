@@ -740,4 +740,62 @@ mod tests {
             PersonalIdentityCode::parse("131052-308T")
         );
     }
+
+    /// Properties over generated input: any string at all, and every code a person could be given.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn birth_dates() -> impl Strategy<Value = NaiveDate> {
+            let first = NaiveDate::from_ymd_opt(1800, 1, 1).expect("date");
+            (0i64..73_000).prop_map(move |days| first + chrono::Duration::days(days))
+        }
+
+        proptest! {
+            /// No input panics, and an accepted one is exactly eleven canonical characters that
+            /// keep their date and age.
+            #[test]
+            fn any_string_is_refused_or_is_a_canonical_code(s in any::<String>()) {
+                if let Ok(code) = PersonalIdentityCode::parse(&s) {
+                    prop_assert_eq!(code.as_str(), s.as_str());
+                    prop_assert_eq!(s.chars().count(), LENGTH);
+                    let born = code.birth_date();
+                    prop_assert_eq!(code.age_on(born), 0);
+                }
+            }
+
+            /// Near misses: eleven characters from the code's own alphabet.
+            #[test]
+            fn codes_of_the_right_shape_never_panic(s in "[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]") {
+                let _ = PersonalIdentityCode::parse(&s);
+            }
+
+            /// Every birth date of 1800–2099 with every individual number makes a code that parses
+            /// back to the same date.
+            #[test]
+            fn built_codes_parse_back(born in birth_dates(), n in 2u16..=999) {
+                let code = PersonalIdentityCode::from_birth_date(born, n).expect("in range");
+                let parsed = PersonalIdentityCode::parse(code.as_str()).expect("valid");
+                prop_assert_eq!(parsed.birth_date(), born);
+                prop_assert_eq!(parsed.is_temporary(), n >= 900);
+            }
+
+            /// The check character catches every single mistyped digit.
+            #[test]
+            fn one_wrong_digit_is_refused(
+                born in birth_dates(),
+                n in 2u16..=999,
+                position in prop::sample::select(vec![0usize, 1, 2, 3, 4, 5, 7, 8, 9]),
+                shift in 1u32..10,
+            ) {
+                let code = PersonalIdentityCode::from_birth_date(born, n).expect("in range");
+                let mut chars: Vec<char> = code.as_str().chars().collect();
+                let digit = chars[position].to_digit(10).expect("digit");
+                chars[position] = char::from_digit((digit + shift) % 10, 10).expect("digit");
+                let typo: String = chars.into_iter().collect();
+                prop_assert!(PersonalIdentityCode::parse(&typo).is_err());
+            }
+        }
+    }
 }

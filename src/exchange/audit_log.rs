@@ -27,7 +27,7 @@ use crate::{
     },
     background::{Job, Schedule},
     domain::{
-        OrganizationId, PersonalIdentityCode, Role, Violation,
+        OrganizationId, PersonalIdentityCode, Violation,
         consent::Consent,
         referral::{Basis, Referral},
     },
@@ -130,7 +130,7 @@ impl Exchange {
             .log_signer
             .as_ref()
             .ok_or_else(|| Error::internal("no audit log signing key is configured"))?;
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         tx.lock_audit_sequencer().await?;
         let size = tx.audit_tree_size().await?;
         let pending = tx.pending_audit_events(max_events.max(1)).await?;
@@ -174,7 +174,7 @@ impl Exchange {
 
     /// GetCheckpoint: the latest signed checkpoint. Auditors only.
     pub async fn get_checkpoint(&self, call: &Call) -> Result<SignedCheckpoint> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         let mut tx = self.begin().await?;
         let checkpoint = latest(tx.as_mut()).await?;
         // Hashes and a signature: no one's data (the events themselves are read through an export).
@@ -198,7 +198,7 @@ impl Exchange {
         leaf_index: i64,
         tree_size: Option<i64>,
     ) -> Result<Proof> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         let mut tx = self.begin().await?;
         let tree_size = self.proof_size(tx.as_mut(), tree_size, "tree_size").await?;
         if leaf_index < 0 || leaf_index >= tree_size {
@@ -227,7 +227,7 @@ impl Exchange {
         first: i64,
         second: Option<i64>,
     ) -> Result<Proof> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         let mut tx = self.begin().await?;
         let second = self
             .proof_size(tx.as_mut(), second, "second_tree_size")
@@ -276,7 +276,7 @@ impl Exchange {
         start: i64,
         end: Option<i64>,
     ) -> Result<(i64, i64)> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         let mut tx = self.begin().await?;
         let size = tx.audit_tree_size().await?;
         let end = match end {
@@ -344,7 +344,7 @@ impl Exchange {
         start_time: Option<DateTime<Utc>>,
         end_time: Option<DateTime<Utc>>,
     ) -> Result<SubjectAccessReport> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         let pseudonyms = self.lookup_pseudonyms(Some(subject), call);
         let now = self.clock.now();
         // Without an end the report runs up to this moment, inclusive.

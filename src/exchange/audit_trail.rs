@@ -4,7 +4,7 @@ use super::{Exchange, Outbox, Page};
 use crate::{
     access::Call,
     audit::{AuditQuery, StoredAuditEvent},
-    domain::{PersonalIdentityCode, Role},
+    domain::PersonalIdentityCode,
     error::Result,
 };
 
@@ -17,7 +17,7 @@ impl Exchange {
         subject: Option<PersonalIdentityCode>,
         mut query: AuditQuery,
     ) -> Result<Page<StoredAuditEvent>> {
-        call.require(&[Role::Auditor])?;
+        call.authorize()?;
         // Reading a person's log is processing their data: it goes into their log too.
         query.subject_pseudonyms = self.lookup_pseudonyms(subject.as_ref(), call);
         if let Some(resource) = &query.resource {

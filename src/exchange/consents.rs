@@ -56,7 +56,7 @@ impl Exchange {
         new: NewConsent,
         key: Option<RequestKey>,
     ) -> Result<Consent> {
-        let caller = call.require(&[Role::Referrer])?;
+        let caller = call.authorize()?;
         let pseudonym = self.pseudonym(&new.subject);
         call.touch_subject(&pseudonym);
         let now = self.clock.now();
@@ -93,7 +93,7 @@ impl Exchange {
 
     /// Kela and auditors read any consent; a receiver one that names it.
     pub async fn get_consent(&self, call: &Call, id: Uuid) -> Result<Consent> {
-        let caller = call.require(&[Role::Referrer, Role::Receiver, Role::Auditor])?;
+        let caller = call.authorize()?;
         let name = format!("consents/{id}");
         call.touch_resource(&name);
         let mut tx = self.begin().await?;
@@ -114,7 +114,7 @@ impl Exchange {
     }
 
     pub async fn list_consents(&self, call: &Call, query: ConsentQuery) -> Result<Page<Consent>> {
-        call.require(&[Role::Referrer, Role::Auditor])?;
+        call.authorize()?;
         let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         let filter = ConsentFilter {
             subject_pseudonyms,
@@ -148,7 +148,7 @@ impl Exchange {
         etag: Option<String>,
         key: Option<RequestKey>,
     ) -> Result<Consent> {
-        let caller = call.require(&[Role::Referrer])?;
+        let caller = call.authorize()?;
         let name = format!("consents/{id}");
         call.touch_resource(&name);
         let mut tx = self.begin().await?;
@@ -241,7 +241,7 @@ impl Exchange {
         call: &Call,
         query: ConsentEventQuery,
     ) -> Result<Page<StoredConsentEvent>> {
-        call.require(&[Role::Referrer, Role::Auditor])?;
+        call.authorize()?;
         let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         if let Some(id) = query.consent_id {
             call.touch_resource(format!("consents/{id}"));
@@ -294,7 +294,7 @@ impl Exchange {
     /// audit event for the round. Returns how many expired.
     pub async fn expire_consents(&self) -> Result<usize> {
         let now = self.clock.now();
-        let mut tx = self.begin_solo().await?;
+        let mut tx = self.begin_background().await?;
         let due = tx.consents_to_expire(now, EXPIRY_BATCH).await?;
         if due.is_empty() {
             return Ok(0);

@@ -17,7 +17,7 @@ use super::{Exchange, Outbox, Page, RequestKey, referrals::ReferralView};
 use crate::{
     access::{Call, Caller},
     domain::{
-        Role, calendar,
+        calendar,
         consent::Consent,
         referral::{Action, Referral, State},
     },
@@ -25,9 +25,6 @@ use crate::{
     mailbox::{AckId, AckOutcome, AckResult, MessageType, NewMessage, StoredMessage, check_lease},
     store::{MailboxCounts, Tx},
 };
-
-/// Who has a mailbox.
-const MAILBOX_ROLES: &[Role] = &[Role::Referrer, Role::Receiver];
 
 /// A message delivered to its mailbox's owner, with the referral as that party may see it.
 #[derive(Debug, Clone)]
@@ -55,7 +52,7 @@ impl Exchange {
         lease: Duration,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let deadline = tokio::time::Instant::now() + wait.to_std().unwrap_or_default();
         let signal = self.store.signals().subscribe(caller.organization.as_str());
         let mut closing = self.closing();
@@ -203,7 +200,7 @@ impl Exchange {
         call: &Call,
         ack_ids: Vec<String>,
     ) -> Result<Vec<AckResult>> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let mut outbox = Outbox::default();
@@ -259,7 +256,7 @@ impl Exchange {
         ack_ids: Vec<String>,
         lease: Duration,
     ) -> Result<Vec<AckResult>> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mailbox = caller.organization.as_str();
         let mut tx = self.begin().await?;
         let now = self.clock.now();
@@ -286,7 +283,7 @@ impl Exchange {
         after_sequence: i64,
         page_size: i64,
     ) -> Result<Page<Delivery>> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mut tx = self.begin().await?;
         let mut found = tx
             .list_dead_letters(caller.organization.as_str(), after_sequence, page_size + 1)
@@ -315,7 +312,7 @@ impl Exchange {
         ids: Option<Vec<Uuid>>,
         key: Option<RequestKey>,
     ) -> Result<u64> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mailbox = caller.organization.as_str();
         let mut tx = self.begin().await?;
         if let Some(done) = self
@@ -344,7 +341,7 @@ impl Exchange {
         since: i64,
         page_size: i64,
     ) -> Result<(Vec<Delivery>, i64)> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mut tx = self.begin().await?;
         // Skips a busy counter: what is being numbered now comes in the next page, after `next`.
         tx.number_messages(caller.organization.as_str()).await?;
@@ -365,7 +362,7 @@ impl Exchange {
     }
 
     pub async fn mailbox_stats(&self, call: &Call) -> Result<MailboxStats> {
-        let caller = call.require(MAILBOX_ROLES)?;
+        let caller = call.authorize()?;
         let mut tx = self.begin().await?;
         let now = self.clock.now();
         let counts = tx.mailbox_stats(caller.organization.as_str(), now).await?;
@@ -388,7 +385,7 @@ impl Exchange {
         lease: Duration,
         max_outstanding: usize,
     ) -> Result<mpsc::Receiver<Result<Delivery>>> {
-        let caller = call.require(MAILBOX_ROLES)?.clone();
+        let caller = call.authorize()?.clone();
         self.commit_unprocessed(&call, None).await?;
         let (sender, receiver) = mpsc::channel(max_outstanding.max(1));
         let exchange = self.clone();

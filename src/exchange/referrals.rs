@@ -66,8 +66,6 @@ pub struct ReferralQuery {
     pub page_size: i64,
 }
 
-const READERS: &[Role] = &[Role::Referrer, Role::Receiver, Role::Auditor];
-
 impl Exchange {
     /// Routes a new referral to the organiser of the home municipality on today's code list and puts
     /// it in that organiser's mailbox. An ordinary referral needs a consent that covers it; an oral
@@ -79,10 +77,9 @@ impl Exchange {
         new: NewReferral,
         key: Option<RequestKey>,
     ) -> Result<ReferralView> {
-        // Recorded before the role check: an attempt to refer someone belongs in that person's log.
+        let caller = call.authorize()?;
         let pseudonym = self.pseudonym(&new.subject.personal_identity_code);
         call.touch_subject(&pseudonym);
-        let caller = call.require(&[Role::Referrer])?;
         let now = self.clock.now();
         let today = calendar::helsinki_date(now);
         let recipient = new.validate(self.registry, today).map_err(Error::invalid)?;
@@ -155,7 +152,7 @@ impl Exchange {
 
     /// The referral as the caller may see it; NOT_FOUND when it may not know the referral exists.
     pub async fn get_referral(&self, call: &Call, id: Uuid) -> Result<ReferralView> {
-        let caller = call.require(READERS)?;
+        let caller = call.authorize()?;
         let today = self.today();
         call.touch_resource(format!("referrals/{id}"));
         let mut tx = self.begin().await?;
@@ -182,7 +179,7 @@ impl Exchange {
         call: &Call,
         query: ReferralQuery,
     ) -> Result<Page<ReferralView>> {
-        let caller = call.require(READERS)?;
+        let caller = call.authorize()?;
         let today = self.today();
         let subject_pseudonyms = self.lookup_pseudonyms(query.subject.as_ref(), call);
         let filter = ReferralFilter {
@@ -229,11 +226,7 @@ impl Exchange {
         call: &Call,
         request: ChangeRequest,
     ) -> Result<ReferralView> {
-        let allowed: &[Role] = match request.action {
-            Action::Cancel { .. } => &[Role::Referrer],
-            _ => &[Role::Receiver],
-        };
-        let caller = call.require(allowed)?;
+        let caller = call.authorize()?;
         let name = format!("referrals/{}", request.referral_id);
         call.touch_resource(&name);
         let now = self.clock.now();

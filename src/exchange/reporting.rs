@@ -7,7 +7,7 @@ use super::{Exchange, Outbox};
 use crate::{
     access::Call,
     domain::{
-        Role, calendar,
+        calendar,
         statistics::{self, Cell, Dimension},
     },
     error::{Error, Result},
@@ -36,7 +36,7 @@ impl Exchange {
         end: DateTime<Utc>,
         dimensions: Vec<Dimension>,
     ) -> Result<ReferralStatistics> {
-        call.require(&[Role::Referrer, Role::Receiver, Role::Auditor])?;
+        call.authorize()?;
         call.touch_resource(STATISTICS_RESOURCE);
         statistics::check_request(start, end, &dimensions).map_err(Error::invalid)?;
         let today = calendar::helsinki_date(self.clock.now());

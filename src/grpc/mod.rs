@@ -68,9 +68,18 @@ where
     let started = std::time::Instant::now();
     let result = async {
         let call = Arc::new(identify(exchange, &request, method));
-        let result = match call.caller() {
-            // Admitted within its organisation's limits (held until the handler returns), before
-            // any work; over them, refused with when to come back, and audited.
+        // Who may call the method is decided first, before the request is looked at: a caller
+        // that may not call it learns nothing about its rules. Then admitted within its
+        // organisation's limits (held until the handler returns), before any work; over them,
+        // refused with when to come back, and audited.
+        let result = match call.authorize() {
+            Err(e) if call.caller().is_ok() => {
+                // Refused for its role: whom it named is recorded all the same.
+                for code in named_people(request.get_ref()) {
+                    call.touch_subject(exchange.pseudonym(&code));
+                }
+                Err(e)
+            }
             Ok(caller) => match exchange.limits().admit(caller.organization.as_str()) {
                 Ok(_admission) => {
                     let request = request.into_inner();
@@ -169,7 +178,7 @@ fn log_refusal(method: &str, e: &Error) {
 
 /// A call refused before its handler could run (its request could not be read as its message, on
 /// either edge): identified from `request`'s certificate, metadata or claims, answered identity
-/// first, logged and audited as [`handle`] does a refusal.
+/// and role first, logged and audited as [`handle`] does a refusal.
 pub(crate) async fn refuse_unread(
     exchange: &Exchange,
     request: &Request<()>,
@@ -177,8 +186,8 @@ pub(crate) async fn refuse_unread(
     error: Error,
 ) -> Status {
     let call = identify(exchange, request, method);
-    let error = match call.caller() {
-        Err(identity) => identity,
+    let error = match call.authorize() {
+        Err(identity_or_role) => identity_or_role,
         Ok(_) => error,
     };
     log_refusal(method, &error);
@@ -324,31 +333,18 @@ pub(crate) fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Ti
     t.map(timestamp)
 }
 
-/// Every string of `request` holding a control character other than tab, line feed and carriage
-/// return, as a violation of its field. NUL cannot be stored by PostgreSQL at all (and SQLite would
-/// store it), and no field of this API means one: refusing them all here, before any use case, makes
-/// the answer the same on both engines. Walks the request's proto3 JSON form (the field names are
+/// Calls `visit` with the path (as the proto names its fields, e.g. `referral.reasons[1]`) and the
+/// value of every string in `request`. Walks the request's proto3 JSON form (the field names are
 /// turned back into the proto's), so every field of every method is covered without a list.
-pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
-    fn walk(value: &serde_json::Value, path: &mut String, out: &mut Vec<Violation>) {
+fn visit_strings<T: Serialize>(request: &T, mut visit: impl FnMut(&str, &str)) {
+    fn walk(value: &serde_json::Value, path: &mut String, visit: &mut dyn FnMut(&str, &str)) {
         match value {
-            serde_json::Value::String(text)
-                if text
-                    .chars()
-                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
-            {
-                out.push(Violation::new(
-                    path.clone(),
-                    "control_character",
-                    "must not contain NUL or other control characters (tab and line breaks are \
-                     allowed)",
-                ));
-            }
+            serde_json::Value::String(text) => visit(path, text),
             serde_json::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
                     path.push_str(&format!("[{i}]"));
-                    walk(item, path, out);
+                    walk(item, path, visit);
                     path.truncate(len);
                 }
             }
@@ -359,17 +355,52 @@ pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
                         path.push('.');
                     }
                     path.push_str(&snake_case(name));
-                    walk(item, path, out);
+                    walk(item, path, visit);
                     path.truncate(len);
                 }
             }
             _ => {}
         }
     }
-    let mut out = Vec::new();
     if let Ok(value) = serde_json::to_value(request) {
-        walk(&value, &mut String::new(), &mut out);
+        walk(&value, &mut String::new(), &mut visit);
     }
+}
+
+/// Every string of `request` holding a control character other than tab, line feed and carriage
+/// return, as a violation of its field. NUL cannot be stored by PostgreSQL at all (and SQLite would
+/// store it), and no field of this API means one: refusing them all here, before any use case, makes
+/// the answer the same on both engines.
+pub(crate) fn control_characters<T: Serialize>(request: &T) -> Vec<Violation> {
+    let mut out = Vec::new();
+    visit_strings(request, |path, text| {
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            out.push(Violation::new(
+                path,
+                "control_character",
+                "must not contain NUL or other control characters (tab and line breaks are \
+                 allowed)",
+            ));
+        }
+    });
+    out
+}
+
+/// The people a request names by a valid identity code (in any `personal_identity_code` field,
+/// nested or not): a call refused before its use case ran still belongs in their logs, as an
+/// attempt.
+fn named_people<T: Serialize>(request: &T) -> Vec<PersonalIdentityCode> {
+    let mut out = Vec::new();
+    visit_strings(request, |path, text| {
+        if (path == "personal_identity_code" || path.ends_with(".personal_identity_code"))
+            && let Ok(code) = PersonalIdentityCode::parse(text)
+        {
+            out.push(code);
+        }
+    });
     out
 }
 
@@ -527,6 +558,52 @@ fn none_if_empty(s: String) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever a client sends as a page token, it is refused as one (never a panic or
+            /// another error) unless it is a token this query gave out.
+            #[test]
+            fn any_page_token_is_refused_unless_it_was_given_out(token in any::<String>()) {
+                match decode_page_token::<(i64, String)>("q", &token) {
+                    Ok(None) => prop_assert!(token.is_empty()),
+                    Ok(Some(_)) => prop_assert!(false, "a made-up token was accepted"),
+                    Err(e) => prop_assert_eq!(e.reason(), Reason::InvalidPageToken),
+                }
+            }
+
+            /// Base64 of JSON that is not a token of this query: refused too.
+            #[test]
+            fn well_formed_tokens_of_other_queries_are_refused(
+                query in "[0-9a-f]{24}",
+                cursor in any::<(i64, String)>(),
+            ) {
+                let token = encode_page_token(&query, cursor.clone());
+                let back: Option<(i64, String)> =
+                    decode_page_token(&query, &token).expect("its own query");
+                prop_assert_eq!(back, Some(cursor));
+                let other = format!("{query}0");
+                prop_assert!(decode_page_token::<(i64, String)>(&other, &token).is_err());
+            }
+
+            /// A timestamp is accepted exactly in the range both engines store.
+            #[test]
+            fn timestamps_are_accepted_exactly_in_range(seconds in any::<i64>(), nanos in any::<i32>()) {
+                let mut v = Vec::new();
+                let t = pbjson_types::Timestamp { seconds, nanos };
+                let accepted = from_timestamp(Some(&t), "start_time", &mut v).is_some();
+                let in_range = (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&seconds)
+                    && (0..1_000_000_000).contains(&nanos);
+                prop_assert_eq!(accepted, in_range);
+                prop_assert_eq!(v.is_empty(), in_range);
+                prop_assert!(v.iter().all(|v| v.field == "start_time"));
+            }
+        }
+    }
 
     #[test]
     fn page_tokens_only_continue_their_own_query() {

@@ -6,6 +6,7 @@ mod helpers;
 mod rest;
 
 mod audit;
+mod authorization;
 mod background;
 mod bench;
 mod cli;
@@ -27,6 +28,7 @@ mod operations;
 mod outage;
 mod postgres_tls;
 mod processing;
+mod properties;
 mod refusals;
 mod replicas;
 mod retention;

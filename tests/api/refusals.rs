@@ -964,3 +964,62 @@ async fn undecodable_and_oversized_requests_are_the_clients_mistake_and_audited(
     );
     app.stop().await;
 }
+
+both_engines!(a_second_message_on_a_call_that_takes_one_is_refused_and_audited);
+async fn a_second_message_on_a_call_that_takes_one_is_refused_and_audited(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    let created = kela
+        .referrals
+        .create_referral(notification(PIC, JYVASKYLA))
+        .await
+        .expect("create")
+        .into_inner();
+    // GetReferral takes one message; a client-streaming call sends as many as it is given.
+    let send = async |count: usize| {
+        let mut grpc = tonic::client::Grpc::new(app.channel("kela").await);
+        grpc.ready().await.expect("ready");
+        let messages = vec![
+            pb::GetReferralRequest {
+                name: created.name.clone(),
+            };
+            count
+        ];
+        let mut request = tonic::Request::new(tokio_stream::iter(messages));
+        request
+            .metadata_mut()
+            .insert("x-user-id", "handler-1".parse().expect("header"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/referral_exchange.v1.ReferralService/GetReferral",
+        );
+        let codec = tonic_prost::ProstCodec::<pb::GetReferralRequest, pb::Referral>::default();
+        grpc.client_streaming(request, path, codec).await
+    };
+    let one = send(1).await.expect("one message is the call").into_inner();
+    assert_eq!(one.name, created.name);
+    let status = assert_code(send(2).await, Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        [("request".to_owned(), "ONE_MESSAGE".to_owned())]
+    );
+    let status = assert_code(send(3).await, Code::InvalidArgument);
+    assert_eq!(reason(&status), "INVALID_ARGUMENT");
+
+    let statuses: Vec<String> = app
+        .auditor()
+        .await
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            method: "GetReferral".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .audit_events
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, ["OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT"]);
+    app.stop().await;
+}
