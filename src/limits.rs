@@ -11,7 +11,9 @@
 //! Both apply to every call from every edge (gRPC, HTTP, the console), where a call is admitted
 //! ([`crate::grpc::handle`]), after its caller is identified and before any database work. A call
 //! over either limit is refused `RESOURCE_EXHAUSTED` (HTTP 429) with `RetryInfo` saying when to
-//! come back, and audited like any refusal. A stream counts while it is being opened, not while it
+//! come back, and audited in aggregate: one event per organisation, user, method and second with
+//! the count ([`crate::exchange::refusal_tally`]), so that refusals cost the others almost nothing. A
+//! stream counts while it is being opened, not while it
 //! delivers (its deliveries are paced by its leases).
 //!
 //! Besides, all organisations together may run at most `global_concurrent` calls, a bound on the
@@ -23,9 +25,8 @@
 //! ([`crate::store::Store::begin_background`]).
 //!
 //! What the defaults do is measured in bench/RESULTS.md ("Per-organisation limits"): the limit is
-//! exact, but each refusal is audited, so a client that ignores `RetryInfo` still costs the others
-//! (their p99 went from 3 to 67 ms on PostgreSQL). Auditing limit refusals in aggregate would remove
-//! that cost.
+//! exact, and the other organisations' latency while one organisation is refused thousands of
+//! calls a second is measured there too.
 
 use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 

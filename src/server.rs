@@ -402,7 +402,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
 
     let (stop_background, stopped) = watch::channel(false);
     let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let background: Vec<_> = background_jobs(&exchange, &audit_log)
+    let mut background: Vec<_> = background_jobs(&exchange, &audit_log)
         .into_iter()
         .map(|job| {
             let schedule = job.schedule(settings.background);
@@ -416,6 +416,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         })
         .collect();
     let background_settled = (settled, background.len());
+    background.push(tokio::spawn(flush_refusal_tally(exchange.clone(), stopped)));
     Ok(RunningServer {
         addr,
         health_addr,
@@ -431,6 +432,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
         background,
         background_settled,
     })
+}
+
+/// Writes this process's tally of refusals for a limit to the audit trail every second, and once
+/// more when `stop` turns true (after the last call has finished). Every replica flushes its own.
+async fn flush_refusal_tally(exchange: Arc<Exchange>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => *stop.borrow(),
+            changed = stop.changed() => changed.is_err() || *stop.borrow(),
+        };
+        if let Err(e) = exchange.flush_refusal_tally().await {
+            tracing::warn!(error = %e, "could not audit the tally of refused calls; kept for the next round");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Keeps [`READINESS`] saying whether the database answers (`Store::ping`, no transaction and no

@@ -42,6 +42,7 @@ pub mod gauges;
 pub mod mailbox;
 pub mod mailbox_sweeper;
 pub mod referrals;
+pub mod refusal_tally;
 pub mod reporting;
 pub mod retention;
 
@@ -88,6 +89,8 @@ pub struct Exchange {
     group_commit: Option<Arc<GroupCommit>>,
     /// Calls per second and calls at once, per organisation and in all (see [`crate::limits`]).
     limits: Arc<crate::limits::Limits>,
+    /// Refusals for those limits, audited in aggregate (see [`refusal_tally`]).
+    refusal_tally: refusal_tally::RefusalTally,
 }
 
 /// One page of a listing.
@@ -140,6 +143,7 @@ impl Exchange {
             limits: Arc::new(crate::limits::Limits::new(
                 crate::limits::LimitSettings::default(),
             )),
+            refusal_tally: refusal_tally::RefusalTally::default(),
         }
     }
 
@@ -326,6 +330,12 @@ impl Exchange {
             && !call.is_audited()
         {
             let record = call.record(error.code(), self.clock.now());
+            if matches!(error, Error::Overloaded { .. }) && record.subject_pseudonyms.is_empty() {
+                // Over a limit: counted, and audited in aggregate (see `refusal_tally`).
+                self.refusal_tally.add(&record);
+                call.mark_audited();
+                return result;
+            }
             let written = async {
                 let mut tx = self.begin().await?;
                 tx.insert_audit_event(&record).await?;

@@ -66,20 +66,108 @@ async fn an_organisation_over_its_rate_waits_and_others_are_served(db: Db) {
     }
     assert!(saw_429, "the HTTP face applies the same limit");
 
-    // The refusals are in the audit trail, under kela.
-    let refusals = app
-        .sql(&format!(
-            "SELECT CAST(COUNT(*) AS TEXT) FROM audit_events WHERE organization = 'kela' \
-             AND status_code = {}",
-            Code::ResourceExhausted as i32
-        ))
-        .await
-        .expect("count");
-    assert_ne!(refusals, vec!["0".to_owned()], "refusals are audited");
+    // The refusals are in the audit trail, under kela, within the second their tally is flushed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let refusals = app
+            .sql(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM audit_events WHERE organization = 'kela' \
+                 AND status_code = {}",
+                Code::ResourceExhausted as i32
+            ))
+            .await
+            .expect("count");
+        if refusals != ["0"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "refusals are audited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // After the wait it was told, kela is served again.
     tokio::time::sleep(retry + Duration::from_millis(600)).await;
     look_up(&mut kela).await.expect("served after the wait");
+    app.stop().await;
+}
+
+both_engines!(refusals_for_a_limit_are_audited_in_aggregate);
+async fn refusals_for_a_limit_are_audited_in_aggregate(db: Db) {
+    let app = TestApp::spawn_with(db, default_start(), |settings| {
+        settings.limits = LimitSettings {
+            requests_per_second: 1,
+            burst: 1,
+            ..LimitSettings::default()
+        };
+    })
+    .await;
+    let mut kela = app.kela().await;
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        match kela
+            .referrals
+            .list_referrals(pb::ListReferralsRequest::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    let flushes = started.elapsed().as_secs() + 2;
+    assert!(
+        refused >= 30,
+        "kela was held to one call a second: {refused}"
+    );
+
+    // Within a second or so, every refused call is counted in an event, under kela and the
+    // method: one event per flush (every second) that had any, not one per refusal.
+    // (The auditor is held to one call a second too: it asks once a second.)
+    let mut auditor = app.auditor().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let (events, counted) = loop {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let events: Vec<pb::AuditEvent> = auditor
+            .audit
+            .list_audit_events(pb::ListAuditEventsRequest {
+                organization: "organizations/kela".into(),
+                method: "ListReferrals".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("events")
+            .into_inner()
+            .audit_events
+            .into_iter()
+            .filter(|e| e.status == "RESOURCE_EXHAUSTED")
+            .collect();
+        let counted: u64 = events
+            .iter()
+            .flat_map(|e| &e.resources)
+            .filter_map(|r| r.strip_prefix("refusedCalls/"))
+            .map(|n| n.parse::<u64>().expect("a count"))
+            .sum();
+        if counted >= refused {
+            break (events, counted);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{counted} of {refused} refusals audited"
+        );
+    };
+    assert_eq!(counted, refused, "each refusal counted once");
+    assert!(
+        !events.is_empty() && events.len() as u64 <= flushes,
+        "{} events for {refused} refusals",
+        events.len()
+    );
+    for event in &events {
+        assert_eq!(event.resources.len(), 1, "{event:?}");
+        assert!(event.subject_pseudonyms.is_empty());
+        assert_eq!(event.user_id, "handler-1");
+    }
     app.stop().await;
 }
 

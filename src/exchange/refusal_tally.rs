@@ -1,0 +1,199 @@
+//! Refusals for a limit, audited in aggregate.
+//!
+//! A call over its organisation's rate or concurrency ([`crate::limits`]) is refused before its
+//! request is read: it touched no data and named no one. Auditing each such refusal in a
+//! transaction of its own let a client that ignores `RetryInfo` make the exchange write thousands
+//! of audit events a second, and the other organisations' calls queued behind them (on SQLite up
+//! to 2 s; bench/RESULTS.md, "Per-organisation limits"). So these refusals are tallied in memory
+//! and written by [`Exchange::flush_refusal_tally`], every second and at shutdown: one audit event
+//! per organisation, user, method, status and second of the clock, in one transaction, its
+//! `resources` naming how many calls it stands for (`refusedCalls/{count}`).
+//!
+//! Every other refusal is audited one by one, as before ([`Exchange::finish`]). What a `kill -9`
+//! can lose is the last second's tally of refusals that changed nothing.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::Exchange;
+use crate::{audit::AuditRecord, error::Result};
+
+/// The resource an aggregated event names: `refusedCalls/{count}`.
+pub const REFUSED_CALLS: &str = "refusedCalls";
+
+/// What one aggregated event stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    second: i64,
+    organization: String,
+    user_id: String,
+    method: String,
+    status_code: i32,
+}
+
+/// Refusals for a limit since the last flush, counted by [`Key`].
+#[derive(Debug, Default)]
+pub(crate) struct RefusalTally(Mutex<HashMap<Key, u64>>);
+
+impl RefusalTally {
+    /// Counts the refusal `record` describes.
+    pub(crate) fn add(&self, record: &AuditRecord) {
+        let key = Key {
+            second: record.time.timestamp(),
+            organization: record.organization.clone(),
+            user_id: record.user_id.clone(),
+            method: record.method.clone(),
+            status_code: record.status_code,
+        };
+        *self.lock().entry(key).or_default() += 1;
+    }
+
+    /// Everything counted so far, as the audit events that stand for it (oldest second first), and
+    /// an empty tally.
+    fn take(&self) -> Vec<AuditRecord> {
+        let counted = std::mem::take(&mut *self.lock());
+        let mut records: Vec<AuditRecord> = counted
+            .into_iter()
+            .map(|(key, count)| AuditRecord {
+                time: DateTime::<Utc>::from_timestamp(key.second, 0).unwrap_or_default(),
+                organization: key.organization,
+                user_id: key.user_id,
+                method: key.method,
+                resources: vec![format!("{REFUSED_CALLS}/{count}")],
+                subject_pseudonyms: Vec::new(),
+                status_code: key.status_code,
+                correlation_id: String::new(),
+                disclosures: Vec::new(),
+            })
+            .collect();
+        records.sort_by(|a, b| {
+            (a.time, &a.organization, &a.user_id, &a.method).cmp(&(
+                b.time,
+                &b.organization,
+                &b.user_id,
+                &b.method,
+            ))
+        });
+        records
+    }
+
+    /// Puts `records` back (their transaction failed): counted again at the next flush.
+    fn restore(&self, records: &[AuditRecord]) {
+        let mut tally = self.lock();
+        for record in records {
+            let count = record
+                .resources
+                .first()
+                .and_then(|r| r.strip_prefix(REFUSED_CALLS))
+                .and_then(|r| r.strip_prefix('/'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1);
+            let key = Key {
+                second: record.time.timestamp(),
+                organization: record.organization.clone(),
+                user_id: record.user_id.clone(),
+                method: record.method.clone(),
+                status_code: record.status_code,
+            };
+            *tally.entry(key).or_default() += count;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Exchange {
+    /// Writes the tallied refusals, one audit event per [`Key`], in one transaction on the
+    /// background connections. Returns how many events it wrote. On failure the tally keeps them
+    /// for the next flush.
+    pub async fn flush_refusal_tally(&self) -> Result<usize> {
+        let records = self.refusal_tally.take();
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let written = async {
+            let mut tx = self.begin_background().await?;
+            for record in &records {
+                tx.insert_audit_event(record).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(records.len()),
+            Err(e) => {
+                self.refusal_tally.restore(&records);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(second: i64, organization: &str, method: &str) -> AuditRecord {
+        AuditRecord {
+            time: DateTime::from_timestamp(second, 250_000_000).expect("time"),
+            organization: organization.into(),
+            user_id: "u1".into(),
+            method: method.into(),
+            resources: Vec::new(),
+            subject_pseudonyms: Vec::new(),
+            status_code: tonic::Code::ResourceExhausted as i32,
+            correlation_id: "c1".into(),
+            disclosures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_per_organisation_method_and_second() {
+        let tally = RefusalTally::default();
+        for _ in 0..3 {
+            tally.add(&refusal(100, "kela", "/m/A"));
+        }
+        tally.add(&refusal(100, "kela", "/m/B"));
+        tally.add(&refusal(101, "kela", "/m/A"));
+        tally.add(&refusal(100, "hva-15", "/m/A"));
+        let events = tally.take();
+        let summary: Vec<(i64, &str, &str, &str)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.time.timestamp(),
+                    e.organization.as_str(),
+                    e.method.as_str(),
+                    e.resources[0].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (100, "hva-15", "/m/A", "refusedCalls/1"),
+                (100, "kela", "/m/A", "refusedCalls/3"),
+                (100, "kela", "/m/B", "refusedCalls/1"),
+                (101, "kela", "/m/A", "refusedCalls/1"),
+            ]
+        );
+        assert!(events.iter().all(|e| e.correlation_id.is_empty()));
+        assert!(tally.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_its_counts() {
+        let tally = RefusalTally::default();
+        tally.add(&refusal(100, "kela", "/m/A"));
+        tally.add(&refusal(100, "kela", "/m/A"));
+        let events = tally.take();
+        tally.restore(&events);
+        tally.add(&refusal(100, "kela", "/m/A"));
+        assert_eq!(tally.take()[0].resources, ["refusedCalls/3"]);
+    }
+}
