@@ -116,6 +116,11 @@ pub struct BenchArgs {
     /// `auditlog`: how long each idle receiver's long-poll waits (the API allows 0–20 s).
     #[arg(long, default_value_t = 20)]
     wait_seconds: i64,
+    /// `limits`: the calls a second the noisy organisation offers in all, paced evenly over its
+    /// clients (0: each client as fast as it can). A fixed offered load makes servers comparable
+    /// whatever their refusals cost: a faster refusal otherwise just invites more calls.
+    #[arg(long, default_value_t = 0)]
+    offered_rate: u32,
     /// `datasize`: numbers of stored referrals to measure at.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<u64>,
@@ -311,7 +316,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     );
                     let server =
                         ServerProcess::start(&binary, &dir.path().join("server"), &db.url, &extra)?;
-                    let outcomes = scenarios::limits(server.target(), clients, duration).await?;
+                    let outcomes = scenarios::limits(
+                        server.target(),
+                        clients,
+                        duration,
+                        args.offered_rate,
+                    )
+                    .await?;
                     server.stop()?;
                     outcomes
                 }

@@ -496,7 +496,7 @@ pub async fn read(target: Target, clients: usize, duration: Duration) -> anyhow:
             target.clone(),
             format!("bench-{i}"),
             names.clone(),
-            i,
+            (i, None),
             barrier,
             duration,
         )
@@ -511,18 +511,29 @@ async fn read_referrals(
     target: Target,
     user: String,
     names: Arc<Vec<String>>,
-    i: usize,
+    (i, pace): (usize, Option<Duration>),
     barrier: Arc<Barrier>,
     duration: Duration,
 ) -> anyhow::Result<ClientResult> {
     let mut referrals = ReferralServiceClient::new(target.channel("kela", &user).await?);
     barrier.wait().await;
-    let deadline = Instant::now() + duration;
+    let begun = Instant::now();
+    let deadline = begun + duration;
     let mut result = ClientResult::default();
     let mut n = i;
+    let mut calls = 0u32;
     while Instant::now() < deadline {
         n = (n * 7919 + 13) % names.len();
-        let started = Instant::now();
+        let started = match pace {
+            // On a fixed schedule, latency counted from the scheduled time.
+            Some(pace) => {
+                let at = begun + pace * calls;
+                calls += 1;
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
         let request = pb::GetReferralRequest {
             name: names[n].clone(),
         };
@@ -713,7 +724,11 @@ pub async fn limits(
     target: Target,
     clients: usize,
     duration: Duration,
+    offered_rate: u32,
 ) -> anyhow::Result<Vec<Outcome>> {
+    // Each noisy client's interval between calls, on a fixed schedule; none: as fast as it can.
+    let pace = (offered_rate > 0)
+        .then(|| Duration::from_secs_f64(clients as f64 / f64::from(offered_rate)));
     // Within Kela's burst, then a pause that refills it.
     let names = Arc::new(preload(&target, 200, 100).await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -748,7 +763,7 @@ pub async fn limits(
             target.clone(),
             format!("noisy-{i}"),
             names.clone(),
-            i,
+            (i, pace),
             barrier,
             duration,
         )
