@@ -11,6 +11,19 @@ use sqlx::Connection;
 /// The scripts, shipped inside the binary so that the benchmark runs from anywhere.
 const CREATE: &str = include_str!("../../../bench/pgbench/create.sql");
 const REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/roundtrip.sql");
+const MINIMAL_SETUP: &str = include_str!("../../../bench/pgbench/minimal_setup.sql");
+const MINIMAL_CREATE: &str = include_str!("../../../bench/pgbench/minimal_create.sql");
+const MINIMAL_REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/minimal_roundtrip.sql");
+
+/// Which rows the baseline commits for each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// The rows the server writes today, statement for statement.
+    Server,
+    /// Only what a call must make durable: the referral, its message, its audit event (issue 19),
+    /// in tables without triggers or secondary indexes.
+    Minimal,
+}
 
 /// Which scenario's rows pgbench commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,20 +35,46 @@ pub enum Baseline {
 }
 
 impl Baseline {
-    fn script(self) -> String {
-        match self {
-            Self::Create => CREATE.to_string(),
-            Self::Roundtrip => format!("{CREATE}\n{REST_OF_LIFECYCLE}"),
+    fn script(self, rows: Rows) -> String {
+        match (self, rows) {
+            (Self::Create, Rows::Server) => CREATE.to_string(),
+            (Self::Roundtrip, Rows::Server) => format!("{CREATE}\n{REST_OF_LIFECYCLE}"),
+            (Self::Create, Rows::Minimal) => MINIMAL_CREATE.to_string(),
+            (Self::Roundtrip, Rows::Minimal) => {
+                format!("{MINIMAL_CREATE}\n{MINIMAL_REST_OF_LIFECYCLE}")
+            }
         }
     }
+}
+
+/// Runs the baseline of `rows` (see [`run_pgbench`]); for the minimal rows, in tables of its own
+/// made for the run and dropped after it.
+pub async fn run(
+    url: &str,
+    baseline: Baseline,
+    rows: Rows,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    if rows == Rows::Server {
+        return run_pgbench(url, baseline, rows, clients, duration).await;
+    }
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(MINIMAL_SETUP).execute(&mut conn).await?;
+    let tps = run_pgbench(url, baseline, rows, clients, duration).await;
+    sqlx::raw_sql("DROP TABLE bench_min_referrals, bench_min_messages, bench_min_audit")
+        .execute(&mut conn)
+        .await?;
+    tps
 }
 
 /// Runs the baseline for `duration` with `clients` connections; returns its scripts per second
 /// (creates or lifecycles). Needs the written consents the scenario recorded (one per client) and,
 /// for the lifecycle, the mailboxes' counter rows the server made at start.
-pub async fn run_pgbench(
+async fn run_pgbench(
     url: &str,
     baseline: Baseline,
+    rows: Rows,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
@@ -56,7 +95,7 @@ pub async fn run_pgbench(
 
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("baseline.sql");
-    std::fs::write(&script, baseline.script())?;
+    std::fs::write(&script, baseline.script(rows))?;
     let output = Command::new("pgbench")
         .args([
             "--no-vacuum",

@@ -92,8 +92,9 @@ pub struct BenchArgs {
     /// Seconds each run lasts (create, roundtrip, read, audit).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// `create`, `roundtrip`: also run the pgbench baseline (the same rows, one transaction per call)
-    /// at the same concurrency and print the ratio.
+    /// `create`, `roundtrip`: also run the pgbench baselines at the same concurrency (the same rows
+    /// as the server's, and only the rows a call must make durable; one transaction per call) and
+    /// print both ratios.
     #[arg(long)]
     baseline: bool,
     /// `create`: issue this many creates per second in all (open loop, spread over the clients) instead
@@ -156,6 +157,10 @@ pub struct Outcome {
     /// With `--baseline`: pgbench's creates or lifecycles per second for the same rows, and ours / it.
     pub baseline_per_second: Option<f64>,
     pub ratio_to_baseline: Option<f64>,
+    /// With `--baseline`: pgbench committing only the rows a call must make durable (the referral,
+    /// its message, its audit event per call), and ours / it.
+    pub minimal_baseline_per_second: Option<f64>,
+    pub ratio_to_minimal: Option<f64>,
     /// `datasize`: stored referrals.
     pub stored_referrals: Option<u64>,
     /// `auditlog`: what the two figures below are per ("lifecycle", "idle receiver hour").
@@ -189,6 +194,8 @@ impl Outcome {
             server_peak_rss_mb: None,
             baseline_per_second: None,
             ratio_to_baseline: None,
+            minimal_baseline_per_second: None,
+            ratio_to_minimal: None,
             stored_referrals: None,
             per: None,
             audit_events_per: None,
@@ -423,10 +430,13 @@ async fn beside_baseline(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let tps = baseline::run_pgbench(url, baseline, clients, duration).await?;
+    let tps = baseline::run(url, baseline, baseline::Rows::Server, clients, duration).await?;
+    let minimal = baseline::run(url, baseline, baseline::Rows::Minimal, clients, duration).await?;
     for outcome in &mut outcomes {
         outcome.baseline_per_second = Some(tps);
         outcome.ratio_to_baseline = Some(outcome.per_second / tps);
+        outcome.minimal_baseline_per_second = Some(minimal);
+        outcome.ratio_to_minimal = Some(outcome.per_second / minimal);
     }
     Ok(outcomes)
 }
@@ -492,6 +502,11 @@ fn print_row(o: &Outcome) {
     }
     if let (Some(tps), Some(ratio)) = (o.baseline_per_second, o.ratio_to_baseline) {
         line.push_str(&format!("  pgbench {tps:.1}/s  ours/pgbench {ratio:.2}"));
+    }
+    if let (Some(tps), Some(ratio)) = (o.minimal_baseline_per_second, o.ratio_to_minimal) {
+        line.push_str(&format!(
+            "  pgbench minimal rows {tps:.1}/s  ours/minimal {ratio:.2}"
+        ));
     }
     println!("{line}");
 }
