@@ -39,6 +39,9 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
         // pgbench's own failures abort the run above; here: it committed something.
         let baseline = outcome["baselinePerSecond"].as_f64().unwrap_or(0.0);
         assert!(baseline > 0.0, "{scenario}: {outcome}");
+        // And the minimal rows' baseline, in tables made like the current ones.
+        let minimal = outcome["minimalBaselinePerSecond"].as_f64().unwrap_or(0.0);
+        assert!(minimal > 0.0, "{scenario}: {outcome}");
     }
 }
 

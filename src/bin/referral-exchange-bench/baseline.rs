@@ -13,7 +13,8 @@ const CREATE: &str = include_str!("../../../bench/pgbench/create.sql");
 const REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/roundtrip.sql");
 const MINIMAL_SETUP: &str = include_str!("../../../bench/pgbench/minimal_setup.sql");
 const MINIMAL_CREATE: &str = include_str!("../../../bench/pgbench/minimal_create.sql");
-const MINIMAL_REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/minimal_roundtrip.sql");
+const MINIMAL_REST_OF_LIFECYCLE: &str =
+    include_str!("../../../bench/pgbench/minimal_roundtrip.sql");
 
 /// Which rows the baseline commits for each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -323,13 +323,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     );
                     let server =
                         ServerProcess::start(&binary, &dir.path().join("server"), &db.url, &extra)?;
-                    let outcomes = scenarios::limits(
-                        server.target(),
-                        clients,
-                        duration,
-                        args.offered_rate,
-                    )
-                    .await?;
+                    let outcomes =
+                        scenarios::limits(server.target(), clients, duration, args.offered_rate)
+                            .await?;
                     server.stop()?;
                     outcomes
                 }
