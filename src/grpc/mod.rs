@@ -177,8 +177,9 @@ fn log_refusal(method: &str, e: &Error) {
 }
 
 /// A call refused before its handler could run (its request could not be read as its message, on
-/// either edge): identified from `request`'s certificate, metadata or claims, answered identity
-/// and role first, logged and audited as [`handle`] does a refusal.
+/// either edge; or the console's sign-in refused it): identified from `request`'s certificate,
+/// metadata or claims, answered identity first, then `error` if it is about who the caller is,
+/// then role, then `error`; logged and audited as [`handle`] does a refusal.
 pub(crate) async fn refuse_unread(
     exchange: &Exchange,
     request: &Request<()>,
@@ -186,9 +187,11 @@ pub(crate) async fn refuse_unread(
     error: Error,
 ) -> Status {
     let call = identify(exchange, request, method);
-    let error = match call.authorize() {
-        Err(identity_or_role) => identity_or_role,
-        Ok(_) => error,
+    let error = match call.caller() {
+        Err(identity) => identity,
+        // Who the caller is was the problem (the console's sign-in): that, not its role.
+        Ok(_) if error.code() == tonic::Code::Unauthenticated => error,
+        Ok(_) => call.authorize().err().unwrap_or(error),
     };
     log_refusal(method, &error);
     match exchange.finish(&call, Err::<(), _>(error)).await {
