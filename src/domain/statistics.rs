@@ -2,9 +2,8 @@
 //!
 //! `GetReferralStatistics` returns a frequency table: the database groups the
 //! referrals of a time window by the `k` requested dimensions (KIND, REASON,
-//! RECIPIENT, MONTH, OUTCOME, STATE), one `GROUP BY` per subset of them
-//! joined by `UNION ALL` (what `GROUPING SETS` does; SQLite has none), so
-//! that every subset of the dimensions is grouped. A row of that result is a [`Count`]:
+//! RECIPIENT, MONTH, OUTCOME, STATE), every subset of them (`GROUPING SETS`
+//! on PostgreSQL, one `GROUP BY` per subset on SQLite; `crate::store::statistics`). A row of that result is a [`Count`]:
 //! for each dimension its key is either `Some(value)` or `None`, meaning "all
 //! values of this dimension", i.e. a total. The cell whose keys are all `None`
 //! is the grand total. Combinations with no referrals produce no row, so they
