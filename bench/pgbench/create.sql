@@ -26,14 +26,15 @@ INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, 
     home_municipality_code, current_municipality_code, recipient, reasons, reason_text, urgent, deadline_group,
     consent_id, statutory_ground, personal_discussion_requested, application_reference, state, state_reason,
     outcome, rejection_reason, rejection_text, cancellation_text, history, create_time, update_time, receive_time,
-    assessment_due_date, version, completion_due_date, receive_due_date)
+    assessment_due_date, version, completion_due_date, receive_due_date, reason_bits)
   SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'NEED_FOR_SOCIAL_WORK', '131052-308T', md5(:c::text) || md5(:c::text), NULL, NULL, NULL,
     '179', NULL, 'hva-15', '["HOUSING","DEBT"]', 'Benchmark referral', false, 'NO_STATUTORY_GROUP',
     id, NULL, false, NULL, 'REQUESTED', 'ROUTED', NULL, NULL, NULL, NULL,
     '[{"state": "REQUESTED","time": ' || to_json(now())::text || ',"organization": "kela","reason": "ROUTED","recipient": "hva-15"}]',
-    now(), now(), NULL, NULL, 1, NULL, current_date + 3
+    now(), now(), NULL, NULL, 1, NULL, current_date + 3, 132
   FROM bench_consents WHERE n = :c
   RETURNING id AS ref \gset
+-- The referrals trigger (migration 0010) numbers the person, as for the server; HOUSING | DEBT = 132.
 INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'hva-15', now());
 UPDATE idempotency_keys SET response = repeat('x', 1400)
   WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;

@@ -2,9 +2,8 @@
 //!
 //! `GetReferralStatistics` returns a frequency table: the database groups the
 //! referrals of a time window by the `k` requested dimensions (KIND, REASON,
-//! RECIPIENT, MONTH, OUTCOME, STATE), one `GROUP BY` per subset of them
-//! joined by `UNION ALL` (what `GROUPING SETS` does; SQLite has none), so
-//! that every subset of the dimensions is grouped. A row of that result is a [`Count`]:
+//! RECIPIENT, MONTH, OUTCOME, STATE), every subset of them (`GROUPING SETS`
+//! on PostgreSQL, one `GROUP BY` per subset on SQLite; `crate::store::statistics`). A row of that result is a [`Count`]:
 //! for each dimension its key is either `Some(value)` or `None`, meaning "all
 //! values of this dimension", i.e. a total. The cell whose keys are all `None`
 //! is the grand total. Combinations with no referrals produce no row, so they
@@ -99,7 +98,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Violation, calendar, code_enum,
-    referral::{Referral, State},
+    referral::{Reason, Referral, State},
 };
 
 code_enum! {
@@ -199,6 +198,16 @@ pub struct Skeleton {
     /// The assessment started on or before its due date. `None` when it has not started or there
     /// is no statutory due date.
     pub assessment_started_within_deadline: Option<bool>,
+    /// The reasons as bits ([`reason_bit`]): what REASON groups by, without reading the JSON list.
+    pub reason_bits: i32,
+}
+
+/// A reason's bit in [`Skeleton::reason_bits`]: bit `n` for the `n`-th code of [`Reason::ALL`].
+/// Stored with every referral, so that order is append-only (migration 0010 wrote the nine codes'
+/// bits for the rows before it).
+pub fn reason_bit(reason: Reason) -> i32 {
+    let n = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+    1 << n
 }
 
 impl Skeleton {
@@ -222,6 +231,10 @@ impl Skeleton {
             assessment_started_within_deadline: assessment_start_time
                 .zip(r.assessment_due_date)
                 .map(|(t, due)| calendar::helsinki_date(t) <= due),
+            reason_bits: r
+                .reasons
+                .iter()
+                .fold(0, |bits, reason| bits | reason_bit(*reason)),
         }
     }
 }
@@ -490,6 +503,32 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reason_bits_are_the_stored_ones() {
+        // Migration 0010 wrote these for the referrals before it, and the statistics statement
+        // tests them: a reason's bit never changes.
+        let stored = [
+            ("LIFE_MANAGEMENT", 1),
+            ("LIVELIHOOD", 2),
+            ("HOUSING", 4),
+            ("HEALTH", 8),
+            ("SUBSTANCE_USE", 16),
+            ("FAMILY_AND_CHILDREN", 32),
+            ("EMPLOYMENT", 64),
+            ("DEBT", 128),
+            ("OTHER", 256),
+        ];
+        for (code, bit) in stored {
+            let reason = Reason::from_code(code).expect("a reason");
+            assert_eq!(reason_bit(reason), bit, "{code}");
+        }
+        assert_eq!(
+            Reason::ALL.len(),
+            stored.len(),
+            "a new reason gets the next bit"
+        );
+    }
 
     fn row(keys: &[Option<&str>], referrals: i64, persons: i64) -> GroupRow {
         GroupRow {

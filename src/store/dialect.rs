@@ -90,11 +90,12 @@ pub trait Dialect: Send + Sync + 'static {
     const NOTIFY: Option<&'static str>;
     /// How held writes go to the database (see [`super::held`]).
     const SENDING: Sending;
-    /// A table of the text elements of a JSON array column, as a `FROM` item: written
-    /// `{JSON_TEXTS.0}<column>{JSON_TEXTS.1} AS alias`, each element is `alias.value`.
-    const JSON_TEXTS: (&'static str, &'static str);
     /// Run in the transaction before a long analytical read (statistics), if anything.
     const BEFORE_LONG_READ: Option<&'static str>;
+    /// Whether the engine has `GROUP BY GROUPING SETS` (several groupings of one input in one pass).
+    const GROUPING_SETS: bool;
+    /// After `FROM referrals AS r` in a read of a whole window of referrals (statistics).
+    const FULL_SCAN: &'static str;
 }
 
 impl Dialect for Sqlite {
@@ -112,8 +113,12 @@ impl Dialect for Sqlite {
     // One process: `MailboxSignals` already wakes every waiter.
     const NOTIFY: Option<&'static str> = None;
     const SENDING: Sending = Sending::Commands;
-    const JSON_TEXTS: (&'static str, &'static str) = ("json_each(", ")");
     const BEFORE_LONG_READ: Option<&'static str> = None;
+    const GROUPING_SETS: bool = false;
+    // Left to itself the planner reads a year's window through `referrals_by_time`, one row lookup
+    // per referral in index order: 2.7 s for 10⁶ referrals against 0.8 s in table order (3.51,
+    // bench/RESULTS.md). A statistics window is most of the table; read it in table order.
+    const FULL_SCAN: &'static str = " NOT INDEXED";
 }
 
 impl Dialect for Postgres {
@@ -133,12 +138,14 @@ impl Dialect for Postgres {
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('referral_exchange_mailbox', $1)");
     // One statement per query in PostgreSQL's protocol, and no pipelining in sqlx.
     const SENDING: Sending = Sending::OneStatement;
-    // The column is TEXT; jsonb_array_elements_text's column is called `value`, as json_each's.
-    const JSON_TEXTS: (&'static str, &'static str) = ("jsonb_array_elements_text((", ")::jsonb)");
-    // A statistics statement is one UNION ALL of up to 128 aggregates whose estimated cost (the
-    // planner guesses 100 elements per JSON array) passes JIT's thresholds: compiling it took 1.7 s
-    // of a 1.8 s answer over 10⁴ referrals, the work itself 0.1 s. Off for that transaction only.
-    const BEFORE_LONG_READ: Option<&'static str> = Some("SET LOCAL jit = off");
+    // A statistics statement's estimated cost passes JIT's thresholds: compiling it took 1.7 s of a
+    // 1.8 s answer over 10⁴ referrals, the work itself 0.1 s. And its sorts of 10⁶ referrals need
+    // about 90 MB: at the default work_mem (4 MB) they went to disk, twice as slow. Both for that
+    // transaction only.
+    const BEFORE_LONG_READ: Option<&'static str> =
+        Some("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)");
+    const GROUPING_SETS: bool = true;
+    const FULL_SCAN: &'static str = "";
 }
 
 /// Adds a value of type `T` to a statement's arguments.

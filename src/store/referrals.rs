@@ -62,18 +62,19 @@ pub trait Referrals {
     async fn referrals_by_consent(&mut self, consent_id: Uuid) -> Result<Vec<Uuid>>;
 }
 
-/// Binds the coded skeleton statistics read (`create_month` … `assessment_started_within_deadline`),
-/// computed from the referral each time it is written: it stays true to the referral by
-/// construction.
+/// Binds the coded skeleton statistics read (`create_month` … `assessment_started_within_deadline`,
+/// `reason_bits`), computed from the referral each time it is written: it stays true to the
+/// referral by construction. (`person_id` is the database's, from the pseudonym: migration 0010.)
 fn bind_skeleton<A>(args: &mut A, s: Skeleton) -> std::result::Result<(), BoxDynError>
 where
-    A: Bind<String> + Bind<Option<i32>> + Bind<Option<bool>> + Bind<Option<DbTime>>,
+    A: Bind<String> + Bind<Option<i32>> + Bind<Option<bool>> + Bind<Option<DbTime>> + Bind<i32>,
 {
     args.bind(s.create_month)?;
     args.bind(s.receipt_working_days)?;
     args.bind(s.received_within_deadline)?;
     args.bind(s.assessment_start_time.map(DbTime))?;
-    args.bind(s.assessment_started_within_deadline)
+    args.bind(s.assessment_started_within_deadline)?;
+    args.bind(s.reason_bits)
 }
 
 impl<D: Dialect> SqlTx<D> {
@@ -138,10 +139,10 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                create_time, update_time, receive_time, assessment_due_date, version, \
                completion_due_date, receive_due_date, create_month, receipt_working_days, \
                received_within_deadline, assessment_start_time, \
-               assessment_started_within_deadline) \
+               assessment_started_within_deadline, reason_bits) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, \
-               $34, $35, $36, $37)",
+               $34, $35, $36, $37, $38)",
             |args| {
                 args.bind(r.id)?;
                 args.bind(r.kind.as_str())?;
@@ -203,7 +204,8 @@ impl<D: Dialect> Referrals for SqlTx<D> {
                update_time = $10, receive_time = $11, assessment_due_date = $12, version = $13, \
                completion_due_date = $14, receive_due_date = $15, create_month = $16, \
                receipt_working_days = $17, received_within_deadline = $18, \
-               assessment_start_time = $19, assessment_started_within_deadline = $20 \
+               assessment_start_time = $19, assessment_started_within_deadline = $20, \
+               reason_bits = $21 \
              WHERE id = $1",
             |args| {
                 args.bind(r.id)?;

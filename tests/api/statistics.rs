@@ -539,3 +539,186 @@ fn a_minimum_cell_size_below_three_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+both_engines!(every_referral_carries_its_person_and_reason_bits_through_its_changes);
+async fn every_referral_carries_its_person_and_reason_bits_through_its_changes(db: Db) {
+    let app = TestApp::spawn(db).await;
+    populate(&app).await;
+    // Person 0 has two referrals; the others one each: one number per pseudonym, both ways.
+    let counts = app
+        .sql(
+            "SELECT CAST(COUNT(*) AS TEXT) || ' ' || CAST(COUNT(DISTINCT person_id) AS TEXT) || ' ' \
+               || CAST(COUNT(DISTINCT subject_pseudonym) AS TEXT) || ' ' \
+               || CAST(COUNT(DISTINCT subject_pseudonym || ':' || CAST(person_id AS TEXT)) AS TEXT) \
+             FROM referrals",
+        )
+        .await
+        .expect("counts");
+    assert_eq!(counts, ["16 15 15 15"]);
+    // The bits of every referral, among them the received, accepted, started and completed ones
+    // (each change rewrote its row): HOUSING 4, DEBT 128.
+    let mut bits = app
+        .sql("SELECT reasons || ' ' || CAST(reason_bits AS TEXT) FROM referrals")
+        .await
+        .expect("bits");
+    bits.sort();
+    bits.dedup();
+    assert_eq!(bits, [r#"["HOUSING","DEBT"] 132"#, r#"["HOUSING"] 4"#]);
+    let persons = app
+        .sql("SELECT CAST(COUNT(*) AS TEXT) FROM persons")
+        .await
+        .expect("persons");
+    assert_eq!(persons, ["15"]);
+    app.stop().await;
+}
+
+/// Runs `sql` on a fresh connection to `url`; the first column of each row as text.
+async fn query(db: Db, url: &str, sql: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match db {
+        Db::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("query");
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+                .collect()
+        }
+        Db::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("query");
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+                .collect()
+        }
+    }
+}
+
+/// Migrates `url` up to and including `version` (everything when `None`).
+async fn migrate(db: Db, url: &str, version: Option<i64>) {
+    match db {
+        Db::Sqlite => {
+            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+                .expect("url")
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+            let migrator = sqlx::migrate!("migrations/sqlite");
+            match version {
+                Some(v) => migrator.run_to(v, &pool).await,
+                None => migrator.run(&pool).await,
+            }
+            .expect("migrate");
+            pool.close().await;
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("pool");
+            let migrator = sqlx::migrate!("migrations/postgres");
+            match version {
+                Some(v) => migrator.run_to(v, &pool).await,
+                None => migrator.run(&pool).await,
+            }
+            .expect("migrate");
+            pool.close().await;
+        }
+    }
+}
+
+both_engines!(migration_0010_numbers_the_persons_and_reasons_of_existing_referrals);
+async fn migration_0010_numbers_the_persons_and_reasons_of_existing_referrals(db: Db) {
+    let database = TestDb::create(db).await;
+    let url = database.url().to_owned();
+    migrate(db, &url, Some(9)).await;
+    let (id, time, no) = match db {
+        Db::Sqlite => ("randomblob(16)", "0", "0"),
+        Db::Postgres => ("gen_random_uuid()", "now()", "false"),
+    };
+    // A referral as written before migration 0010, or after it with its reason bits.
+    let row = |pseudonym: &str, reasons: &str, bits: Option<i32>| {
+        let bits = bits.map(|b| format!(", {b}")).unwrap_or_default();
+        format!(
+            "({id}, 'NEED_NOTIFICATION_WITHOUT_CONSENT', '', '{pseudonym}', '179', 'hva-01', \
+              '{reasons}', '', {no}, 'NO_STATUTORY_GROUP', 'UNABLE_TO_CARE_FOR_SELF', {no}, \
+              'REQUESTED', 'ROUTED', '[]', {time}, {time}, 1{bits})"
+        )
+    };
+    let insert = |rows: Vec<String>, bits: bool| {
+        format!(
+            "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, \
+               home_municipality_code, recipient, reasons, reason_text, urgent, deadline_group, \
+               statutory_ground, personal_discussion_requested, state, state_reason, history, \
+               create_time, update_time, version{}) VALUES {}",
+            if bits { ", reason_bits" } else { "" },
+            rows.join(", ")
+        )
+    };
+    query(
+        db,
+        &url,
+        &insert(
+            vec![
+                row("a", r#"["HOUSING","DEBT"]"#, None),
+                row("b", r#"["OTHER"]"#, None),
+                row("a", r#"["LIFE_MANAGEMENT"]"#, None),
+            ],
+            false,
+        ),
+    )
+    .await;
+    migrate(db, &url, None).await;
+    let numbered = "SELECT subject_pseudonym || ' ' || CAST(reason_bits AS TEXT) || ' ' \
+                      || CAST(person_id AS TEXT) FROM referrals ORDER BY reason_bits";
+    let before = query(db, &url, numbered).await;
+    let split = |line: &String| -> (String, String, String) {
+        let mut parts = line.split(' ').map(str::to_owned);
+        (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        )
+    };
+    let rows: Vec<_> = before.iter().map(split).collect();
+    assert_eq!(
+        rows.iter()
+            .map(|(p, bits, _)| format!("{p} {bits}"))
+            .collect::<Vec<_>>(),
+        ["a 1", "a 132", "b 256"],
+        "{before:?}"
+    );
+    assert_eq!(rows[0].2, rows[1].2, "one person, one number: {before:?}");
+    assert_ne!(rows[0].2, rows[2].2, "{before:?}");
+
+    // New referrals get their person's number from the database: the old one, or a new one.
+    query(
+        db,
+        &url,
+        &insert(
+            vec![
+                row("b", r#"["HEALTH"]"#, Some(8)),
+                row("c", r#"["DEBT"]"#, Some(128)),
+            ],
+            true,
+        ),
+    )
+    .await;
+    let after: Vec<_> = query(db, &url, numbered).await.iter().map(split).collect();
+    let number = |pseudonym: &str| -> Vec<String> {
+        let mut numbers: Vec<String> = after
+            .iter()
+            .filter(|(p, _, _)| p == pseudonym)
+            .map(|(_, _, n)| n.clone())
+            .collect();
+        numbers.dedup();
+        numbers
+    };
+    assert_eq!(number("b"), [rows[2].2.clone()], "{after:?}");
+    let c = number("c");
+    assert_eq!(c.len(), 1, "{after:?}");
+    assert!(
+        !c[0].is_empty() && c[0] != rows[0].2 && c[0] != rows[2].2,
+        "{after:?}"
+    );
+    assert_eq!(
+        query(db, &url, "SELECT CAST(COUNT(*) AS TEXT) FROM persons").await,
+        ["3"]
+    );
+}

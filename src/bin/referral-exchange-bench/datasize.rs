@@ -38,10 +38,10 @@ async fn add_rows(conn: &mut sqlx::PgConnection, from: u64, to: u64) -> anyhow::
         sqlx::query(
             "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, home_municipality_code, recipient, \
                reasons, reason_text, urgent, deadline_group, statutory_ground, personal_discussion_requested, state, \
-               state_reason, outcome, history, create_time, update_time, receive_time, version) \
+               state_reason, outcome, history, create_time, update_time, receive_time, version, reason_bits) \
              SELECT md5('r' || g)::uuid, 'NEED_NOTIFICATION_WITHOUT_CONSENT', $3, md5('s' || g % 10000) || md5('t' || g % 10000), \
                '179', 'hva-15', '[\"HEALTH\"]', 'Preloaded', false, 'NO_STATUTORY_GROUP', 'UNABLE_TO_CARE_FOR_SELF', false, \
-               'COMPLETED', 'SERVICES_STARTED', 'SERVICES_STARTED', '[]', now(), now(), now(), 5 \
+               'COMPLETED', 'SERVICES_STARTED', 'SERVICES_STARTED', '[]', now(), now(), now(), 5, 8 \
              FROM generate_series($1::bigint, $2::bigint) g",
         )
         .bind(a)

@@ -1,7 +1,9 @@
 //! `GetReferralStatistics` over a year of referrals: 10⁶ by default (`--sizes`), spread over the 365
 //! days before now, across the 21 wellbeing services counties, nine reasons (every third referral
 //! with two), four states and 100,000 people. The rows are written with SQL, on either engine, with
-//! the server stopped (as `datasize` does); the server is then started and each table timed.
+//! the server stopped (as `datasize` does): the reasons also as their bits (`reason_bits`, as
+//! `Skeleton::reason_bits` writes them), the person's number by the database's own trigger
+//! (migration 0010). The server is then started and each table timed.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ async fn add_rows_postgres(url: &str, from: u64, to: u64) -> anyhow::Result<()> 
                recipient, reasons, reason_text, urgent, deadline_group, statutory_ground, \
                personal_discussion_requested, state, state_reason, outcome, history, create_time, \
                update_time, receive_time, version, receive_due_date, create_month, \
-               receipt_working_days, received_within_deadline) \
+               receipt_working_days, received_within_deadline, reason_bits) \
              SELECT md5('r' || g)::uuid, 'NEED_NOTIFICATION_WITHOUT_CONSENT', $3, md5('s' || g % 100000), \
                '179', 'hva-' || lpad((g % 21 + 1)::text, 2, '0'), \
                CASE WHEN g % 3 = 0 THEN '[\"' || (r.j ->> (g % 9)::int) || '\",\"' || (r.j ->> ((g + 4) % 9)::int) || '\"]' \
@@ -45,7 +47,8 @@ async fn add_rows_postgres(url: &str, from: u64, to: u64) -> anyhow::Result<()> 
                CASE WHEN g % 4 > 0 THEN t + interval '1 day' END, 1, \
                DATE '2100-01-01', \
                to_char(t AT TIME ZONE 'Europe/Helsinki', 'YYYY-MM'), \
-               CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END \
+               CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END, \
+               (1 << (g % 9)::int) | CASE WHEN g % 3 = 0 THEN 1 << ((g + 4) % 9)::int ELSE 0 END \
              FROM (SELECT g, now() - (g % 365) * interval '1 day' - (g % 86400) * interval '1 second' AS t \
                    FROM generate_series($1::bigint, $2::bigint) g) s, \
                   (SELECT '{REASONS}'::jsonb AS j) r"
@@ -76,7 +79,7 @@ async fn add_rows_sqlite(url: &str, from: u64, to: u64) -> anyhow::Result<()> {
                recipient, reasons, reason_text, urgent, deadline_group, statutory_ground, \
                personal_discussion_requested, state, state_reason, outcome, history, create_time, \
                update_time, receive_time, version, receive_due_date, create_month, \
-               receipt_working_days, received_within_deadline) \
+               receipt_working_days, received_within_deadline, reason_bits) \
              SELECT randomblob(16), 'NEED_NOTIFICATION_WITHOUT_CONSENT', $3, 's' || (g % 100000), '179', \
                'hva-' || printf('%02d', g % 21 + 1), \
                CASE WHEN g % 3 = 0 THEN json_array(json_extract('{REASONS}', '$[' || (g % 9) || ']'), \
@@ -88,7 +91,8 @@ async fn add_rows_sqlite(url: &str, from: u64, to: u64) -> anyhow::Result<()> {
                CASE WHEN g % 4 > 0 THEN t + 86400000000 END, 1, \
                '2100-01-01', \
                strftime('%Y-%m', t / 1000000, 'unixepoch', '+2 hours'), \
-               CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END \
+               CASE WHEN g % 4 > 0 THEN g % 5 END, CASE WHEN g % 4 > 0 THEN g % 5 <= 3 END, \
+               (1 << (g % 9)) | CASE WHEN g % 3 = 0 THEN 1 << ((g + 4) % 9) ELSE 0 END \
              FROM s"
         )))
         .bind(start as i64 + 1)
