@@ -109,7 +109,51 @@ struct Batch {
     shared: Arc<tokio::sync::Mutex<Shared>>,
     counts: Mutex<Counts>,
     /// Set once, when the batch has committed (or failed to).
-    outcome: watch::Sender<Option<std::result::Result<(), String>>>,
+    outcome: watch::Sender<Option<std::result::Result<(), Failure>>>,
+}
+
+/// Why a batch did not commit, as each of its members is told. A database that went away (mid-
+/// commit, say) stays UNAVAILABLE for every member, as it is for a call on its own: clients retry
+/// that, and with its `request_id` a retry is answered with the first result should the commit have
+/// happened after all. Anything else is INTERNAL.
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    /// `Error::Unavailable`'s reason and retry delay, when it was that.
+    unavailable: Option<(crate::error::Reason, std::time::Duration)>,
+}
+
+impl Failure {
+    fn of(error: &Error) -> Self {
+        use std::error::Error as _;
+        Self {
+            // The cause, which the shared error's own text ("internal error") would hide.
+            message: error
+                .source()
+                .map_or_else(|| error.to_string(), |cause| cause.to_string()),
+            unavailable: match error {
+                Error::Unavailable {
+                    reason,
+                    retry_after,
+                    ..
+                } => Some((*reason, *retry_after)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The error one member gets.
+    fn error(&self) -> Error {
+        let source = format!("the batch did not commit: {}", self.message);
+        match self.unavailable {
+            Some((reason, retry_after)) => Error::Unavailable {
+                reason,
+                retry_after,
+                source: source.into(),
+            },
+            None => Error::internal(source),
+        }
+    }
 }
 
 impl Batch {
@@ -150,7 +194,7 @@ impl Batch {
             tracing::error!(error = %e, "a group-commit batch failed to commit");
         }
         self.outcome
-            .send_replace(Some(result.map_err(|e| e.to_string())));
+            .send_replace(Some(result.map_err(|e| Failure::of(&e))));
     }
 }
 
@@ -308,9 +352,7 @@ impl Member {
             .await
             .map_err(Error::internal)?
             .clone();
-        result
-            .unwrap_or(Ok(()))
-            .map_err(|e| Error::internal(format!("the batch did not commit: {e}")))
+        result.unwrap_or(Ok(())).map_err(|failure| failure.error())
     }
 }
 
@@ -330,5 +372,33 @@ impl Drop for Member {
             let batch = self.batch.clone();
             tokio::spawn(async move { batch.commit().await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Reason;
+
+    #[test]
+    fn a_batch_the_database_lost_is_unavailable_for_every_member_and_anything_else_internal() {
+        let lost = Error::Unavailable {
+            reason: Reason::DatabaseUnavailable,
+            retry_after: std::time::Duration::from_secs(1),
+            source: "connection reset".into(),
+        };
+        let failure = Failure::of(&lost);
+        for member in [failure.error(), failure.clone().error()] {
+            assert_eq!(member.code(), tonic::Code::Unavailable);
+            assert_eq!(member.reason(), Reason::DatabaseUnavailable);
+            let shown = std::error::Error::source(&member).map(ToString::to_string);
+            assert_eq!(
+                shown.as_deref(),
+                Some("the batch did not commit: connection reset"),
+                "the log says why"
+            );
+        }
+        let broken = Failure::of(&Error::internal("disk full")).error();
+        assert_eq!(broken.code(), tonic::Code::Internal);
     }
 }

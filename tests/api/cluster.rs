@@ -130,6 +130,16 @@ impl PrivateCluster {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
+    /// Stops the cluster the way a crash would: `-m immediate` kills every backend at once, with no
+    /// checkpoint and no goodbye to the clients; the next [`PrivateCluster::up`] replays the WAL
+    /// before it accepts connections again.
+    pub fn crash(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

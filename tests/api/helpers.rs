@@ -438,20 +438,7 @@ impl TestApp {
     /// Runs `sql` on a raw connection to the test database, as an attacker with database access
     /// would, and returns the first column of each row as text.
     pub async fn sql(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
-        use sqlx::{Connection, Row};
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match self.engine {
-            Db::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(self.db.url()).await?;
-                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
-                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
-            }
-            Db::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(self.db.url()).await?;
-                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
-                rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
-            }
-        }
+        sql_text(self.engine, self.db.url(), sql).await
     }
 
     /// Every stored audit event's columns as text, for searching what the log holds.
@@ -484,6 +471,25 @@ impl TestApp {
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Runs `sql` on a raw connection to the `engine` database at `url` (a test's own, or the one a
+/// server binary runs on) and returns the first column of each row as text.
+pub async fn sql_text(engine: Db, url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::{Connection, Row};
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match engine {
+        Db::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await?;
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
+        }
+        Db::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
         }
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod consents;
 mod console;
 mod console_browser;
+mod crash;
 mod deadlines;
 mod delivery;
 mod deploy;
