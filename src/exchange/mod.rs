@@ -344,6 +344,12 @@ impl Exchange {
             .await;
             match written {
                 Ok(()) => call.mark_audited(),
+                // The database is away (the refusal is likely UNAVAILABLE for that very reason):
+                // the event is kept and written once it answers again (see `refusal_tally`).
+                Err(e) if self.refusal_tally.keep(record) => {
+                    tracing::warn!(method = call.method(), error = %e, "could not audit a refused call yet: kept for the next round");
+                    call.mark_audited();
+                }
                 // The refusal stands; losing its record is logged loudly (without personal data).
                 Err(e) => {
                     tracing::error!(method = call.method(), error = %e, "could not audit a refused call")

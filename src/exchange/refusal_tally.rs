@@ -9,10 +9,16 @@
 //! per organisation, user, method, status and second of the clock, in one transaction, its
 //! `resources` naming how many calls it stands for (`refusedCalls/{count}`).
 //!
-//! Every other refusal is audited one by one, as before ([`Exchange::finish`]). What a `kill -9`
-//! can lose is the last second's tally of refusals that changed nothing.
+//! Every other refusal is audited one by one, as before ([`Exchange::finish`]). When its event
+//! cannot be written because the database is away (a refusal during an outage is UNAVAILABLE for
+//! that reason), the event is kept here, whole, and written by the same flush once the database
+//! answers, with its own time: at most [`MAX_KEPT`] of them, beyond which they are logged as lost.
+//! What a `kill -9` can lose is the last second's tally and the events kept during an outage.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
 
 use chrono::{DateTime, Utc};
 
@@ -32,11 +38,31 @@ struct Key {
     status_code: i32,
 }
 
-/// Refusals for a limit since the last flush, counted by [`Key`].
+/// Refused calls' events kept while the database is away, at most.
+pub const MAX_KEPT: usize = 10_000;
+
+/// Refusals for a limit since the last flush, counted by [`Key`], and the whole events of refusals
+/// that could not be written.
 #[derive(Debug, Default)]
-pub(crate) struct RefusalTally(Mutex<HashMap<Key, u64>>);
+pub(crate) struct RefusalTally(Mutex<HashMap<Key, u64>>, Mutex<VecDeque<AuditRecord>>);
 
 impl RefusalTally {
+    /// Keeps `record` to be written at the next flush; false if [`MAX_KEPT`] are already waiting.
+    pub(crate) fn keep(&self, record: AuditRecord) -> bool {
+        let mut kept = self.kept();
+        if kept.len() >= MAX_KEPT {
+            return false;
+        }
+        kept.push_back(record);
+        true
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, VecDeque<AuditRecord>> {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts the refusal `record` describes.
     pub(crate) fn add(&self, record: &AuditRecord) {
         let key = Key {
@@ -112,22 +138,27 @@ impl Exchange {
     /// background connections. Returns how many events it wrote. On failure the tally keeps them
     /// for the next flush.
     pub async fn flush_refusal_tally(&self) -> Result<usize> {
+        let kept: Vec<AuditRecord> = self.refusal_tally.kept().drain(..).collect();
         let records = self.refusal_tally.take();
-        if records.is_empty() {
+        if records.is_empty() && kept.is_empty() {
             return Ok(0);
         }
         let written = async {
             let mut tx = self.begin_background().await?;
-            for record in &records {
+            for record in kept.iter().chain(&records) {
                 tx.insert_audit_event(record).await?;
             }
             tx.commit().await
         }
         .await;
         match written {
-            Ok(()) => Ok(records.len()),
+            Ok(()) => Ok(kept.len() + records.len()),
             Err(e) => {
                 self.refusal_tally.restore(&records);
+                let mut waiting = self.refusal_tally.kept();
+                for record in kept.into_iter().rev() {
+                    waiting.push_front(record);
+                }
                 Err(e)
             }
         }
@@ -184,6 +215,16 @@ mod tests {
         );
         assert!(events.iter().all(|e| e.correlation_id.is_empty()));
         assert!(tally.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn refused_calls_events_are_kept_up_to_a_bound() {
+        let tally = RefusalTally::default();
+        for _ in 0..MAX_KEPT {
+            assert!(tally.keep(refusal(100, "kela", "/m/A")));
+        }
+        assert!(!tally.keep(refusal(100, "kela", "/m/A")), "bounded");
+        assert_eq!(tally.kept().len(), MAX_KEPT);
     }
 
     #[test]

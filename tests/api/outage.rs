@@ -132,6 +132,34 @@ async fn a_database_outage_is_unavailable_and_not_ready_and_then_recovers() {
     }
     kela_http.get("/v1/referrals").await.expect(200);
     assert!(outage_ended.elapsed() < Duration::from_secs(15));
+
+    // The calls refused during the outage could not be audited then; they are now, with their
+    // own status, once the database answers again.
+    let mut auditor = app.auditor().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = auditor
+            .audit
+            .list_audit_events(pb::ListAuditEventsRequest {
+                method: "ListReferrals".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("events")
+            .into_inner()
+            .audit_events
+            .into_iter()
+            .filter(|e| e.status == "UNAVAILABLE" && e.organization == "organizations/kela")
+            .count();
+        if refused >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{refused} refusals of the outage audited"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     app.stop().await;
     drop(cluster);
 }
