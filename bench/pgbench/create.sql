@@ -34,7 +34,8 @@ INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, 
     now(), now(), NULL, NULL, 1, NULL, current_date + 3, 132
   FROM bench_consents WHERE n = :c
   RETURNING id AS ref \gset
--- The referrals trigger (migration 0010) numbers the person, as for the server; HOUSING | DEBT = 132.
+-- The referrals triggers (migrations 0010, 0011) number the person and the recipient, as for the
+-- server; HOUSING | DEBT = 132.
 INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'hva-15', now());
 UPDATE idempotency_keys SET response = repeat('x', 1400)
   WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;

@@ -189,7 +189,7 @@ async fn populate(app: &TestApp) {
 
 both_engines!(a_known_population_gives_exactly_the_expected_cells);
 async fn a_known_population_gives_exactly_the_expected_cells(db: Db) {
-    use pb::Dimension::{Outcome, Reason, Recipient, State};
+    use pb::Dimension::{Month, Outcome, Reason, Recipient, State};
     let app = TestApp::spawn(db).await;
     populate(&app).await;
     assert_eq!(
@@ -218,6 +218,24 @@ async fn a_known_population_gives_exactly_the_expected_cells(db: Db) {
             ),
             (
                 keys(&[("REASON", "HOUSING")]),
+                Some((16, 15, 15, Some(2.0), 14, 0, 1))
+            ),
+            (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
+        ]
+    );
+
+    // By month: all in March 2025, its key the stored text although grouped as a number.
+    let by_month = kela
+        .reporting
+        .get_referral_statistics(request(&[Month]))
+        .await
+        .expect("statistics")
+        .into_inner();
+    assert_eq!(
+        seen(&by_month),
+        vec![
+            (
+                keys(&[("MONTH", "2025-03")]),
                 Some((16, 15, 15, Some(2.0), 14, 0, 1))
             ),
             (keys(&[]), Some((16, 15, 15, Some(2.0), 14, 0, 1))),
@@ -312,7 +330,7 @@ async fn a_known_population_gives_exactly_the_expected_cells(db: Db) {
         .lines()
         .filter(|l| l.contains("GetReferralStatistics"))
         .collect();
-    assert_eq!(calls.len(), 5, "{audit}");
+    assert_eq!(calls.len(), 6, "{audit}");
     for call in calls {
         let columns: Vec<&str> = call.split('|').collect();
         assert!(columns[3].contains("statistics/referrals"), "{call}");
@@ -721,4 +739,107 @@ async fn migration_0010_numbers_the_persons_and_reasons_of_existing_referrals(db
         query(db, &url, "SELECT CAST(COUNT(*) AS TEXT) FROM persons").await,
         ["3"]
     );
+}
+
+both_engines!(migration_0011_numbers_the_months_and_recipients_of_existing_referrals);
+async fn migration_0011_numbers_the_months_and_recipients_of_existing_referrals(db: Db) {
+    let database = TestDb::create(db).await;
+    let url = database.url().to_owned();
+    migrate(db, &url, Some(10)).await;
+    let (id, time, no) = match db {
+        Db::Sqlite => ("randomblob(16)", "0", "0"),
+        Db::Postgres => ("gen_random_uuid()", "now()", "false"),
+    };
+    let insert = |rows: &[(&str, &str, Option<&str>)]| {
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|(pseudonym, recipient, month)| {
+                let month = month.map_or("NULL".to_owned(), |m| format!("'{m}'"));
+                format!(
+                    "({id}, 'NEED_NOTIFICATION_WITHOUT_CONSENT', '', '{pseudonym}', '179', \
+                      '{recipient}', '[\"OTHER\"]', '', {no}, 'NO_STATUTORY_GROUP', \
+                      'UNABLE_TO_CARE_FOR_SELF', {no}, 'REQUESTED', 'ROUTED', '[]', {time}, \
+                      {time}, 1, 256, {month})"
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, \
+               home_municipality_code, recipient, reasons, reason_text, urgent, deadline_group, \
+               statutory_ground, personal_discussion_requested, state, state_reason, history, \
+               create_time, update_time, version, reason_bits, create_month) VALUES {}",
+            rows.join(", ")
+        )
+    };
+    // Before migration 0011.
+    query(
+        db,
+        &url,
+        &insert(&[
+            ("a", "hva-01", Some("2027-03")),
+            ("b", "hva-02", Some("2026-12")),
+            ("c", "hva-01", None),
+        ]),
+    )
+    .await;
+    migrate(db, &url, None).await;
+    // After it: an organisation already numbered and a new one.
+    query(
+        db,
+        &url,
+        &insert(&[
+            ("d", "hva-02", Some("2027-01")),
+            ("e", "kela", Some("2027-10")),
+        ]),
+    )
+    .await;
+    let numbered = "SELECT subject_pseudonym || ' ' || recipient || ' ' \
+                      || CAST(recipient_id AS TEXT) || ' ' \
+                      || COALESCE(CAST(create_month_number AS TEXT), '-') \
+                    FROM referrals ORDER BY subject_pseudonym";
+    let rows = query(db, &url, numbered).await;
+    let number = |line: &String| line.split(' ').nth(2).unwrap_or_default().to_owned();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let months: Vec<String> = rows
+        .iter()
+        .map(|l| l.split(' ').nth(3).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        months,
+        ["202703", "202612", "-", "202701", "202710"],
+        "{rows:?}"
+    );
+    // One number per organisation, both ways.
+    assert_eq!(number(&rows[0]), number(&rows[2]), "{rows:?}");
+    assert_eq!(number(&rows[1]), number(&rows[3]), "{rows:?}");
+    assert_ne!(number(&rows[0]), number(&rows[1]), "{rows:?}");
+    assert!(
+        !number(&rows[4]).is_empty()
+            && number(&rows[4]) != number(&rows[0])
+            && number(&rows[4]) != number(&rows[1]),
+        "{rows:?}"
+    );
+    // A referral passed on to another organisation takes that one's number; other changes keep it.
+    query(
+        db,
+        &url,
+        "UPDATE referrals SET recipient = 'kela' WHERE subject_pseudonym = 'a'",
+    )
+    .await;
+    query(
+        db,
+        &url,
+        "UPDATE referrals SET version = 2 WHERE subject_pseudonym = 'b'",
+    )
+    .await;
+    let after = query(db, &url, numbered).await;
+    assert_eq!(number(&after[0]), number(&rows[4]), "{after:?}");
+    assert_eq!(number(&after[1]), number(&rows[1]), "{after:?}");
+    let organizations = query(
+        db,
+        &url,
+        "SELECT organization || ' ' || CAST(id AS TEXT) FROM recipients ORDER BY organization",
+    )
+    .await;
+    assert_eq!(organizations.len(), 3, "{organizations:?}");
 }
