@@ -44,7 +44,37 @@ pub const MAX_KEPT: usize = 10_000;
 /// Refusals for a limit since the last flush, counted by [`Key`], and the whole events of refusals
 /// that could not be written.
 #[derive(Debug, Default)]
-pub(crate) struct RefusalTally(Mutex<HashMap<Key, u64>>, Mutex<VecDeque<AuditRecord>>);
+pub(crate) struct RefusalTally {
+    counted: Mutex<HashMap<Key, u64>>,
+    kept: Mutex<VecDeque<AuditRecord>>,
+}
+
+impl Key {
+    fn of(record: &AuditRecord) -> Self {
+        Self {
+            second: record.time.timestamp(),
+            organization: record.organization.clone(),
+            user_id: record.user_id.clone(),
+            method: record.method.clone(),
+            status_code: record.status_code,
+        }
+    }
+
+    /// The audit event that stands for `count` refusals of this key.
+    fn record(&self, count: u64) -> AuditRecord {
+        AuditRecord {
+            time: DateTime::<Utc>::from_timestamp(self.second, 0).unwrap_or_default(),
+            organization: self.organization.clone(),
+            user_id: self.user_id.clone(),
+            method: self.method.clone(),
+            resources: vec![format!("{REFUSED_CALLS}/{count}")],
+            subject_pseudonyms: Vec::new(),
+            status_code: self.status_code,
+            correlation_id: String::new(),
+            disclosures: Vec::new(),
+        }
+    }
+}
 
 impl RefusalTally {
     /// Keeps `record` to be written at the next flush; false if [`MAX_KEPT`] are already waiting.
@@ -57,77 +87,42 @@ impl RefusalTally {
         true
     }
 
-    fn kept(&self) -> std::sync::MutexGuard<'_, VecDeque<AuditRecord>> {
-        self.1
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Counts the refusal `record` describes.
     pub(crate) fn add(&self, record: &AuditRecord) {
-        let key = Key {
-            second: record.time.timestamp(),
-            organization: record.organization.clone(),
-            user_id: record.user_id.clone(),
-            method: record.method.clone(),
-            status_code: record.status_code,
-        };
-        *self.lock().entry(key).or_default() += 1;
+        *self.counted().entry(Key::of(record)).or_default() += 1;
     }
 
-    /// Everything counted so far, as the audit events that stand for it (oldest second first), and
-    /// an empty tally.
-    fn take(&self) -> Vec<AuditRecord> {
-        let counted = std::mem::take(&mut *self.lock());
-        let mut records: Vec<AuditRecord> = counted
-            .into_iter()
-            .map(|(key, count)| AuditRecord {
-                time: DateTime::<Utc>::from_timestamp(key.second, 0).unwrap_or_default(),
-                organization: key.organization,
-                user_id: key.user_id,
-                method: key.method,
-                resources: vec![format!("{REFUSED_CALLS}/{count}")],
-                subject_pseudonyms: Vec::new(),
-                status_code: key.status_code,
-                correlation_id: String::new(),
-                disclosures: Vec::new(),
-            })
-            .collect();
-        records.sort_by(|a, b| {
-            (a.time, &a.organization, &a.user_id, &a.method).cmp(&(
-                b.time,
+    /// Everything counted so far (oldest second first), and an empty tally.
+    fn take(&self) -> Vec<(Key, u64)> {
+        let mut counts: Vec<(Key, u64)> =
+            std::mem::take(&mut *self.counted()).into_iter().collect();
+        counts.sort_unstable_by(|(a, _), (b, _)| {
+            (a.second, &a.organization, &a.user_id, &a.method).cmp(&(
+                b.second,
                 &b.organization,
                 &b.user_id,
                 &b.method,
             ))
         });
-        records
+        counts
     }
 
-    /// Puts `records` back (their transaction failed): counted again at the next flush.
-    fn restore(&self, records: &[AuditRecord]) {
-        let mut tally = self.lock();
-        for record in records {
-            let count = record
-                .resources
-                .first()
-                .and_then(|r| r.strip_prefix(REFUSED_CALLS))
-                .and_then(|r| r.strip_prefix('/'))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(1);
-            let key = Key {
-                second: record.time.timestamp(),
-                organization: record.organization.clone(),
-                user_id: record.user_id.clone(),
-                method: record.method.clone(),
-                status_code: record.status_code,
-            };
-            *tally.entry(key).or_default() += count;
+    /// Puts `counts` back (their transaction failed): counted again at the next flush.
+    fn restore(&self, counts: Vec<(Key, u64)>) {
+        let mut counted = self.counted();
+        for (key, count) in counts {
+            *counted.entry(key).or_default() += count;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
-        self.0
+    fn counted(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
+        self.counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, VecDeque<AuditRecord>> {
+        self.kept
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -139,22 +134,23 @@ impl Exchange {
     /// for the next flush.
     pub async fn flush_refusal_tally(&self) -> Result<usize> {
         let kept: Vec<AuditRecord> = self.refusal_tally.kept().drain(..).collect();
-        let records = self.refusal_tally.take();
-        if records.is_empty() && kept.is_empty() {
+        let counts = self.refusal_tally.take();
+        if counts.is_empty() && kept.is_empty() {
             return Ok(0);
         }
+        let tallied: Vec<AuditRecord> = counts.iter().map(|(key, n)| key.record(*n)).collect();
         let written = async {
             let mut tx = self.begin_background().await?;
-            for record in kept.iter().chain(&records) {
+            for record in kept.iter().chain(&tallied) {
                 tx.insert_audit_event(record).await?;
             }
             tx.commit().await
         }
         .await;
         match written {
-            Ok(()) => Ok(kept.len() + records.len()),
+            Ok(()) => Ok(kept.len() + tallied.len()),
             Err(e) => {
-                self.refusal_tally.restore(&records);
+                self.refusal_tally.restore(counts);
                 let mut waiting = self.refusal_tally.kept();
                 for record in kept.into_iter().rev() {
                     waiting.push_front(record);
@@ -192,7 +188,7 @@ mod tests {
         tally.add(&refusal(100, "kela", "/m/B"));
         tally.add(&refusal(101, "kela", "/m/A"));
         tally.add(&refusal(100, "hva-15", "/m/A"));
-        let events = tally.take();
+        let events: Vec<AuditRecord> = tally.take().iter().map(|(k, n)| k.record(*n)).collect();
         let summary: Vec<(i64, &str, &str, &str)> = events
             .iter()
             .map(|e| {
@@ -232,9 +228,10 @@ mod tests {
         let tally = RefusalTally::default();
         tally.add(&refusal(100, "kela", "/m/A"));
         tally.add(&refusal(100, "kela", "/m/A"));
-        let events = tally.take();
-        tally.restore(&events);
+        let counts = tally.take();
+        tally.restore(counts);
         tally.add(&refusal(100, "kela", "/m/A"));
-        assert_eq!(tally.take()[0].resources, ["refusedCalls/3"]);
+        let (key, count) = &tally.take()[0];
+        assert_eq!(key.record(*count).resources, ["refusedCalls/3"]);
     }
 }

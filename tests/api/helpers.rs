@@ -551,6 +551,21 @@ pub const PIC: &str = "131052-308T";
 pub const JYVASKYLA: &str = "179";
 pub const HELSINKI: &str = "091";
 
+/// The audit events of calls to `method` (its short name, e.g. `GetReferral`), as `auditor` lists
+/// them, oldest first.
+pub async fn audit_events_of(auditor: &mut Clients, method: &str) -> Vec<pb::AuditEvent> {
+    auditor
+        .audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            method: method.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit events")
+        .into_inner()
+        .audit_events
+}
+
 pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -129,19 +129,10 @@ async fn refusals_for_a_limit_are_audited_in_aggregate(db: Db) {
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     let (events, counted) = loop {
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let events: Vec<pb::AuditEvent> = auditor
-            .audit
-            .list_audit_events(pb::ListAuditEventsRequest {
-                organization: "organizations/kela".into(),
-                method: "ListReferrals".into(),
-                ..Default::default()
-            })
+        let events: Vec<pb::AuditEvent> = audit_events_of(&mut auditor, "ListReferrals")
             .await
-            .expect("events")
-            .into_inner()
-            .audit_events
             .into_iter()
-            .filter(|e| e.status == "RESOURCE_EXHAUSTED")
+            .filter(|e| e.status == "RESOURCE_EXHAUSTED" && e.organization == "organizations/kela")
             .collect();
         let counted: u64 = events
             .iter()

@@ -138,16 +138,8 @@ async fn a_database_outage_is_unavailable_and_not_ready_and_then_recovers() {
     let mut auditor = app.auditor().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let refused = auditor
-            .audit
-            .list_audit_events(pb::ListAuditEventsRequest {
-                method: "ListReferrals".into(),
-                ..Default::default()
-            })
+        let refused = audit_events_of(&mut auditor, "ListReferrals")
             .await
-            .expect("events")
-            .into_inner()
-            .audit_events
             .into_iter()
             .filter(|e| e.status == "UNAVAILABLE" && e.organization == "organizations/kela")
             .count();

@@ -939,18 +939,7 @@ async fn undecodable_and_oversized_requests_are_the_clients_mistake_and_audited(
     assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
 
     // Both in the trail, under the caller the certificate names.
-    let events = app
-        .auditor()
-        .await
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            method: "GetReferral".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("events")
-        .into_inner()
-        .audit_events;
+    let events = audit_events_of(&mut app.auditor().await, "GetReferral").await;
     let statuses: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.organization.as_str(), e.status.as_str()))
@@ -1005,18 +994,8 @@ async fn a_second_message_on_a_call_that_takes_one_is_refused_and_audited(db: Db
     let status = assert_code(send(3).await, Code::InvalidArgument);
     assert_eq!(reason(&status), "INVALID_ARGUMENT");
 
-    let statuses: Vec<String> = app
-        .auditor()
+    let statuses: Vec<String> = audit_events_of(&mut app.auditor().await, "GetReferral")
         .await
-        .audit
-        .list_audit_events(pb::ListAuditEventsRequest {
-            method: "GetReferral".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("events")
-        .into_inner()
-        .audit_events
         .into_iter()
         .map(|e| e.status)
         .collect();
