@@ -92,10 +92,13 @@ pub trait Dialect: Send + Sync + 'static {
     const SENDING: Sending;
     /// Run in the transaction before a long analytical read (statistics), if anything.
     const BEFORE_LONG_READ: Option<&'static str>;
-    /// Whether the engine has `GROUP BY GROUPING SETS` (several groupings of one input in one pass).
-    const GROUPING_SETS: bool;
+    /// How a statistics statement counts distinct people per cell (see `super::statistics`).
+    const DISTINCT_PEOPLE: DistinctPeople;
     /// After `FROM referrals AS r` in a read of a whole window of referrals (statistics).
     const FULL_SCAN: &'static str;
+    /// Before `r.create_time` in a condition that must not be read through `referrals_by_time`:
+    /// the statistics' overdue referrals, which the partial indexes on the due dates find.
+    const NOT_BY_TIME: &'static str;
 }
 
 impl Dialect for Sqlite {
@@ -114,11 +117,16 @@ impl Dialect for Sqlite {
     const NOTIFY: Option<&'static str> = None;
     const SENDING: Sending = Sending::Commands;
     const BEFORE_LONG_READ: Option<&'static str> = None;
-    const GROUPING_SETS: bool = false;
+    // No `GROUPING SETS`; sets of people instead (`super::person_sets`): one sort of the window,
+    // not one per subset of the dimensions.
+    const DISTINCT_PEOPLE: DistinctPeople = DistinctPeople::PersonSets;
     // Left to itself the planner reads a year's window through `referrals_by_time`, one row lookup
     // per referral in index order: 2.7 s for 10⁶ referrals against 0.8 s in table order (3.51,
     // bench/RESULTS.md). A statistics window is most of the table; read it in table order.
     const FULL_SCAN: &'static str = " NOT INDEXED";
+    // SQLite's way to keep a term from choosing an index: a unary plus. Given the window, the
+    // planner walked `referrals_by_time` to find the few overdue referrals (1.9 s for 10⁶).
+    const NOT_BY_TIME: &'static str = "+";
 }
 
 impl Dialect for Postgres {
@@ -144,8 +152,21 @@ impl Dialect for Postgres {
     // transaction only.
     const BEFORE_LONG_READ: Option<&'static str> =
         Some("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)");
-    const GROUPING_SETS: bool = true;
+    const DISTINCT_PEOPLE: DistinctPeople = DistinctPeople::GroupingSets;
     const FULL_SCAN: &'static str = "";
+    // PostgreSQL weighs the indexes itself (and has no unary plus for a time).
+    const NOT_BY_TIME: &'static str = "";
+}
+
+/// How distinct people per cell are counted: they do not add up from smaller cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistinctPeople {
+    /// `COUNT(DISTINCT person)` per subset of the dimensions, every subset in one `GROUP BY
+    /// GROUPING SETS` (PostgreSQL: one sort per chain of subsets).
+    GroupingSets,
+    /// The finest cells collect their people as sets, coarser cells count the union of theirs
+    /// (`person_set`, `person_count`: SQLite, `super::person_sets`).
+    PersonSets,
 }
 
 /// Adds a value of type `T` to a statement's arguments.

@@ -16,6 +16,7 @@
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
 //! - [`sqlite`], [`postgres`]: pool set-up, `BEGIN`, leadership, PostgreSQL's `LISTEN`.
+//!   `person_sets`: the two aggregate functions SQLite's statistics count distinct people with.
 //! - [`group`]: group commit, several calls' transactions in one database transaction.
 //!
 //! Queries are built at run time: nothing needs a database to compile. Times: PostgreSQL stores
@@ -32,6 +33,7 @@ mod held;
 pub mod idempotency;
 pub mod keys;
 pub mod messages;
+mod person_sets;
 pub mod postgres;
 pub mod readings;
 pub mod referrals;

@@ -63,6 +63,14 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             // Writers queue in the pool rather than in SQLite's busy handler, which polls with sleeps.
             .max_connections(1)
+            // The statistics' distinct people (`super::person_sets`).
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    let mut handle = connection.lock_handle().await?;
+                    super::person_sets::register(handle.as_raw_handle())
+                        .map_err(|e| sqlx::Error::Configuration(e.into()))
+                })
+            })
             .connect_with(options)
             .await?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/sqlite"), schema).await?;

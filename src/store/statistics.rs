@@ -9,21 +9,23 @@
 //!
 //! - `f`: the window grouped once at the finest grain (the requested dimensions, the reason bits,
 //!   the working days to receipt), with the counts and sums that add up. A few thousand rows, from
-//!   which every cell's referrals, received, deadline counts and overdue, and every cell's
-//!   histogram of working days (the domain's medians, [`crate::domain::statistics::assemble`]),
-//!   are summed.
-//! - `p`: distinct people per subset, `COUNT(DISTINCT person_id)` over integers. On PostgreSQL one
-//!   `GROUP BY GROUPING SETS` ([`Dialect::GROUPING_SETS`]: one sort per chain of subsets); SQLite
-//!   has none, so a `UNION ALL` of one `GROUP BY` per subset, each over the window ordered by its
-//!   keys and the person, which SQLite then groups as it reads, counting distinct people without a
-//!   temporary index.
+//!   which every cell's referrals, received and deadline counts, and every cell's histogram of
+//!   working days (the domain's medians, [`crate::domain::statistics::assemble`]), are summed.
+//!   Overdue ones come from `o`, the same grain over the few overdue referrals only, which the
+//!   partial indexes on the due dates find.
+//! - distinct people per subset, which do not add up. PostgreSQL: `p`, `COUNT(DISTINCT person_id)`
+//!   over integers in one `GROUP BY GROUPING SETS` (one sort per chain of subsets). SQLite has no
+//!   grouping sets, and one sort of the window per subset was 5.7–7.9 s for 10⁶ referrals; there
+//!   `f` also collects each fine cell's people as a set (`person_set`), and each cell counts the
+//!   union of its fine cells' sets (`person_count`, [`super::person_sets`]): one sort in all.
+//!   Which is [`Dialect::DISTINCT_PEOPLE`].
 //!
 //! REASON is not grouped by in `p`: a referral with several reasons counts once in each, and
 //! exploding every referral into its reasons cost 1.1–1.3 s per 10⁶ referrals and a third more rows
 //! for each subset to sort. Instead distinct people come in variants (`v`): all reasons, and each
 //! reason as `COUNT(DISTINCT person) FILTER (WHERE bits & bit <> 0)`, one column each (a pivot),
 //! turned back into rows at the end. The finest grain `f` keeps the bits and is exploded into
-//! reasons itself (`fv`), a few thousand rows.
+//! reasons itself (`fv`), a few thousand rows, with their sets of people on SQLite.
 //!
 //! MONTH and RECIPIENT are grouped and sorted as integers (migration 0011: `create_month_number`,
 //! year × 100 + month, computed by the database from `create_month`; `recipient_id`, a number per
@@ -40,7 +42,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::{
     DbTime,
     deadlines::{Overdue, push_overdue},
-    dialect::Dialect,
+    dialect::{Dialect, DistinctPeople},
     sql::{Sql, SqlTx},
 };
 use crate::{
@@ -120,10 +122,10 @@ fn key_text(dimension: Dimension, g: &str) -> String {
     }
 }
 
-/// `WITH w AS NOT MATERIALIZED (…)`: the window's referrals as the narrow columns the statement
-/// reads, `g{i}` for the `i`-th requested dimension, with "overdue on `today`" decided per referral
-/// by the one SQL statement of that rule. Not materialised: each use scans the table itself, which
-/// is cheaper than writing the window out and reading it back.
+/// `WITH w AS NOT MATERIALIZED (…), o AS (…)`: the window's referrals as the narrow columns the
+/// statement reads, `g{i}` for the `i`-th requested dimension (not materialised: each use scans
+/// the table itself, which is cheaper than writing the window out and reading it back), and the
+/// window's overdue referrals on `today` at the finest grain.
 fn push_window<D: Dialect>(
     q: &mut Sql<D::Arguments>,
     query: &StatisticsQuery,
@@ -138,18 +140,38 @@ fn push_window<D: Dialect>(
            CASE WHEN r.receive_time IS NOT NULL THEN 1 ELSE 0 END AS received, \
            r.receipt_working_days AS wd, \
            CASE WHEN r.received_within_deadline THEN 1 ELSE 0 END AS received_ok, \
-           CASE WHEN r.assessment_started_within_deadline THEN 1 ELSE 0 END AS started_ok, \
-           CASE WHEN ",
+           CASE WHEN r.assessment_started_within_deadline THEN 1 ELSE 0 END AS started_ok",
     );
-    push_overdue(q, query.today, Overdue::Any);
     q.push(&format!(
-        " THEN 1 ELSE 0 END AS overdue FROM referrals AS r{} WHERE r.create_time >= ",
+        " FROM referrals AS r{} WHERE r.create_time >= ",
         D::FULL_SCAN
     ))
     .bind(DbTime(query.start))
     .push(" AND r.create_time < ")
     .bind(DbTime(query.end))
     .push(")");
+    // `o`: the window's overdue referrals on `today`, grouped at the finest grain. Found through
+    // the partial indexes on the due dates (the rule's own statement, `push_overdue`), not decided
+    // for each referral of the window: evaluated per referral, that rule was a third of the whole
+    // statement on SQLite, for the few referrals it is true of.
+    q.push(", o AS MATERIALIZED (SELECT ");
+    for (i, column) in grouped {
+        q.push(&format!("{column} AS g{i}, "));
+    }
+    q.push(&format!(
+        "r.reason_bits AS bits, COUNT(*) AS n FROM referrals AS r WHERE {}r.create_time >= ",
+        D::NOT_BY_TIME
+    ))
+    .bind(DbTime(query.start))
+    .push(&format!(" AND {}r.create_time < ", D::NOT_BY_TIME))
+    .bind(DbTime(query.end))
+    .push(" AND ");
+    push_overdue(q, query.today, Overdue::Any);
+    q.push(" GROUP BY ");
+    for (i, _) in grouped {
+        q.push(&format!("g{i}, "));
+    }
+    q.push("bits)");
 }
 
 /// The variants of every figure: `(0, 0, NULL)` for all reasons, then, when REASON is requested,
@@ -183,28 +205,24 @@ fn rest<D: Dialect>(dimensions: &[Dimension], grouped: &[(usize, String)]) -> St
     } else {
         ("0", "")
     };
+    let person_sets = D::DISTINCT_PEOPLE == DistinctPeople::PersonSets;
+    let people = if person_sets {
+        ", person_set(person) AS people"
+    } else {
+        ""
+    };
     let mut text = format!(
         ", v (i, bit, code) AS (VALUES {}), \
          f AS MATERIALIZED (SELECT {g_list}{bits} AS bits, wd, COUNT(*) AS n, \
            SUM(received) AS received, SUM(received_ok) AS received_ok, \
-           SUM(started_ok) AS started_ok, SUM(overdue) AS overdue \
+           SUM(started_ok) AS started_ok{people} \
            FROM w GROUP BY {g_list}{bits_grouped}wd), \
          fv AS MATERIALIZED (SELECT f.*, v.i, v.code FROM f JOIN v \
-           ON v.bit = 0 OR f.bits & v.bit <> 0), ",
+           ON v.bit = 0 OR f.bits & v.bit <> 0), \
+         ov AS MATERIALIZED (SELECT o.*, v.i, v.code FROM o JOIN v \
+           ON v.bit = 0 OR o.bits & v.bit <> 0)",
         values.join(", ")
     );
-    // Distinct people per subset of the grouped dimensions, per variant.
-    let persons: Vec<String> = variants
-        .iter()
-        .map(|(i, bit, _)| {
-            if *bit == 0 {
-                format!("COUNT(DISTINCT person) AS p{i}")
-            } else {
-                format!("COUNT(DISTINCT person) FILTER (WHERE bits & {bit} <> 0) AS p{i}")
-            }
-        })
-        .collect();
-    let persons = persons.join(", ");
     let subsets: Vec<Vec<String>> = (0u32..(1 << g.len()))
         .map(|subset| {
             g.iter()
@@ -214,44 +232,31 @@ fn rest<D: Dialect>(dimensions: &[Dimension], grouped: &[(usize, String)]) -> St
                 .collect()
         })
         .collect();
-    if g.is_empty() {
-        text.push_str(&format!("p AS (SELECT {persons} FROM w)"));
-    } else if D::GROUPING_SETS {
-        let sets: Vec<String> = subsets
+    // With `GROUPING SETS`, distinct people per subset of the grouped dimensions and variant (`p`).
+    if !person_sets {
+        let persons: Vec<String> = variants
             .iter()
-            .map(|s| format!("({})", s.join(", ")))
-            .collect();
-        text.push_str(&format!(
-            "p AS (SELECT {g_list}{persons} FROM w GROUP BY GROUPING SETS ({}))",
-            sets.join(", ")
-        ));
-    } else {
-        let branches: Vec<String> = subsets
-            .iter()
-            .map(|subset| {
-                let keys: String = g
-                    .iter()
-                    .map(|g| {
-                        if subset.contains(g) {
-                            format!("{g}, ")
-                        } else {
-                            format!("NULL AS {g}, ")
-                        }
-                    })
-                    .collect();
-                let order: String = subset.iter().map(|g| format!("{g}, ")).collect();
-                let group_by = if subset.is_empty() {
-                    String::new()
+            .map(|(i, bit, _)| {
+                if *bit == 0 {
+                    format!("COUNT(DISTINCT person) AS p{i}")
                 } else {
-                    format!(" GROUP BY {}", subset.join(", "))
-                };
-                format!(
-                    "SELECT {keys}{persons} FROM (SELECT * FROM w ORDER BY {order}person) AS o\
-                     {group_by}"
-                )
+                    format!("COUNT(DISTINCT person) FILTER (WHERE bits & {bit} <> 0) AS p{i}")
+                }
             })
             .collect();
-        text.push_str(&format!("p AS ({})", branches.join(" UNION ALL ")));
+        let persons = persons.join(", ");
+        if g.is_empty() {
+            text.push_str(&format!(", p AS (SELECT {persons} FROM w)"));
+        } else {
+            let sets: Vec<String> = subsets
+                .iter()
+                .map(|s| format!("({})", s.join(", ")))
+                .collect();
+            text.push_str(&format!(
+                ", p AS (SELECT {g_list}{persons} FROM w GROUP BY GROUPING SETS ({}))",
+                sets.join(", ")
+            ));
+        }
     }
     // The keys k0…k5 of a row: the reason's code from `reason`, a grouped dimension from its
     // column when `in_subset` says so, NULL otherwise.
@@ -275,34 +280,46 @@ fn rest<D: Dialect>(dimensions: &[Dimension], grouped: &[(usize, String)]) -> St
             subset.contains(&g).then_some(g)
         }
     };
-    // The cells: the sums from `fv` per subset and variant, the people from `p`, one row each. A
-    // combination without referrals is no cell, but the grand total always is (zeros in an empty
-    // window).
+    // The cells: the sums from `fv` per subset and variant, one row each, and their people: the
+    // union of their fine cells' sets, or a row of `p`. A combination without referrals is no
+    // cell, but the grand total always is (zeros in an empty window).
+    let people = if person_sets {
+        "person_count(people)"
+    } else {
+        "0"
+    };
     let mut cells: Vec<String> = subsets
         .iter()
         .map(|subset| {
             let group_by: String = subset.iter().map(|g| format!("{g}, ")).collect();
             format!(
-                "SELECT {}, i, SUM(n) AS c0, 0 AS c1, SUM(received) AS c2, \
-                   SUM(received_ok) AS c3, SUM(started_ok) AS c4, SUM(overdue) AS c5 \
-                 FROM fv GROUP BY {group_by}i, code",
-                keys("code", &subset_keys(subset))
+                "SELECT {keys}, i, SUM(n) AS c0, {people} AS c1, SUM(received) AS c2, \
+                   SUM(received_ok) AS c3, SUM(started_ok) AS c4, 0 AS c5 \
+                 FROM fv GROUP BY {group_by}i, code \
+                 UNION ALL SELECT {keys}, i, 0, 0, 0, 0, 0, SUM(n) FROM ov GROUP BY {group_by}i, code",
+                keys = keys("code", &subset_keys(subset))
             )
         })
         .collect();
-    let pick: String = variants
-        .iter()
-        .map(|(i, _, _)| format!(" WHEN {i} THEN p.p{i}"))
-        .collect();
     cells.push(format!(
-        "SELECT {}, v.i, 0, CASE v.i{pick} END, 0, 0, 0, 0 FROM p CROSS JOIN v",
-        keys("v.code", &|i| {
-            grouped
-                .iter()
-                .any(|(j, _)| *j == i)
-                .then(|| format!("p.g{i}"))
-        })
+        "SELECT {}, 0, 0, 0, 0, 0, 0, 0",
+        keys("CAST(NULL AS TEXT)", &|_| None)
     ));
+    if !person_sets {
+        let pick: String = variants
+            .iter()
+            .map(|(i, _, _)| format!(" WHEN {i} THEN p.p{i}"))
+            .collect();
+        cells.push(format!(
+            "SELECT {}, v.i, 0, CASE v.i{pick} END, 0, 0, 0, 0 FROM p CROSS JOIN v",
+            keys("v.code", &|i| {
+                grouped
+                    .iter()
+                    .any(|(j, _)| *j == i)
+                    .then(|| format!("p.g{i}"))
+            })
+        ));
+    }
     text.push_str(&format!(
         " SELECT CAST(0 AS BIGINT) AS part, k0, k1, k2, k3, k4, k5, \
            CAST(SUM(c0) AS BIGINT) AS c0, CAST(SUM(c1) AS BIGINT) AS c1, \
