@@ -152,7 +152,8 @@ impl Exchange {
         calendar::helsinki_date(self.clock.now())
     }
 
-    /// Ends long-polls and streams: the first step of a graceful shutdown.
+    /// Ends long-polls and streams, and a retention round after its batch in hand: the first step
+    /// of a graceful shutdown.
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);
     }

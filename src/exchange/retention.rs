@@ -7,12 +7,14 @@
 //! Each erasure is one audit event of its own, acted by the service (as consent expiry is), naming
 //! the referral or consent and the person's pseudonym: a person's subject access report shows when
 //! their data left the exchange. A round works in batches, one transaction each, so a large backlog
-//! (the first round after enabling retention) never holds the database for long.
+//! (the first round after enabling retention) never holds the database for long, and a stopping
+//! server ends its round after the batch in hand.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 use crate::{audit::AuditRecord, background::Job, error::Result, store::Tx};
 
@@ -65,11 +67,14 @@ impl Exchange {
         let now = self.clock.now();
         let cutoff = now - self.content_retention;
         let forget_before = now - self.content_retention.max(MIN_REQUEST_MEMORY);
+        let closing = self.closing();
         let erased = Erased {
-            referrals: until_short(BATCH, || self.erase_referrals(cutoff, now)).await?,
-            consents: until_short(BATCH, || self.erase_consents(cutoff, now)).await?,
-            requests_forgotten: until_short(FORGET_BATCH, || self.forget_requests(forget_before))
-                .await?,
+            referrals: until_short(BATCH, &closing, || self.erase_referrals(cutoff, now)).await?,
+            consents: until_short(BATCH, &closing, || self.erase_consents(cutoff, now)).await?,
+            requests_forgotten: until_short(FORGET_BATCH, &closing, || {
+                self.forget_requests(forget_before)
+            })
+            .await?,
         };
         if erased != Erased::default() {
             tracing::info!(
@@ -137,7 +142,14 @@ impl Exchange {
 
 /// Runs `batch_round` until one does fewer than `batch` (the rest, if any, waits for the next
 /// round); what they did in all.
-async fn until_short<F, Fut>(batch: i64, mut batch_round: F) -> Result<u64>
+/// Runs `batch_round` until a batch comes back short, or the server begins to stop (`closing`): a
+/// backlog of hundreds of thousands (the first round after enabling retention, about 300 a second)
+/// must not keep a stopping server up for minutes. What is left is erased after the restart.
+async fn until_short<F, Fut>(
+    batch: i64,
+    closing: &watch::Receiver<bool>,
+    mut batch_round: F,
+) -> Result<u64>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
@@ -146,7 +158,7 @@ where
     loop {
         let done = batch_round().await?;
         total += done;
-        if i64::try_from(done).unwrap_or(i64::MAX) < batch {
+        if i64::try_from(done).unwrap_or(i64::MAX) < batch || *closing.borrow() {
             return Ok(total);
         }
     }

@@ -192,3 +192,35 @@ async fn content_is_erased_after_its_retention_leaving_the_skeleton(db: Db) {
     verify(&signed.verifier_key, &signed.checkpoint, None, leaves).expect("the log verifies");
     app.stop().await;
 }
+
+both_engines!(a_stopping_server_ends_its_retention_round_after_the_batch_in_hand);
+/// A backlog larger than one batch (100 referrals a transaction) is not worked off while the server
+/// stops: the round ends after the batch it has begun, and the rest is erased by the next one.
+async fn a_stopping_server_ends_its_retention_round_after_the_batch_in_hand(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    for _ in 0..101 {
+        let created = kela
+            .referrals
+            .create_referral(notification(CODE, JYVASKYLA))
+            .await
+            .expect("create")
+            .into_inner();
+        kela.referrals
+            .cancel_referral(pb::CancelReferralRequest {
+                name: created.name,
+                etag: String::new(),
+                request_id: new_request_id(),
+                reason_text: "Lähetetty vahingossa".into(),
+            })
+            .await
+            .expect("cancel");
+    }
+    app.clock.advance(Duration::days(91));
+    app.exchange().begin_shutdown();
+    let round = app.exchange().erase_expired_content().await.expect("round");
+    assert_eq!(round.referrals, 100, "one batch, then the round ends");
+    let round = app.exchange().erase_expired_content().await.expect("round");
+    assert_eq!(round.referrals, 1, "the next round erases the rest");
+    app.stop().await;
+}
