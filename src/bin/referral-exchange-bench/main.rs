@@ -392,8 +392,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     outcomes
                 }
                 Scenario::Statistics => {
-                    statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| start(name))
-                        .await?
+                    let mut extra = args.server_args.clone();
+                    extra.extend(statistics::SERVER_ARGS.map(String::from));
+                    statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| {
+                        ServerProcess::start(&binary, &dir.path().join(name), &db.url, &extra)
+                    })
+                    .await?
                 }
             })
         }
