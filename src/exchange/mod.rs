@@ -189,6 +189,11 @@ impl Exchange {
         Ok(TxHandle::Own(self.store.begin().await?))
     }
 
+    /// A transaction that only reads, for a long read ([`crate::store::Store::begin_read`]).
+    pub(crate) async fn begin_read(&self) -> Result<TxHandle> {
+        Ok(TxHandle::Own(self.store.begin_read().await?))
+    }
+
     /// A transaction of a background task, on the connections kept for them
     /// ([`crate::store::Store::begin_background`]).
     pub(crate) async fn begin_background(&self) -> Result<TxHandle> {

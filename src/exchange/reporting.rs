@@ -46,10 +46,13 @@ impl Exchange {
             today,
             dimensions,
         };
-        // A transaction of its own: a long read must not hold up a group-commit batch.
-        let mut tx = self.begin_solo().await?;
-        let (rows, histograms) = tx.referral_statistics(&query).await?;
-        self.commit(call, tx, Outbox::default()).await?;
+        // A long read, on a read-only transaction (on SQLite a connection of its own, so writes go
+        // on meanwhile); then the audit event in a short one. Nothing is answered unless audited.
+        let mut read = self.begin_read().await?;
+        let (rows, histograms) = read.referral_statistics(&query).await?;
+        read.commit().await?;
+        self.commit(call, self.begin_solo().await?, Outbox::default())
+            .await?;
         let shown = |keys: Vec<Option<String>>| -> Vec<Option<String>> {
             keys.into_iter()
                 .zip(&query.dimensions)

@@ -145,6 +145,14 @@ pub trait Store: Send + Sync + 'static {
     /// Begins a read-write transaction.
     async fn begin(&self) -> Result<Box<dyn Tx>>;
 
+    /// Begins a transaction that only reads, for a long analytical read (statistics). On SQLite on
+    /// read-only connections of its own: a reader sees a snapshot and holds no lock, so writes go on
+    /// meanwhile instead of waiting behind the one connection for seconds. Elsewhere the same as
+    /// [`Store::begin`].
+    async fn begin_read(&self) -> Result<Box<dyn Tx>> {
+        self.begin().await
+    }
+
     /// Begins a transaction of a background task (the audit sequencer, deadlines, expiry,
     /// retention, the mailbox sweeper, gauges) on connections calls cannot take: however many
     /// calls wait for the database, the background tasks still get theirs. On SQLite, whose one

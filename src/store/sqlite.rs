@@ -3,7 +3,10 @@
 //! SQLite has one writer at a time. Every transaction here writes (at least its audit event), so each
 //! begins with `BEGIN IMMEDIATE`, taking the write lock up front: a transaction that started as a
 //! reader and later tried to write could otherwise fail with SQLITE_BUSY instead of waiting.
-//! WAL journaling with `synchronous = FULL`: a committed referral survives a power cut.
+//! WAL journaling with `synchronous = FULL`: a committed referral survives a power cut. The one
+//! exception is a long read (statistics, [`Store::begin_read`]): it runs on read-only connections of
+//! its own, which WAL lets read a snapshot while the writer goes on; its audit event is then written
+//! like any other, on the writer.
 //!
 //! sqlx runs each SQLite connection on a thread of its own and hands it every statement through a
 //! channel; the hand-off there and back costs more than most of our statements do. So a transaction
@@ -25,6 +28,9 @@ use crate::{error::Result, mailbox::MailboxSignals, sealing::DataKeys};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Read-only connections for long reads ([`Store::begin_read`]); `None` for an in-memory
+    /// database, which another connection would not see.
+    readers: Option<SqlitePool>,
     signals: Arc<MailboxSignals>,
     /// What personal content is sealed with (`crate::sealing`); `None` when opened to migrate only.
     keys: Option<Arc<DataKeys>>,
@@ -60,22 +66,29 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("creating {} for the database: {e}", dir.display()))?;
         }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             // Writers queue in the pool rather than in SQLite's busy handler, which polls with sleeps.
             .max_connections(1)
-            // The statistics' distinct people (`super::person_sets`).
-            .after_connect(|connection, _| {
-                Box::pin(async move {
-                    let mut handle = connection.lock_handle().await?;
-                    super::person_sets::register(handle.as_raw_handle())
-                        .map_err(|e| sqlx::Error::Configuration(e.into()))
-                })
-            })
-            .connect_with(options)
+            .after_connect(|connection, _| Box::pin(register_functions(connection)))
+            .connect_with(options.clone())
             .await?;
         super::prepare_schema(&pool, &sqlx::migrate!("migrations/sqlite"), schema).await?;
+        // After the writer has made the file and put it in WAL mode, which readers cannot.
+        let readers = if in_memory {
+            None
+        } else {
+            Some(
+                SqlitePoolOptions::new()
+                    .max_connections(READERS)
+                    .min_connections(0)
+                    .after_connect(|connection, _| Box::pin(register_functions(connection)))
+                    .connect_lazy_with(options.read_only(true).create_if_missing(false)),
+            )
+        };
         Ok(Self {
             pool,
+            readers,
             signals,
             keys,
         })
@@ -84,6 +97,16 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Long reads at once (statistics); more wait for a reader.
+const READERS: u32 = 2;
+
+/// The statistics' distinct people (`super::person_sets`), on every connection.
+async fn register_functions(connection: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
+    let mut handle = connection.lock_handle().await?;
+    super::person_sets::register(handle.as_raw_handle())
+        .map_err(|e| sqlx::Error::Configuration(e.into()))
 }
 
 #[async_trait]
@@ -102,6 +125,20 @@ impl Store for SqliteStore {
         Ok(Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone())))
     }
 
+    async fn begin_read(&self) -> Result<Box<dyn Tx>> {
+        let Some(readers) = &self.readers else {
+            return self.begin().await;
+        };
+        let span = tracing::info_span!(
+            "transaction",
+            otel.kind = "client",
+            db.system.name = "sqlite",
+            read_only = true
+        );
+        let tx = readers.begin().await?;
+        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone())))
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -117,6 +154,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -843,3 +843,43 @@ async fn migration_0011_numbers_the_months_and_recipients_of_existing_referrals(
     .await;
     assert_eq!(organizations.len(), 3, "{organizations:?}");
 }
+
+both_engines!(writes_go_on_while_a_statistics_read_is_open);
+/// Statistics read in a transaction of their own that only reads: on SQLite on a read-only
+/// connection, so a create is not held up behind a read of 10⁶ referrals (which takes seconds).
+async fn writes_go_on_while_a_statistics_read_is_open(db: Db) {
+    use referral_exchange::{domain::statistics::Dimension, store::StatisticsQuery};
+    let app = TestApp::spawn(db).await;
+    let mut kela = app.kela().await;
+    kela.referrals
+        .create_referral(notification(&person(0), JYVASKYLA))
+        .await
+        .expect("the first referral");
+    let now = app.clock.now();
+    let query = StatisticsQuery {
+        start: now - Duration::days(1),
+        end: now + Duration::days(1),
+        today: now.date_naive(),
+        dimensions: vec![Dimension::Recipient],
+    };
+    let mut read = app.exchange().store().begin_read().await.expect("a read");
+    let (cells, _) = read
+        .referral_statistics(&query)
+        .await
+        .expect("the statistics");
+    assert!(
+        cells.iter().any(|c| c.referrals == 1),
+        "the read sees the first referral: {cells:?}"
+    );
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        kela.referrals
+            .create_referral(notification(&person(1), JYVASKYLA)),
+    )
+    .await
+    .expect("a create does not wait for the open read")
+    .expect("the second referral");
+    assert!(!created.into_inner().name.is_empty());
+    read.commit().await.expect("the read ends");
+    app.stop().await;
+}
