@@ -42,6 +42,29 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
         // And the minimal rows' baseline, in tables made like the current ones.
         let minimal = outcome["minimalBaselinePerSecond"].as_f64().unwrap_or(0.0);
         assert!(minimal > 0.0, "{scenario}: {outcome}");
+        // What each wrote per operation, read from PostgreSQL: one referral per create or
+        // lifecycle (a run's last calls may still be in flight when it ends), exactly one per
+        // pgbench script, and WAL behind both.
+        let inserted = |footprint: &serde_json::Value, table: &str| {
+            footprint["tables"]
+                .as_array()
+                .and_then(|tables| tables.iter().find(|t| t[0] == table))
+                .and_then(|t| t[1][0].as_f64())
+        };
+        let ours = &outcome["footprint"];
+        let referrals = inserted(ours, "referrals").unwrap_or(0.0);
+        assert!((0.9..=1.2).contains(&referrals), "{scenario}: {ours}");
+        assert!(
+            ours["walBytes"].as_f64().unwrap_or(0.0) > 0.0,
+            "{scenario}: {ours}"
+        );
+        let theirs = &outcome["minimalFootprint"];
+        assert_eq!(
+            inserted(theirs, "bench_min_referrals"),
+            Some(1.0),
+            "{scenario}: {theirs}"
+        );
+        assert!(theirs["rows"].as_f64().unwrap_or(0.0) < ours["rows"].as_f64().unwrap_or(0.0));
     }
 }
 

@@ -8,6 +8,8 @@ use std::{process::Command, time::Duration};
 use anyhow::Context;
 use sqlx::Connection;
 
+use super::footprint::{self, Footprint};
+
 /// The scripts, shipped inside the binary so that the benchmark runs from anywhere.
 const CREATE: &str = include_str!("../../../bench/pgbench/create.sql");
 const REST_OF_LIFECYCLE: &str = include_str!("../../../bench/pgbench/roundtrip.sql");
@@ -50,13 +52,19 @@ impl Baseline {
 
 /// Runs the baseline of `rows` (see [`run_pgbench`]); for the minimal rows, in tables of its own
 /// made for the run and dropped after it.
+/// What a baseline run did: scripts per second, and what they wrote per script.
+pub struct Measured {
+    pub per_second: f64,
+    pub footprint: Footprint,
+}
+
 pub async fn run(
     url: &str,
     baseline: Baseline,
     rows: Rows,
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     if rows == Rows::Server {
         return run_pgbench(url, baseline, rows, clients, duration).await;
     }
@@ -78,7 +86,7 @@ async fn run_pgbench(
     rows: Rows,
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::query(
         "CREATE TABLE bench_consents AS \
@@ -97,6 +105,7 @@ async fn run_pgbench(
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("baseline.sql");
     std::fs::write(&script, baseline.script(rows))?;
+    let before = footprint::take(url).await?;
     let output = Command::new("pgbench")
         .args([
             "--no-vacuum",
@@ -137,8 +146,18 @@ async fn run_pgbench(
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
+    let scripts = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("no transaction count in pgbench's output:\n{stdout}"))?;
+    let footprint = footprint::since(url, &before, scripts).await?;
     sqlx::query("DROP TABLE bench_consents")
         .execute(&mut conn)
         .await?;
-    Ok(tps)
+    Ok(Measured {
+        per_second: tps,
+        footprint,
+    })
 }

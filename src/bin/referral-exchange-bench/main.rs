@@ -16,6 +16,7 @@
 mod auditlog;
 mod baseline;
 mod datasize;
+mod footprint;
 mod rest;
 mod scenarios;
 mod server;
@@ -172,6 +173,10 @@ pub struct Outcome {
     /// `auditlog`: bytes the audit tables occupy on disk, indexes included, grew by per `per` (by
     /// whole pages: coarse over a short run).
     pub audit_disk_bytes_per: Option<f64>,
+    /// PostgreSQL: rows, statements, WAL bytes and table+index bytes per operation.
+    pub footprint: Option<footprint::Footprint>,
+    /// With `--baseline`: the same per pgbench script of the minimal rows.
+    pub minimal_footprint: Option<footprint::Footprint>,
 }
 
 impl Outcome {
@@ -201,6 +206,8 @@ impl Outcome {
             audit_events_per: None,
             audit_bytes_per: None,
             audit_disk_bytes_per: None,
+            footprint: None,
+            minimal_footprint: None,
         }
     }
 }
@@ -294,13 +301,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let result: anyhow::Result<Vec<Outcome>> = async {
             Ok(match args.scenario {
                 Scenario::Create => {
-                    with_server(start("server")?, |s| {
+                    with_server(&db, start("server")?, |s| {
                         scenarios::create(s, clients, duration, args.rate, args.edge)
                     })
                     .await?
                 }
                 Scenario::Roundtrip => {
-                    with_server(start("server")?, |s| {
+                    with_server(&db, start("server")?, |s| {
                         scenarios::roundtrip(s, clients, duration)
                     })
                     .await?
@@ -330,20 +337,25 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     outcomes
                 }
                 Scenario::Read => {
-                    with_server(start("server")?, |s| scenarios::read(s, clients, duration)).await?
+                    with_server(&db, start("server")?, |s| {
+                        scenarios::read(s, clients, duration)
+                    })
+                    .await?
                 }
                 Scenario::Audit => {
-                    with_server(start("server")?, |s| scenarios::audit(s, clients, duration))
-                        .await?
+                    with_server(&db, start("server")?, |s| {
+                        scenarios::audit(s, clients, duration)
+                    })
+                    .await?
                 }
                 Scenario::Transport => {
-                    with_server(start("server")?, |s| {
+                    with_server(&db, start("server")?, |s| {
                         scenarios::transport(s, clients, duration)
                     })
                     .await?
                 }
                 Scenario::Pull => {
-                    with_server(start("server")?, |s| {
+                    with_server(&db, start("server")?, |s| {
                         scenarios::pull(s, clients, args.messages)
                     })
                     .await?
@@ -430,26 +442,41 @@ async fn beside_baseline(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let tps = baseline::run(url, baseline, baseline::Rows::Server, clients, duration).await?;
+    let server_rows =
+        baseline::run(url, baseline, baseline::Rows::Server, clients, duration).await?;
     let minimal = baseline::run(url, baseline, baseline::Rows::Minimal, clients, duration).await?;
     for outcome in &mut outcomes {
-        outcome.baseline_per_second = Some(tps);
-        outcome.ratio_to_baseline = Some(outcome.per_second / tps);
-        outcome.minimal_baseline_per_second = Some(minimal);
-        outcome.ratio_to_minimal = Some(outcome.per_second / minimal);
+        outcome.baseline_per_second = Some(server_rows.per_second);
+        outcome.ratio_to_baseline = Some(outcome.per_second / server_rows.per_second);
+        outcome.minimal_baseline_per_second = Some(minimal.per_second);
+        outcome.ratio_to_minimal = Some(outcome.per_second / minimal.per_second);
+        outcome.minimal_footprint = Some(minimal.footprint.clone());
     }
     Ok(outcomes)
 }
 
-/// Runs `scenario` against `server`, adds the server's peak memory and stops it.
-async fn with_server<F, Fut>(server: ServerProcess, scenario: F) -> anyhow::Result<Vec<Outcome>>
+/// Runs `scenario` against `server`, then stops it; on PostgreSQL with what the run wrote per
+/// operation ([`footprint`]).
+async fn with_server<F, Fut>(
+    db: &BenchDatabase,
+    server: ServerProcess,
+    scenario: F,
+) -> anyhow::Result<Vec<Outcome>>
 where
     F: FnOnce(server::Target) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Outcome>>,
 {
+    let before = if db.is_postgres() {
+        Some(footprint::take(&db.url).await?)
+    } else {
+        None
+    };
     let mut outcome = scenario(server.target()).await?;
     outcome.server_peak_rss_mb = server.peak_rss_mb();
     server.stop()?;
+    if let Some(before) = before {
+        outcome.footprint = Some(footprint::since(&db.url, &before, outcome.operations).await?);
+    }
     Ok(vec![outcome])
 }
 
@@ -494,6 +521,18 @@ fn print_row(o: &Outcome) {
              ({disk:.0} on disk with indexes)"
         ));
     }
+    let footprint = |f: &footprint::Footprint| {
+        let statements = f
+            .statements
+            .map_or("statements -".to_owned(), |n| format!("{n:.1} statements"));
+        format!(
+            "{:.1} rows, {statements}, {:.0} WAL bytes, {:.0} table+index bytes",
+            f.rows, f.wal_bytes, f.table_and_index_bytes
+        )
+    };
+    if let Some(f) = &o.footprint {
+        line.push_str(&format!("  per op: {}", footprint(f)));
+    }
     if let Some(stored) = o.stored_referrals {
         line.push_str(&format!("  stored {stored}"));
     }
@@ -508,5 +547,21 @@ fn print_row(o: &Outcome) {
             "  pgbench minimal rows {tps:.1}/s  ours/minimal {ratio:.2}"
         ));
     }
+    if let Some(f) = &o.minimal_footprint {
+        line.push_str(&format!("  minimal per script: {}", footprint(f)));
+    }
     println!("{line}");
+    for (name, f) in [("ours", &o.footprint), ("minimal", &o.minimal_footprint)] {
+        if let Some(f) = f {
+            let tables: Vec<String> = f
+                .tables
+                .iter()
+                .map(|(table, [ins, upd, del])| format!("{table} +{ins:.2}/~{upd:.2}/-{del:.2}"))
+                .collect();
+            println!(
+                "    rows per op ({name}; inserted/updated/deleted): {}",
+                tables.join(", ")
+            );
+        }
+    }
 }
