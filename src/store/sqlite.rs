@@ -83,7 +83,15 @@ impl SqliteStore {
                     .max_connections(READERS)
                     .min_connections(0)
                     .after_connect(|connection, _| Box::pin(register_functions(connection)))
-                    .connect_lazy_with(options.read_only(true).create_if_missing(false)),
+                    .connect_lazy_with(
+                        options
+                            .read_only(true)
+                            .create_if_missing(false)
+                            // Reading 10⁶ referrals through `read()` copied every page (7 % of a
+                            // statistics call in `perf`); mapped, it is read in place. Readers
+                            // only: every write still goes through the writer's file calls.
+                            .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
+                    ),
             )
         };
         Ok(Self {
@@ -101,6 +109,9 @@ impl SqliteStore {
 
 /// Long reads at once (statistics); more wait for a reader.
 const READERS: u32 = 2;
+
+/// How much of the database file a reader maps into memory (address space, not memory used).
+const READER_MMAP_BYTES: u64 = 1 << 30;
 
 /// The statistics' distinct people (`super::person_sets`), on every connection.
 async fn register_functions(connection: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
