@@ -17,9 +17,8 @@ BEGIN;
 INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
   VALUES ('kela', md5(:req::text)::uuid::text, md5(:req::text) || md5(:rid::text), '', now())
   ON CONFLICT (organization, request_id) DO NOTHING;
+-- A written consent is locked, not rewritten: its use is the event below.
 SELECT * FROM consents WHERE id = (SELECT id FROM bench_consents WHERE n = :c) FOR UPDATE;
-UPDATE consents SET update_time = now(), version = version + 1
-  WHERE id = (SELECT id FROM bench_consents WHERE n = :c);
 INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, consent_state)
   SELECT id, 'USED', now(), 'kela', 'bench-client', (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'ACTIVE' FROM bench_consents WHERE n = :c;
 INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, subject_phone, subject_language,

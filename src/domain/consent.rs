@@ -300,14 +300,19 @@ impl Consent {
     }
 
     /// Records that `referral` relied on the consent. An oral consent covers one transaction only, so
-    /// it becomes USED; written and electronic consent stays ACTIVE for its period.
-    pub fn use_for(&mut self, referral: Uuid, now: DateTime<Utc>) {
-        if self.form == Form::Oral {
-            self.state = ConsentState::Used;
-            self.used_by = Some(referral);
+    /// it becomes USED: true, the consent changed and is stored again. Written and electronic
+    /// consent stays ACTIVE for its period, unchanged (false): its use is recorded as its event
+    /// alone (`ConsentEventType::Used`), not as a new version of the consent on every referral.
+    #[must_use]
+    pub fn use_for(&mut self, referral: Uuid, now: DateTime<Utc>) -> bool {
+        if self.form != Form::Oral {
+            return false;
         }
+        self.state = ConsentState::Used;
+        self.used_by = Some(referral);
         self.update_time = now;
         self.version += 1;
+        true
     }
 
     /// Withdrawal is as easy as giving. A consent already withdrawn cannot be withdrawn again.
@@ -445,7 +450,7 @@ mod tests {
             "expired by the clock, not yet recorded"
         );
         let mut oral = Consent::record(Uuid::nil(), new_consent(Form::Oral), now());
-        oral.use_for(Uuid::from_u128(1), now() + Duration::hours(1));
+        assert!(oral.use_for(Uuid::from_u128(1), now() + Duration::hours(1)));
         assert_eq!(oral.inactive_since(now()), Some(now() + Duration::hours(1)));
         written
             .withdraw(now() + Duration::days(2))
@@ -494,8 +499,12 @@ mod tests {
             c.covers(&subject, &hva15(), Purpose::SocialWelfareReferral, now()),
             Ok(())
         );
-        c.use_for(Uuid::from_u128(1), now());
-        assert_eq!(c.state, ConsentState::Used);
+        let version = c.version;
+        assert!(
+            c.use_for(Uuid::from_u128(1), now()),
+            "changed: stored again"
+        );
+        assert_eq!((c.state, c.version), (ConsentState::Used, version + 1));
         assert_eq!(
             c.covers(&subject, &hva15(), Purpose::SocialWelfareReferral, now()),
             Err(ConsentRefusal::AlreadyUsed)
@@ -507,8 +516,12 @@ mod tests {
     fn written_consent_covers_many_referrals_until_it_expires() {
         let mut c = Consent::record(Uuid::nil(), new_consent(Form::Written), now());
         let subject = pic("131052-308T");
-        c.use_for(Uuid::from_u128(1), now());
-        assert_eq!(c.state, ConsentState::Active);
+        let before = c.clone();
+        assert!(
+            !c.use_for(Uuid::from_u128(1), now()),
+            "unchanged: nothing to store"
+        );
+        assert_eq!(c, before, "same version, same update time");
         assert_eq!(
             c.covers(&subject, &hva15(), Purpose::SocialWelfareReferral, now()),
             Ok(())

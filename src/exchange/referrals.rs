@@ -121,8 +121,10 @@ impl Exchange {
                     now,
                 )
                 .map_err(|refusal| Error::consent(refusal, consent_name))?;
-            consent.use_for(referral.id, now);
-            tx.update_consent(&consent).await?;
+            // A written consent is not rewritten for each referral: the event is its use.
+            if consent.use_for(referral.id, now) {
+                tx.update_consent(&consent).await?;
+            }
             tx.insert_consent_event(&ConsentEvent {
                 consent_id,
                 event_type: ConsentEventType::Used,

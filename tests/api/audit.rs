@@ -706,8 +706,8 @@ async fn the_subject_access_report_answers_who_what_to_whom_and_on_which_basis(d
         (consent.name.as_str(), "ACTIVE")
     );
     assert_eq!(
-        pulled.consent_version, 2,
-        "recorded (1), then used by the referral (2)"
+        pulled.consent_version, 1,
+        "as recorded: a written consent's uses are its events, not new versions"
     );
     assert_eq!(pulled.organization, "organizations/hva-15");
     let forwarded = disclosed("organizations/helsinki", &referral.name, "ForwardReferral")

@@ -35,13 +35,28 @@ async fn withdrawal_cancels_what_was_not_received_and_tells_those_who_received(d
         .into_inner();
     drain(&mut kela).await;
 
+    // A written consent is not rewritten by its uses (they are its events, below): the etag Kela
+    // read when it was recorded still withdraws it.
+    let now_stored = kela
+        .consents
+        .get_consent(pb::GetConsentRequest {
+            name: consent.name.clone(),
+        })
+        .await
+        .expect("get consent")
+        .into_inner();
+    assert_eq!(
+        (now_stored.etag.as_str(), now_stored.update_time),
+        (consent.etag.as_str(), consent.update_time),
+        "two uses leave the written consent as it was"
+    );
     let withdrawn = kela
         .consents
         .withdraw_consent(pb::WithdrawConsentRequest {
             name: consent.name.clone(),
             reason_text: "Client withdrew by phone".into(),
             request_id: new_request_id(),
-            etag: String::new(),
+            etag: consent.etag.clone(),
         })
         .await
         .expect("withdraw")
