@@ -140,11 +140,10 @@ impl Exchange {
     }
 }
 
-/// Runs `batch_round` until one does fewer than `batch` (the rest, if any, waits for the next
-/// round); what they did in all.
-/// Runs `batch_round` until a batch comes back short, or the server begins to stop (`closing`): a
-/// backlog of hundreds of thousands (the first round after enabling retention, about 300 a second)
-/// must not keep a stopping server up for minutes. What is left is erased after the restart.
+/// Runs `batch_round` until one does fewer than `batch`, or the server begins to stop (`closing`):
+/// a backlog of hundreds of thousands (the first round after enabling retention, about 300 a
+/// second) must not keep a stopping server up for minutes. What is left waits for the next round.
+/// Returns what they did in all.
 async fn until_short<F, Fut>(
     batch: i64,
     closing: &watch::Receiver<bool>,

@@ -24,62 +24,67 @@ pub(super) enum Overdue {
     OfKind(DeadlineKind),
 }
 
-/// Each deadline: its kind, the column holding its date, and the states in which it is still
-/// open.
-const DEADLINES: [(DeadlineKind, &str, &str); 4] = [
-    (
-        DeadlineKind::Receipt,
-        "receive_due_date",
-        "r.state = 'REQUESTED'",
-    ),
-    (
-        DeadlineKind::AssessmentStart,
-        "assessment_due_date",
-        "r.state IN ('RECEIVED', 'ACCEPTED')",
-    ),
-    // A transferred application is due decided, not just started.
-    (
-        DeadlineKind::AssessmentStart,
-        "assessment_due_date",
-        "r.state = 'IN_PROGRESS' AND r.kind = 'SUPPLEMENTARY_OR_PREVENTIVE_ASSISTANCE'",
-    ),
-    (
-        DeadlineKind::Completion,
-        "completion_due_date",
-        "r.state IN ('RECEIVED', 'ACCEPTED', 'IN_PROGRESS')",
-    ),
-];
-
-/// The condition of the partial index on each due date column (migration 0002), repeated in a
-/// query so that the planner sees the query needs only the index's rows: SQLite uses a partial
-/// index only when the query's terms contain its condition as written (`state IN ('RECEIVED',
-/// 'ACCEPTED')` alone does not), and otherwise counted overdue assessments by reading all 10⁶
-/// referrals (0.6 s), on the one connection every call waits for.
-fn indexed(column: &str) -> &'static str {
-    if column == "receive_due_date" {
-        "r.state = 'REQUESTED'"
-    } else {
-        "r.state IN ('RECEIVED', 'ACCEPTED', 'IN_PROGRESS')"
-    }
+/// One deadline: its kind, the column holding its date, and when it is still open.
+struct Deadline {
+    kind: DeadlineKind,
+    column: &'static str,
+    /// The condition of the partial index on `column` (migration 0002), the first term of every
+    /// query of the deadline: SQLite uses a partial index only when the query's terms contain its
+    /// condition as written (`state IN ('RECEIVED', 'ACCEPTED')` alone does not), and otherwise
+    /// counted overdue assessments by reading all 10⁶ referrals (0.6 s), on the one connection
+    /// every call waits for.
+    indexed: &'static str,
+    /// Where the deadline is open in fewer states than the index holds: those.
+    only: Option<&'static str>,
 }
+
+const ASSESSMENT_OR_COMPLETION_INDEX: &str = "r.state IN ('RECEIVED', 'ACCEPTED', 'IN_PROGRESS')";
+
+const DEADLINES: [Deadline; 4] = [
+    Deadline {
+        kind: DeadlineKind::Receipt,
+        column: "receive_due_date",
+        indexed: "r.state = 'REQUESTED'",
+        only: None,
+    },
+    Deadline {
+        kind: DeadlineKind::AssessmentStart,
+        column: "assessment_due_date",
+        indexed: ASSESSMENT_OR_COMPLETION_INDEX,
+        only: Some("r.state IN ('RECEIVED', 'ACCEPTED')"),
+    },
+    // A transferred application is due decided, not just started.
+    Deadline {
+        kind: DeadlineKind::AssessmentStart,
+        column: "assessment_due_date",
+        indexed: ASSESSMENT_OR_COMPLETION_INDEX,
+        only: Some("r.state = 'IN_PROGRESS' AND r.kind = 'SUPPLEMENTARY_OR_PREVENTIVE_ASSISTANCE'"),
+    },
+    Deadline {
+        kind: DeadlineKind::Completion,
+        column: "completion_due_date",
+        indexed: ASSESSMENT_OR_COMPLETION_INDEX,
+        only: None,
+    },
+];
 
 /// Appends the condition that `deadline` has passed by `today` for the referral `r`, in
 /// parentheses; `unnoticed`: and its passing has not been told yet.
-fn push_deadline<A>(
-    q: &mut Sql<A>,
-    today: NaiveDate,
-    (kind, column, states): &(DeadlineKind, &str, &str),
-    unnoticed: bool,
-) where
+fn push_deadline<A>(q: &mut Sql<A>, today: NaiveDate, deadline: &Deadline, unnoticed: bool)
+where
     A: sqlx::Arguments + super::dialect::Bind<NaiveDate>,
 {
-    let index = indexed(column);
-    let states = if *states == index {
-        states.to_string()
-    } else {
-        format!("{index} AND {states}")
-    };
-    q.push(&format!("({states} AND r.{column} < ")).bind(today);
+    let Deadline {
+        kind,
+        column,
+        indexed,
+        only,
+    } = deadline;
+    let only = only
+        .map(|states| format!(" AND {states}"))
+        .unwrap_or_default();
+    q.push(&format!("({indexed}{only} AND r.{column} < "))
+        .bind(today);
     if unnoticed {
         q.push(&format!(
             " AND NOT EXISTS (SELECT 1 FROM overdue_notices n WHERE n.referral_id = r.id \
@@ -98,7 +103,7 @@ where
     q.push("(");
     let open = DEADLINES
         .iter()
-        .filter(|(kind, _, _)| !matches!(which, Overdue::OfKind(only) if only != *kind));
+        .filter(|d| !matches!(which, Overdue::OfKind(only) if only != d.kind));
     for (i, deadline) in open.enumerate() {
         if i > 0 {
             q.push(" OR ");

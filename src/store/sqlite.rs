@@ -105,6 +105,17 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// A begun transaction as the store's, traced as one.
+    fn tx(&self, tx: sqlx::Transaction<'static, Sqlite>, read_only: bool) -> Box<dyn Tx> {
+        let span = tracing::info_span!(
+            "transaction",
+            otel.kind = "client",
+            db.system.name = "sqlite",
+            read_only
+        );
+        Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone()))
+    }
 }
 
 /// Long reads at once (statistics); more wait for a reader.
@@ -127,27 +138,16 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        let span = tracing::info_span!(
-            "transaction",
-            otel.kind = "client",
-            db.system.name = "sqlite"
-        );
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone())))
+        Ok(self.tx(tx, false))
     }
 
     async fn begin_read(&self) -> Result<Box<dyn Tx>> {
         let Some(readers) = &self.readers else {
             return self.begin().await;
         };
-        let span = tracing::info_span!(
-            "transaction",
-            otel.kind = "client",
-            db.system.name = "sqlite",
-            read_only = true
-        );
         let tx = readers.begin().await?;
-        Ok(Box::new(SqlTx::<Sqlite>::new(tx, span, self.keys.clone())))
+        Ok(self.tx(tx, true))
     }
 
     async fn ping(&self) -> Result<()> {

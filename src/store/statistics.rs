@@ -132,46 +132,47 @@ fn push_window<D: Dialect>(
     grouped: &[(usize, String)],
 ) {
     q.push("WITH w AS NOT MATERIALIZED (SELECT ");
-    for (i, column) in grouped {
-        q.push(&format!("{column} AS g{i}, "));
-    }
-    q.push(
+    push_grouped(q, grouped);
+    q.push(&format!(
         "r.person_id AS person, r.reason_bits AS bits, \
            CASE WHEN r.receive_time IS NOT NULL THEN 1 ELSE 0 END AS received, \
            r.receipt_working_days AS wd, \
            CASE WHEN r.received_within_deadline THEN 1 ELSE 0 END AS received_ok, \
-           CASE WHEN r.assessment_started_within_deadline THEN 1 ELSE 0 END AS started_ok",
-    );
-    q.push(&format!(
-        " FROM referrals AS r{} WHERE r.create_time >= ",
+           CASE WHEN r.assessment_started_within_deadline THEN 1 ELSE 0 END AS started_ok \
+         FROM referrals AS r{} WHERE ",
         D::FULL_SCAN
-    ))
-    .bind(DbTime(query.start))
-    .push(" AND r.create_time < ")
-    .bind(DbTime(query.end))
-    .push(")");
+    ));
+    push_created_in::<D>(q, query, "");
     // `o`: the window's overdue referrals on `today`, grouped at the finest grain. Found through
     // the partial indexes on the due dates (the rule's own statement, `push_overdue`), not decided
     // for each referral of the window: evaluated per referral, that rule was a third of the whole
     // statement on SQLite, for the few referrals it is true of.
-    q.push(", o AS MATERIALIZED (SELECT ");
-    for (i, column) in grouped {
-        q.push(&format!("{column} AS g{i}, "));
-    }
-    q.push(&format!(
-        "r.reason_bits AS bits, COUNT(*) AS n FROM referrals AS r WHERE {}r.create_time >= ",
-        D::NOT_BY_TIME
-    ))
-    .bind(DbTime(query.start))
-    .push(&format!(" AND {}r.create_time < ", D::NOT_BY_TIME))
-    .bind(DbTime(query.end))
-    .push(" AND ");
+    q.push("), o AS MATERIALIZED (SELECT ");
+    push_grouped(q, grouped);
+    q.push("r.reason_bits AS bits, COUNT(*) AS n FROM referrals AS r WHERE ");
+    push_created_in::<D>(q, query, D::NOT_BY_TIME);
+    q.push(" AND ");
     push_overdue(q, query.today, Overdue::Any);
     q.push(" GROUP BY ");
     for (i, _) in grouped {
         q.push(&format!("g{i}, "));
     }
     q.push("bits)");
+}
+
+/// `{column} AS g{i}, ` for each grouped dimension.
+fn push_grouped<A: sqlx::Arguments>(q: &mut Sql<A>, grouped: &[(usize, String)]) {
+    for (i, column) in grouped {
+        q.push(&format!("{column} AS g{i}, "));
+    }
+}
+
+/// The condition that `r` was created in the query's window, each time term after `before`.
+fn push_created_in<D: Dialect>(q: &mut Sql<D::Arguments>, query: &StatisticsQuery, before: &str) {
+    q.push(&format!("{before}r.create_time >= "))
+        .bind(DbTime(query.start))
+        .push(&format!(" AND {before}r.create_time < "))
+        .bind(DbTime(query.end));
 }
 
 /// The variants of every figure: `(0, 0, NULL)` for all reasons, then, when REASON is requested,

@@ -885,26 +885,12 @@ async fn a_consent_expires_by_the_clock_once_with_an_expired_event(db: Db) {
         ("", "system:consent-expiry")
     );
     assert_eq!(e.consent_state, pb::consent::State::Expired as i32);
-    let stored = kela
-        .consents
-        .get_consent(pb::GetConsentRequest {
-            name: consent.name.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let stored = get_consent(&mut kela, &consent.name).await;
     assert_eq!(
         (stored.state, stored.etag.as_str()),
         (pb::consent::State::Expired as i32, "v2")
     );
-    let still = kela
-        .consents
-        .get_consent(pb::GetConsentRequest {
-            name: lasting.name.clone(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let still = get_consent(&mut kela, &lasting.name).await;
     assert_eq!(still.state, pb::consent::State::Active as i32);
 
     // Filters: by the organisation that acted (expiry has none) and by time.
@@ -1226,14 +1212,7 @@ async fn auditors_read_the_coded_skeleton_not_the_persons_content(db: Db) {
         (None, "")
     );
 
-    let consent_read = auditor
-        .consents
-        .get_consent(pb::GetConsentRequest {
-            name: consent.clone(),
-        })
-        .await
-        .expect("an auditor reads consents")
-        .into_inner();
+    let consent_read = get_consent(&mut auditor, &consent).await;
     assert_eq!(consent_read.subject, None);
     assert_eq!(consent_read.state, pb::consent::State::Used as i32);
     let listed = auditor

@@ -37,14 +37,7 @@ async fn withdrawal_cancels_what_was_not_received_and_tells_those_who_received(d
 
     // A written consent is not rewritten by its uses (they are its events, below): the etag Kela
     // read when it was recorded still withdraws it.
-    let now_stored = kela
-        .consents
-        .get_consent(pb::GetConsentRequest {
-            name: consent.name.clone(),
-        })
-        .await
-        .expect("get consent")
-        .into_inner();
+    let now_stored = get_consent(&mut kela, &consent.name).await;
     assert_eq!(
         (now_stored.etag.as_str(), now_stored.update_time),
         (consent.etag.as_str(), consent.update_time),

@@ -30,14 +30,7 @@ async fn kela_refers_receiver_completes_kela_reads_the_loop_auditor_reads_the_tr
     assert_eq!(created.recipient, "organizations/hva-15");
     assert_eq!(created.state, pb::referral::State::Requested as i32);
     assert_eq!(created.state_reason, "ROUTED");
-    let used = kela
-        .consents
-        .get_consent(pb::GetConsentRequest {
-            name: consent.name.clone(),
-        })
-        .await
-        .expect("get consent")
-        .into_inner();
+    let used = get_consent(&mut kela, &consent.name).await;
     assert_eq!(
         used.state,
         pb::consent::State::Used as i32,

@@ -551,6 +551,16 @@ pub const PIC: &str = "131052-308T";
 pub const JYVASKYLA: &str = "179";
 pub const HELSINKI: &str = "091";
 
+/// The consent `name` as `clients` read it.
+pub async fn get_consent(clients: &mut Clients, name: &str) -> pb::Consent {
+    clients
+        .consents
+        .get_consent(pb::GetConsentRequest { name: name.into() })
+        .await
+        .expect("get consent")
+        .into_inner()
+}
+
 /// The audit events of calls to `method` (its short name, e.g. `GetReferral`), as `auditor` lists
 /// them, oldest first.
 pub async fn audit_events_of(auditor: &mut Clients, method: &str) -> Vec<pb::AuditEvent> {

@@ -592,24 +592,7 @@ async fn every_referral_carries_its_person_and_reason_bits_through_its_changes(d
 
 /// Runs `sql` on a fresh connection to `url`; the first column of each row as text.
 async fn query(db: Db, url: &str, sql: &str) -> Vec<String> {
-    use sqlx::{Connection, Row};
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match db {
-        Db::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
-            let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("query");
-            rows.iter()
-                .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
-                .collect()
-        }
-        Db::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("query");
-            rows.iter()
-                .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
-                .collect()
-        }
-    }
+    sql_text(db, url, sql).await.expect("query")
 }
 
 /// Migrates `url` up to and including `version` (everything when `None`).

@@ -50,14 +50,14 @@ impl Baseline {
     }
 }
 
-/// Runs the baseline of `rows` (see [`run_pgbench`]); for the minimal rows, in tables of its own
-/// made for the run and dropped after it.
 /// What a baseline run did: scripts per second, and what they wrote per script.
 pub struct Measured {
     pub per_second: f64,
     pub footprint: Footprint,
 }
 
+/// Runs the baseline of `rows` (see [`run_pgbench`]); for the minimal rows, in tables of its own
+/// made for the run and dropped after it.
 pub async fn run(
     url: &str,
     baseline: Baseline,
@@ -133,24 +133,11 @@ async fn run_pgbench(
         "pgbench failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let failed = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of failed transactions: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
+    let failed: u64 = figure(&stdout, "number of failed transactions: ").unwrap_or(0);
     anyhow::ensure!(failed == 0, "pgbench had {failed} failed transactions");
-    let tps = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
+    let tps: f64 = figure(&stdout, "tps = ")
         .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
-    let scripts = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<usize>().ok())
+    let scripts: usize = figure(&stdout, "number of transactions actually processed: ")
         .with_context(|| format!("no transaction count in pgbench's output:\n{stdout}"))?;
     let footprint = footprint::since(url, &before, scripts).await?;
     sqlx::query("DROP TABLE bench_consents")
@@ -160,4 +147,13 @@ async fn run_pgbench(
         per_second: tps,
         footprint,
     })
+}
+
+/// The number after `label` on the line of pgbench's report that starts with it.
+fn figure<T: std::str::FromStr>(report: &str, label: &str) -> Option<T> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }

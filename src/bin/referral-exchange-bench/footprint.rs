@@ -12,16 +12,25 @@
 //!   (whole pages, so coarse over a short run).
 
 use serde::Serialize;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 
 /// The counters at one moment.
 pub struct Snapshot {
-    rows: i64,
     /// Per table: inserted, updated, deleted.
     tables: Vec<(String, [i64; 3])>,
     statements: Option<i64>,
-    wal_lsn: String,
+    /// The WAL's position, in bytes from its start.
+    wal: f64,
     bytes: i64,
+}
+
+impl Snapshot {
+    fn rows(&self) -> i64 {
+        self.tables
+            .iter()
+            .map(|(_, counts)| counts.iter().sum::<i64>())
+            .sum()
+    }
 }
 
 /// Per completed operation.
@@ -55,10 +64,9 @@ async fn statements(conn: &mut PgConnection) -> Option<i64> {
 /// The counters of the database at `url` now.
 pub async fn take(url: &str) -> anyhow::Result<Snapshot> {
     let mut conn = PgConnection::connect(url).await?;
-    let row = sqlx::query(
-        "SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint AS rows, \
-           COALESCE(SUM(pg_total_relation_size(relid)), 0)::bigint AS bytes, \
-           pg_current_wal_lsn()::text AS lsn \
+    let (bytes, wal): (i64, f64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0)::bigint, \
+           pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 \
          FROM pg_stat_user_tables",
     )
     .fetch_one(&mut conn)
@@ -69,29 +77,20 @@ pub async fn take(url: &str) -> anyhow::Result<Snapshot> {
     )
     .fetch_all(&mut conn)
     .await?;
-    let statements = statements(&mut conn).await;
     Ok(Snapshot {
-        rows: row.try_get("rows")?,
         tables: tables
             .into_iter()
             .map(|(name, ins, upd, del)| (name, [ins, upd, del]))
             .collect(),
-        statements,
-        wal_lsn: row.try_get("lsn")?,
-        bytes: row.try_get("bytes")?,
+        statements: statements(&mut conn).await,
+        wal,
+        bytes,
     })
 }
 
 /// What was written between `before` and now, per one of `operations`.
 pub async fn since(url: &str, before: &Snapshot, operations: usize) -> anyhow::Result<Footprint> {
     let after = take(url).await?;
-    let mut conn = PgConnection::connect(url).await?;
-    let wal: f64 =
-        sqlx::query_scalar::<_, f64>("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::float8")
-            .bind(&after.wal_lsn)
-            .bind(&before.wal_lsn)
-            .fetch_one(&mut conn)
-            .await?;
     let n = operations.max(1) as f64;
     let tables = after
         .tables
@@ -107,13 +106,13 @@ pub async fn since(url: &str, before: &Snapshot, operations: usize) -> anyhow::R
         })
         .collect();
     Ok(Footprint {
-        rows: (after.rows - before.rows) as f64 / n,
+        rows: (after.rows() - before.rows()) as f64 / n,
         tables,
         statements: match (after.statements, before.statements) {
             (Some(a), Some(b)) => Some((a - b) as f64 / n),
             _ => None,
         },
-        wal_bytes: wal / n,
+        wal_bytes: (after.wal - before.wal) / n,
         table_and_index_bytes: (after.bytes - before.bytes) as f64 / n,
     })
 }

@@ -295,9 +295,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             "sqlite"
         };
-        let start = |name: &str| {
-            ServerProcess::start(&binary, &dir.path().join(name), &db.url, &args.server_args)
+        // A server on the run's database, with the run's arguments and `extra` after them.
+        let start_with = |name: &str, extra: &[&str]| {
+            let mut server_args = args.server_args.clone();
+            server_args.extend(extra.iter().map(|a| a.to_string()));
+            ServerProcess::start(&binary, &dir.path().join(name), &db.url, &server_args)
         };
+        let start = |name: &str| start_with(name, &[]);
         let result: anyhow::Result<Vec<Outcome>> = async {
             Ok(match args.scenario {
                 Scenario::Create => {
@@ -314,9 +318,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Scenario::Limits => {
                     // The limits at the server's defaults (the run otherwise lifts them).
-                    let mut extra = args.server_args.clone();
-                    extra.extend(
-                        [
+                    let server = start_with(
+                        "server",
+                        &[
                             "--org-requests-per-second",
                             "200",
                             "--org-burst",
@@ -325,11 +329,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                             "64",
                             "--max-concurrent-calls",
                             "256",
-                        ]
-                        .map(String::from),
-                    );
-                    let server =
-                        ServerProcess::start(&binary, &dir.path().join("server"), &db.url, &extra)?;
+                        ],
+                    )?;
                     let outcomes =
                         scenarios::limits(server.target(), clients, duration, args.offered_rate)
                             .await?;
@@ -404,10 +405,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     outcomes
                 }
                 Scenario::Statistics => {
-                    let mut extra = args.server_args.clone();
-                    extra.extend(statistics::SERVER_ARGS.map(String::from));
                     statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| {
-                        ServerProcess::start(&binary, &dir.path().join(name), &db.url, &extra)
+                        start_with(name, &statistics::SERVER_ARGS)
                     })
                     .await?
                 }
