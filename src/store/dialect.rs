@@ -117,8 +117,8 @@ impl Dialect for Sqlite {
     const NOTIFY: Option<&'static str> = None;
     const SENDING: Sending = Sending::Commands;
     const BEFORE_LONG_READ: Option<&'static str> = None;
-    // No `GROUPING SETS`; sets of people instead (`super::person_sets`): one sort of the window,
-    // not one per subset of the dimensions.
+    // No `GROUPING SETS`; sets of people instead (`super::sqlite_functions`), grouped in a hash
+    // table: no sort of the window, where a sort per subset of the dimensions was.
     const DISTINCT_PEOPLE: DistinctPeople = DistinctPeople::PersonSets;
     // Left to itself the planner reads a year's window through `referrals_by_time`, one row lookup
     // per referral in index order: 2.7 s for 10⁶ referrals against 0.8 s in table order (3.51,
@@ -164,8 +164,9 @@ pub enum DistinctPeople {
     /// `COUNT(DISTINCT person)` per subset of the dimensions, every subset in one `GROUP BY
     /// GROUPING SETS` (PostgreSQL: one sort per chain of subsets).
     GroupingSets,
-    /// The finest cells collect their people as sets, coarser cells count the union of theirs
-    /// (`person_set`, `person_count`: SQLite, `super::person_sets`).
+    /// The finest cells, grouped in a hash table, collect their people as sets, coarser cells
+    /// count the union of theirs (`fine_cells`, `person_count`: SQLite,
+    /// `super::sqlite_functions`).
     PersonSets,
 }
 

@@ -16,7 +16,8 @@
 //!   the SQL is written with. `dialect`: what differs between the engines, as named items of one
 //!   trait. `held`: how plain writes wait and go together.
 //! - [`sqlite`], [`postgres`]: pool set-up, `BEGIN`, leadership, PostgreSQL's `LISTEN`.
-//!   `person_sets`: the two aggregate functions SQLite's statistics count distinct people with.
+//!   `sqlite_functions`: the two aggregate functions SQLite's statistics group and count distinct
+//!   people with.
 //! - [`group`]: group commit, several calls' transactions in one database transaction.
 //!
 //! Queries are built at run time: nothing needs a database to compile. Times: PostgreSQL stores
@@ -33,7 +34,6 @@ mod held;
 pub mod idempotency;
 pub mod keys;
 pub mod messages;
-mod person_sets;
 pub mod postgres;
 pub mod readings;
 pub mod referrals;
@@ -42,6 +42,7 @@ mod rows;
 pub mod sealed;
 mod sql;
 pub mod sqlite;
+mod sqlite_functions;
 pub mod statistics;
 mod time;
 

@@ -124,10 +124,10 @@ const READERS: u32 = 2;
 /// How much of the database file a reader maps into memory (address space, not memory used).
 const READER_MMAP_BYTES: u64 = 1 << 30;
 
-/// The statistics' distinct people (`super::person_sets`), on every connection.
+/// The statistics' grouping and distinct people (`super::sqlite_functions`), on every connection.
 async fn register_functions(connection: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
     let mut handle = connection.lock_handle().await?;
-    super::person_sets::register(handle.as_raw_handle())
+    super::sqlite_functions::register(handle.as_raw_handle())
         .map_err(|e| sqlx::Error::Configuration(e.into()))
 }
 

@@ -16,9 +16,11 @@
 //! - distinct people per subset, which do not add up. PostgreSQL: `p`, `COUNT(DISTINCT person_id)`
 //!   over integers in one `GROUP BY GROUPING SETS` (one sort per chain of subsets). SQLite has no
 //!   grouping sets, and one sort of the window per subset was 5.7–7.9 s for 10⁶ referrals; there
-//!   `f` also collects each fine cell's people as a set (`person_set`), and each cell counts the
-//!   union of its fine cells' sets (`person_count`, [`super::person_sets`]): one sort in all.
-//!   Which is [`Dialect::DISTINCT_PEOPLE`].
+//!   `f` also collects each fine cell's people as a set, and each cell counts the union of its fine
+//!   cells' sets (`person_count`). SQLite's `GROUP BY` sorts: even the one grouping into `f` was
+//!   1.2 s of a 1.7 s call, so there `f` is grouped in a hash table (`fine_cells`, returning JSON
+//!   that `json_each` turns back into rows; [`super::sqlite_functions`]): no sort of the window at
+//!   all. Which is [`Dialect::DISTINCT_PEOPLE`].
 //!
 //! REASON is not grouped by in `p`: a referral with several reasons counts once in each, and
 //! exploding every referral into its reasons cost 1.1–1.3 s per 10⁶ referrals and a third more rows
@@ -207,17 +209,37 @@ fn rest<D: Dialect>(dimensions: &[Dimension], grouped: &[(usize, String)]) -> St
         ("0", "")
     };
     let person_sets = D::DISTINCT_PEOPLE == DistinctPeople::PersonSets;
-    let people = if person_sets {
-        ", person_set(person) AS people"
+    // `f`, the finest grain: grouped by `GROUP BY` (PostgreSQL hashes), or in `fine_cells`'s hash
+    // table, read back from its JSON (SQLite's `GROUP BY` would sort the whole window).
+    let fine = if person_sets {
+        // Each group is `[n, received, received_ok, started_ok, people, g…, bits, wd]`.
+        let names = ["n", "received", "received_ok", "started_ok", "people"];
+        let keys = g.iter().map(String::as_str).chain(["bits", "wd"]);
+        let columns: Vec<String> = names
+            .into_iter()
+            .chain(keys)
+            .enumerate()
+            .map(|(j, name)| match name {
+                "people" => format!("unhex(c.value ->> {j}) AS people"),
+                _ => format!("c.value ->> {j} AS {name}"),
+            })
+            .collect();
+        format!(
+            "SELECT {} \
+             FROM json_each((SELECT fine_cells(person, received, received_ok, started_ok, \
+               {g_list}{bits}, wd) FROM w)) AS c",
+            columns.join(", ")
+        )
     } else {
-        ""
+        format!(
+            "SELECT {g_list}{bits} AS bits, wd, COUNT(*) AS n, SUM(received) AS received, \
+               SUM(received_ok) AS received_ok, SUM(started_ok) AS started_ok \
+             FROM w GROUP BY {g_list}{bits_grouped}wd"
+        )
     };
     let mut text = format!(
         ", v (i, bit, code) AS (VALUES {}), \
-         f AS MATERIALIZED (SELECT {g_list}{bits} AS bits, wd, COUNT(*) AS n, \
-           SUM(received) AS received, SUM(received_ok) AS received_ok, \
-           SUM(started_ok) AS started_ok{people} \
-           FROM w GROUP BY {g_list}{bits_grouped}wd), \
+         f AS MATERIALIZED ({fine}), \
          fv AS MATERIALIZED (SELECT f.*, v.i, v.code FROM f JOIN v \
            ON v.bit = 0 OR f.bits & v.bit <> 0), \
          ov AS MATERIALIZED (SELECT o.*, v.i, v.code FROM o JOIN v \
