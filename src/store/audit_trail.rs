@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{
     DbTime,
-    dialect::{Bind, Dialect},
+    dialect::{AuditIndex, Bind, Dialect},
     rows::AuditRow,
     sql::SqlTx,
     to_json,
@@ -16,8 +16,9 @@ use crate::{
 
 #[async_trait]
 pub trait AuditTrail {
-    /// Appends a call's event. The subject and resource index rows are written by the database's
-    /// trigger (migration 0005) from the JSON columns, in the same statement.
+    /// Appends a call's event. Its person and resource indexes come from the JSON columns, in the
+    /// same statement: GIN indexes over them (PostgreSQL, migration 0012), or index rows written
+    /// by the database's trigger (SQLite, migration 0005).
     async fn insert_audit_event(&mut self, record: &AuditRecord) -> Result<()>;
     async fn list_audit_events(&mut self, query: &AuditQuery) -> Result<Vec<StoredAuditEvent>>;
 }
@@ -54,20 +55,48 @@ impl<D: Dialect> AuditTrail for SqlTx<D> {
         );
         // One event records one person under one key, so a person's pseudonyms under several
         // keys never match the same event twice.
-        if !query.subject_pseudonyms.is_empty() {
-            q.push(
-                " JOIN audit_event_subjects s ON s.event_sequence = e.sequence \
-                 AND s.subject_pseudonym IN ",
-            )
-            .list(query.subject_pseudonyms.iter().map(String::as_str));
+        let subjects = query.subject_pseudonyms.iter().map(String::as_str);
+        match D::AUDIT_INDEX {
+            AuditIndex::Tables => {
+                if !query.subject_pseudonyms.is_empty() {
+                    q.push(
+                        " JOIN audit_event_subjects s ON s.event_sequence = e.sequence \
+                         AND s.subject_pseudonym IN ",
+                    )
+                    .list(subjects);
+                }
+                if let Some(r) = &query.resource {
+                    q.push(
+                        " JOIN audit_event_resources r \
+                         ON r.event_sequence = e.sequence AND r.resource = ",
+                    )
+                    .bind(r.as_str());
+                }
+                q.push(" WHERE 1 = 1");
+            }
+            AuditIndex::InTheEvent => {
+                q.push(" WHERE 1 = 1");
+                // `@>` on the same expressions as the GIN indexes: the planner finds the few
+                // events through them, then sorts those by sequence.
+                if !query.subject_pseudonyms.is_empty() {
+                    q.push(" AND (");
+                    for (i, subject) in subjects.enumerate() {
+                        if i > 0 {
+                            q.push(" OR ");
+                        }
+                        q.push("e.subject_pseudonyms::jsonb @> jsonb_build_array(CAST(")
+                            .bind(subject)
+                            .push(" AS TEXT))");
+                    }
+                    q.push(")");
+                }
+                if let Some(r) = &query.resource {
+                    q.push(" AND e.resources::jsonb @> jsonb_build_array(CAST(")
+                        .bind(r.as_str())
+                        .push(" AS TEXT))");
+                }
+            }
         }
-        if let Some(r) = &query.resource {
-            q.push(
-                " JOIN audit_event_resources r ON r.event_sequence = e.sequence AND r.resource = ",
-            )
-            .bind(r.as_str());
-        }
-        q.push(" WHERE 1 = 1");
         if let Some(org) = &query.organization {
             q.push(" AND e.organization = ").bind(org.as_str());
         }

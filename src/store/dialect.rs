@@ -99,6 +99,8 @@ pub trait Dialect: Send + Sync + 'static {
     /// Before `r.create_time` in a condition that must not be read through `referrals_by_time`:
     /// the statistics' overdue referrals, which the partial indexes on the due dates find.
     const NOT_BY_TIME: &'static str;
+    /// How the audit trail finds a person's or a resource's events (see `super::audit_trail`).
+    const AUDIT_INDEX: AuditIndex;
 }
 
 impl Dialect for Sqlite {
@@ -127,6 +129,8 @@ impl Dialect for Sqlite {
     // SQLite's way to keep a term from choosing an index: a unary plus. Given the window, the
     // planner walked `referrals_by_time` to find the few overdue referrals (1.9 s for 10⁶).
     const NOT_BY_TIME: &'static str = "+";
+    // No GIN: index rows beside each event, written by trigger (migration 0005).
+    const AUDIT_INDEX: AuditIndex = AuditIndex::Tables;
 }
 
 impl Dialect for Postgres {
@@ -156,6 +160,9 @@ impl Dialect for Postgres {
     const FULL_SCAN: &'static str = "";
     // PostgreSQL weighs the indexes itself (and has no unary plus for a time).
     const NOT_BY_TIME: &'static str = "";
+    // GIN indexes over the event row's own arrays (migration 0012): three index rows, their
+    // foreign-key checks and a trigger less per event.
+    const AUDIT_INDEX: AuditIndex = AuditIndex::InTheEvent;
 }
 
 /// How distinct people per cell are counted: they do not add up from smaller cells.
@@ -168,6 +175,15 @@ pub enum DistinctPeople {
     /// count the union of theirs (`fine_cells`, `person_count`: SQLite,
     /// `super::sqlite_functions`).
     PersonSets,
+}
+
+/// Where the audit trail's person and resource indexes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditIndex {
+    /// `audit_event_subjects` and `audit_event_resources`: a row per name and event, joined.
+    Tables,
+    /// GIN indexes over the event's `subject_pseudonyms` and `resources` as JSON arrays (`@>`).
+    InTheEvent,
 }
 
 /// Adds a value of type `T` to a statement's arguments.

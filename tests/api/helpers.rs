@@ -788,3 +788,32 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
         }
     }
 }
+
+/// Migrates `url` up to and including `version` (everything when `None`).
+pub async fn migrate(db: Db, url: &str, version: Option<i64>) {
+    match db {
+        Db::Sqlite => {
+            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+                .expect("url")
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+            let migrator = sqlx::migrate!("migrations/sqlite");
+            match version {
+                Some(v) => migrator.run_to(v, &pool).await,
+                None => migrator.run(&pool).await,
+            }
+            .expect("migrate");
+            pool.close().await;
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("pool");
+            let migrator = sqlx::migrate!("migrations/postgres");
+            match version {
+                Some(v) => migrator.run_to(v, &pool).await,
+                None => migrator.run(&pool).await,
+            }
+            .expect("migrate");
+            pool.close().await;
+        }
+    }
+}

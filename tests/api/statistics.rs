@@ -595,35 +595,6 @@ async fn query(db: Db, url: &str, sql: &str) -> Vec<String> {
     sql_text(db, url, sql).await.expect("query")
 }
 
-/// Migrates `url` up to and including `version` (everything when `None`).
-async fn migrate(db: Db, url: &str, version: Option<i64>) {
-    match db {
-        Db::Sqlite => {
-            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
-                .expect("url")
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
-            let migrator = sqlx::migrate!("migrations/sqlite");
-            match version {
-                Some(v) => migrator.run_to(v, &pool).await,
-                None => migrator.run(&pool).await,
-            }
-            .expect("migrate");
-            pool.close().await;
-        }
-        Db::Postgres => {
-            let pool = sqlx::PgPool::connect(url).await.expect("pool");
-            let migrator = sqlx::migrate!("migrations/postgres");
-            match version {
-                Some(v) => migrator.run_to(v, &pool).await,
-                None => migrator.run(&pool).await,
-            }
-            .expect("migrate");
-            pool.close().await;
-        }
-    }
-}
-
 both_engines!(migration_0010_numbers_the_persons_and_reasons_of_existing_referrals);
 async fn migration_0010_numbers_the_persons_and_reasons_of_existing_referrals(db: Db) {
     let database = TestDb::create(db).await;

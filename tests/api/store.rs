@@ -331,19 +331,105 @@ async fn the_audit_tables_take_inserts_and_refuse_every_change(db: Db) {
     let found = tx.list_audit_events(&query).await.expect("list");
     assert_eq!(found.len(), 1, "found through the subject index");
     assert_eq!(found[0].record, record);
+    // Whole names only, any of a person's pseudonyms, and the resource index likewise.
+    for (subjects, resource, expected) in [
+        (vec!["p"], None, 0),
+        (vec!["p1x"], None, 0),
+        (vec!["p0", "p1"], None, 1),
+        (vec![], Some("referrals/x"), 1),
+        (vec![], Some("referrals"), 0),
+        (vec!["p1"], Some("referrals/y"), 0),
+    ] {
+        let query = referral_exchange::audit::AuditQuery {
+            subject_pseudonyms: subjects.iter().map(|s| s.to_string()).collect(),
+            resource: resource.map(str::to_owned),
+            limit: 10,
+            ..Default::default()
+        };
+        let found = tx.list_audit_events(&query).await.expect("list");
+        assert_eq!(found.len(), expected, "{subjects:?} {resource:?}");
+    }
     drop(tx);
 
-    for change in [
+    // SQLite's person and resource indexes are rows beside the event; PostgreSQL's are GIN
+    // indexes over the event row itself (migration 0012).
+    let mut changes = vec![
         "UPDATE audit_events SET user_id = 'someone-else'",
         "DELETE FROM audit_events",
-        "DELETE FROM audit_event_subjects",
-        "UPDATE audit_event_resources SET resource = 'x'",
-    ] {
+    ];
+    if db == Db::Sqlite {
+        changes.extend([
+            "DELETE FROM audit_event_subjects",
+            "UPDATE audit_event_resources SET resource = 'x'",
+        ]);
+    }
+    for change in changes {
         let refused = raw_sql(&database, db, change).await;
         assert!(
             refused.is_err_and(|e| e.contains("append-only")),
             "{change} must be refused by the database"
         );
+    }
+}
+
+both_engines!(audit_events_written_before_migration_0012_are_found_after_it);
+async fn audit_events_written_before_migration_0012_are_found_after_it(db: Db) {
+    let database = TestDb::create(db).await;
+    let url = database.url().to_owned();
+    migrate(db, &url, Some(11)).await;
+    let time = match db {
+        Db::Sqlite => "0",
+        Db::Postgres => "now()",
+    };
+    for (resource, subject) in [("referrals/x", "p1"), ("referrals/y", "p2")] {
+        sql_text(
+            db,
+            &url,
+            &format!(
+                "INSERT INTO audit_events (time, organization, user_id, method, resources, \
+                   subject_pseudonyms, status_code, correlation_id, disclosures) \
+                 VALUES ({time}, 'kela', 'handler-1', '/m', '[\"{resource}\"]', '[\"{subject}\"]', \
+                   0, '', '[]')"
+            ),
+        )
+        .await
+        .expect("an event before 0012");
+    }
+    // Opening the store migrates the rest (PostgreSQL: the index tables become GIN indexes).
+    let store = store::connect(
+        &url,
+        Schema::Migrate,
+        Arc::new(MailboxSignals::default()),
+        Some(crate::helpers::data_keys()),
+    )
+    .await
+    .expect("open the store");
+    let mut tx = begin(&store).await;
+    for (subject, resource, expected) in [
+        (Some("p1"), None, "referrals/x"),
+        (None, Some("referrals/y"), "referrals/y"),
+    ] {
+        let query = referral_exchange::audit::AuditQuery {
+            subject_pseudonyms: subject.into_iter().map(str::to_owned).collect(),
+            resource: resource.map(str::to_owned),
+            limit: 10,
+            ..Default::default()
+        };
+        let found = tx.list_audit_events(&query).await.expect("list");
+        assert_eq!(found.len(), 1, "{subject:?} {resource:?}: {found:?}");
+        assert_eq!(found[0].record.resources, [expected]);
+    }
+    drop(tx);
+    if db == Db::Postgres {
+        let gone = sql_text(
+            db,
+            &url,
+            "SELECT COALESCE(CAST(to_regclass('audit_event_subjects') AS TEXT), 'gone') \
+               || ' ' || COALESCE(CAST(to_regclass('audit_event_resources') AS TEXT), 'gone')",
+        )
+        .await
+        .expect("the catalog");
+        assert_eq!(gone, ["gone gone"], "PostgreSQL keeps no index tables");
     }
 }
 
