@@ -101,6 +101,8 @@ pub trait Dialect: Send + Sync + 'static {
     const NOT_BY_TIME: &'static str;
     /// How the audit trail finds a person's or a resource's events (see `super::audit_trail`).
     const AUDIT_INDEX: AuditIndex;
+    /// Whether statements go with `?` for `$1, $2, …` in order (see `super::sql::placeholders`).
+    const ANONYMOUS_PLACEHOLDERS: bool;
 }
 
 impl Dialect for Sqlite {
@@ -131,6 +133,8 @@ impl Dialect for Sqlite {
     const NOT_BY_TIME: &'static str = "+";
     // No GIN: index rows beside each event, written by trigger (migration 0005).
     const AUDIT_INDEX: AuditIndex = AuditIndex::Tables;
+    // sqlx binds `$n` by name, which SQLite looks up by a linear walk: `?` binds in order.
+    const ANONYMOUS_PLACEHOLDERS: bool = true;
 }
 
 impl Dialect for Postgres {
@@ -163,6 +167,8 @@ impl Dialect for Postgres {
     // GIN indexes over the event row's own arrays (migration 0012): three index rows, their
     // foreign-key checks and a trigger less per event.
     const AUDIT_INDEX: AuditIndex = AuditIndex::InTheEvent;
+    // PostgreSQL's protocol has only `$n`.
+    const ANONYMOUS_PLACEHOLDERS: bool = false;
 }
 
 /// How distinct people per cell are counted: they do not add up from smaller cells.
