@@ -37,6 +37,9 @@ pub enum Reason {
     Consent(ConsentRefusal),
     EtagMismatch,
     RequestIdReused,
+    /// Another call with the same `request_id` recorded it first, while this one ran: retry to
+    /// get its response.
+    RequestInProgress,
     /// The audit log has no signed checkpoint yet (the sequencer has not run).
     NoCheckpointYet,
     /// A subject access report would be larger than one response: narrow the time range.
@@ -76,6 +79,7 @@ impl Reason {
             Reason::Consent(refusal) => refusal.reason(),
             Reason::EtagMismatch => "ETAG_MISMATCH",
             Reason::RequestIdReused => "REQUEST_ID_REUSED",
+            Reason::RequestInProgress => "REQUEST_IN_PROGRESS",
             Reason::NoCheckpointYet => "NO_CHECKPOINT_YET",
             Reason::ReportTooLarge => "REPORT_TOO_LARGE",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
@@ -218,7 +222,14 @@ pub const DATABASE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        if database_unreachable(&e) {
+        if request_recorded_meanwhile(&e) {
+            Error::Aborted {
+                reason: Reason::RequestInProgress,
+                message:
+                    "another call with this request_id finished first: retry to get its result"
+                        .into(),
+            }
+        } else if database_unreachable(&e) {
             Error::Unavailable {
                 reason: Reason::DatabaseUnavailable,
                 retry_after: DATABASE_RETRY_DELAY,
@@ -228,6 +239,17 @@ impl From<sqlx::Error> for Error {
             Error::internal(e)
         }
     }
+}
+
+/// Whether `e` is the unique key of `idempotency_keys` refusing a second record of one request id:
+/// two first tries of one request ran at once, and the other recorded it first (`store::idempotency`).
+fn request_recorded_meanwhile(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.is_unique_violation()
+        && (db.constraint() == Some("idempotency_keys_pkey")
+            || db.message().contains("idempotency_keys."))
 }
 
 /// Whether `e` says the database could not be reached or dropped the connection, as opposed to a

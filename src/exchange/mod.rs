@@ -63,7 +63,7 @@ use crate::{
     error::{Error, Reason, Result},
     mailbox::{DeliveryPolicy, NewMessage},
     store::{
-        Claim, Store, Tx,
+        Recorded, Store, Tx,
         group::{GroupCommit, TxHandle},
     },
 };
@@ -365,7 +365,7 @@ impl Exchange {
         result
     }
 
-    /// Claims `key` in `tx`. `Some(response)` when this is a retry of a request that already
+    /// Looks `key` up in `tx`. `Some(response)` when this is a retry of a request that already
     /// succeeded; ALREADY_EXISTS when the id was used for a different request.
     pub(crate) async fn replay<T: DeserializeOwned>(
         &self,
@@ -375,29 +375,24 @@ impl Exchange {
     ) -> Result<Option<T>> {
         let Some(key) = key else { return Ok(None) };
         match tx
-            .claim_request(
-                caller.organization.as_str(),
-                &key.request_id,
-                &key.fingerprint,
-                self.clock.now(),
-            )
+            .find_request(caller.organization.as_str(), &key.request_id)
             .await?
         {
-            Claim::New => Ok(None),
-            Claim::Existing {
+            None => Ok(None),
+            Some(Recorded {
                 fingerprint,
                 response,
-            } if fingerprint == key.fingerprint => serde_json::from_str(&response)
+            }) if fingerprint == key.fingerprint => serde_json::from_str(&response)
                 .map(Some)
                 .map_err(Error::internal),
-            Claim::Existing { .. } => Err(Error::AlreadyExists {
+            Some(_) => Err(Error::AlreadyExists {
                 reason: Reason::RequestIdReused,
                 message: "request_id was already used for a different request".into(),
             }),
         }
     }
 
-    /// Stores the response of a claimed request for its retries.
+    /// Records the response of a request for its retries, with the call's writes.
     pub(crate) async fn remember<T: Serialize>(
         &self,
         tx: &mut dyn Tx,
@@ -407,7 +402,13 @@ impl Exchange {
     ) -> Result<()> {
         let Some(key) = key else { return Ok(()) };
         let json = serde_json::to_string(response).map_err(Error::internal)?;
-        tx.complete_request(caller.organization.as_str(), &key.request_id, &json)
-            .await
+        tx.record_request(
+            caller.organization.as_str(),
+            &key.request_id,
+            &key.fingerprint,
+            &json,
+            self.clock.now(),
+        )
+        .await
     }
 }

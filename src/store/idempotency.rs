@@ -1,5 +1,11 @@
-//! Request ids (AIP-155): a change claimed under a client's `request_id` runs once; its retries get
+//! Request ids (AIP-155): a change made under a client's `request_id` runs once; its retries get
 //! the first response back.
+//!
+//! A call first looks for its id (a read), and records it with its response among its other
+//! writes, at the end: one row written once. (It used to claim the id with an insert first and
+//! fill in the response with an update: a second row version, and a statement, per call.) Two
+//! first tries of one id at the same moment both find nothing; the unique key lets one record it,
+//! the other fails ABORTED and is undone, and its retry finds the first.
 
 use super::sealed::IDEMPOTENCY_RESPONSE;
 use super::{
@@ -11,34 +17,33 @@ use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-/// The outcome of claiming a `request_id` (AIP-155).
+/// A request recorded under its `request_id`: the first request's fingerprint and response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// First time: go ahead, then [`Idempotency::complete_request`] with the result.
-    New,
-    /// Seen before (committed): the first request's fingerprint and stored response.
-    Existing {
-        fingerprint: String,
-        response: String,
-    },
+pub struct Recorded {
+    pub fingerprint: String,
+    pub response: String,
 }
 
 #[async_trait]
 pub trait Idempotency {
-    /// Claims `request_id` for `organization`. A concurrent claim of the same id waits for this one.
-    async fn claim_request(
+    /// The request recorded under `request_id` for `organization`: committed, or earlier in this
+    /// transaction (a batch-mate's).
+    async fn find_request(
+        &mut self,
+        organization: &str,
+        request_id: &str,
+    ) -> Result<Option<Recorded>>;
+    /// Records a request and its response for its retries, with the call's other writes: one row,
+    /// written once. Should another call have recorded the same id meanwhile (two first tries at
+    /// once, on PostgreSQL), this call fails ABORTED where the write is sent and is undone: its
+    /// retry gets the other's response.
+    async fn record_request(
         &mut self,
         organization: &str,
         request_id: &str,
         fingerprint: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Claim>;
-    /// Stores the response of a claimed request for its retries.
-    async fn complete_request(
-        &mut self,
-        organization: &str,
-        request_id: &str,
         response: &str,
+        now: DateTime<Utc>,
     ) -> Result<()>;
 }
 
@@ -49,45 +54,35 @@ fn row_key(organization: &str, request_id: &str) -> Vec<u8> {
 
 #[async_trait]
 impl<D: Dialect> Idempotency for SqlTx<D> {
-    async fn claim_request(
+    async fn find_request(
         &mut self,
         organization: &str,
         request_id: &str,
-        fingerprint: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Claim> {
-        let claim = Self::sql(
-            "INSERT INTO idempotency_keys \
-               (organization, request_id, fingerprint, response, create_time) \
-             VALUES ($1, $2, $3, '', $4) \
-             ON CONFLICT (organization, request_id) DO NOTHING",
-        )
-        .arg(organization)
-        .arg(request_id)
-        .arg(fingerprint)
-        .arg(DbTime(now));
-        if self.execute(claim).await? == 1 {
-            return Ok(Claim::New);
-        }
+    ) -> Result<Option<Recorded>> {
         let first = Self::sql(
             "SELECT fingerprint, response FROM idempotency_keys \
              WHERE organization = $1 AND request_id = $2",
         )
         .arg(organization)
         .arg(request_id);
-        let (fingerprint, response) = self.fetch_one::<(String, String)>(first).await?;
+        let Some((fingerprint, response)) = self.fetch_optional::<(String, String)>(first).await?
+        else {
+            return Ok(None);
+        };
         let row = row_key(organization, request_id);
-        Ok(Claim::Existing {
+        Ok(Some(Recorded {
             fingerprint,
             response: super::rows::open(self.keys()?, IDEMPOTENCY_RESPONSE, &row, &response)?,
-        })
+        }))
     }
 
-    async fn complete_request(
+    async fn record_request(
         &mut self,
         organization: &str,
         request_id: &str,
+        fingerprint: &str,
         response: &str,
+        now: DateTime<Utc>,
     ) -> Result<()> {
         // The response is the complete view the caller got: personal content, sealed like the rest.
         let response = self.seal(
@@ -95,13 +90,18 @@ impl<D: Dialect> Idempotency for SqlTx<D> {
             &row_key(organization, request_id),
             response,
         )?;
+        // No `ON CONFLICT`: a second record of the id must fail the call (see `crate::error`,
+        // `Reason::RequestInProgress`), never commit its work twice.
         self.write(
-            "UPDATE idempotency_keys SET response = $3 \
-             WHERE organization = $1 AND request_id = $2",
+            "INSERT INTO idempotency_keys \
+               (organization, request_id, fingerprint, response, create_time) \
+             VALUES ($1, $2, $3, $4, $5)",
             |args| {
                 args.bind(organization)?;
                 args.bind(request_id)?;
-                args.bind(response)
+                args.bind(fingerprint)?;
+                args.bind(response)?;
+                args.bind(DbTime(now))
             },
         )
         .await

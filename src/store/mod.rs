@@ -55,7 +55,7 @@ pub use self::{
     audit_trail::AuditTrail,
     consents::{ConsentEventFilter, ConsentFilter, Consents, StoredConsentEvent},
     deadlines::Deadlines,
-    idempotency::{Claim, Idempotency},
+    idempotency::{Idempotency, Recorded},
     keys::Keys,
     messages::{MailboxCounts, Messages},
     postgres::PostgresStore,

@@ -10,7 +10,7 @@ use referral_exchange::{
     audit::AuditRecord,
     domain::OrganizationId,
     mailbox::{MailboxSignals, MessageType, NewMessage},
-    store::{self, Claim, Schema, Store, Tx},
+    store::{self, Recorded, Schema, Store, Tx},
 };
 use uuid::Uuid;
 
@@ -69,41 +69,91 @@ async fn publish(store: &Arc<dyn Store>, n: usize, at: DateTime<Utc>) -> Vec<Uui
     ids
 }
 
-both_engines!(a_request_id_is_claimed_once_and_its_retries_get_the_first_response);
-async fn a_request_id_is_claimed_once_and_its_retries_get_the_first_response(db: Db) {
+both_engines!(a_request_id_is_recorded_once_and_its_retries_get_the_first_response);
+async fn a_request_id_is_recorded_once_and_its_retries_get_the_first_response(db: Db) {
     let (_database, store) = open(db).await;
     let now = default_start();
 
     let mut tx = begin(&store).await;
-    let claim = tx.claim_request("kela", "r-1", "fp-a", now).await;
-    assert_eq!(claim.expect("claim"), Claim::New);
-    tx.complete_request("kela", "r-1", "{\"done\":1}")
+    let first = tx.find_request("kela", "r-1").await;
+    assert_eq!(first.expect("find"), None);
+    tx.record_request("kela", "r-1", "fp-a", "{\"done\":1}", now)
         .await
-        .expect("complete");
+        .expect("record");
+    let recorded = Recorded {
+        fingerprint: "fp-a".into(),
+        response: "{\"done\":1}".into(),
+    };
+    assert_eq!(
+        tx.find_request("kela", "r-1").await.expect("find"),
+        Some(recorded.clone()),
+        "later in the same transaction (a batch-mate) finds it"
+    );
     tx.commit().await.expect("commit");
 
     let mut tx = begin(&store).await;
-    let again = tx.claim_request("kela", "r-1", "fp-b", now).await;
     assert_eq!(
-        again.expect("claim again"),
-        Claim::Existing {
-            fingerprint: "fp-a".into(),
-            response: "{\"done\":1}".into()
-        },
+        tx.find_request("kela", "r-1").await.expect("find again"),
+        Some(recorded),
         "a retry sees the first request's fingerprint and response"
     );
-    let other = tx.claim_request("hva-15", "r-1", "fp-a", now).await;
     assert_eq!(
-        other.expect("claim"),
-        Claim::New,
+        tx.find_request("hva-15", "r-1").await.expect("find"),
+        None,
         "request ids are each organisation's own"
     );
+    // A second record of the id fails the call where it is sent: ABORTED, never a second commit.
+    tx.record_request("kela", "r-1", "fp-a", "{\"done\":2}", now)
+        .await
+        .expect("held");
+    let twice = tx.flush().await.expect_err("recorded twice");
+    assert_eq!(twice.code(), tonic::Code::Aborted, "{twice:?}");
+    assert_eq!(twice.reason().as_str(), "REQUEST_IN_PROGRESS");
     drop(tx);
 
-    // A claim rolled back is no claim.
+    // A record rolled back is no record.
     let mut tx = begin(&store).await;
-    let rolled_back = tx.claim_request("hva-15", "r-1", "fp-a", now).await;
-    assert_eq!(rolled_back.expect("claim"), Claim::New);
+    tx.record_request("hva-15", "r-1", "fp-a", "{}", now)
+        .await
+        .expect("record");
+    tx.flush().await.expect("sent");
+    drop(tx);
+    let mut tx = begin(&store).await;
+    assert_eq!(tx.find_request("hva-15", "r-1").await.expect("find"), None);
+}
+
+/// Two first tries of one request at once on PostgreSQL (SQLite has one writer): both find
+/// nothing, the later record waits for the earlier transaction and fails ABORTED once it commits.
+#[tokio::test]
+async fn two_first_tries_of_one_request_at_once_commit_once_postgres() {
+    let (_database, store) = open(Db::Postgres).await;
+    let now = default_start();
+    let mut first = begin(&store).await;
+    let mut second = begin(&store).await;
+    for tx in [&mut first, &mut second] {
+        assert_eq!(tx.find_request("kela", "r-1").await.expect("find"), None);
+    }
+    first
+        .record_request("kela", "r-1", "fp", "{\"by\":1}", now)
+        .await
+        .expect("record");
+    first.flush().await.expect("sent");
+    second
+        .record_request("kela", "r-1", "fp", "{\"by\":2}", now)
+        .await
+        .expect("held");
+    let waiting = tokio::spawn(async move { second.flush().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the second waits for the first");
+    first.commit().await.expect("commit");
+    let refused = waiting
+        .await
+        .expect("joined")
+        .expect_err("recorded meanwhile");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    let mut tx = begin(&store).await;
+    let kept = tx.find_request("kela", "r-1").await.expect("find");
+    assert_eq!(kept.map(|r| r.response).as_deref(), Some("{\"by\":1}"));
 }
 
 both_engines!(messages_are_numbered_in_commit_order_and_leased_in_sequence);
