@@ -68,6 +68,54 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
     }
 }
 
+/// Delivery beside RabbitMQ (issue 19): both deliver, every message exactly once (the benchmark
+/// checks that and fails otherwise), and the ratio is theirs. Needs the RabbitMQ of the machine
+/// (127.0.0.1:5672, guest/guest; `.ci/run` starts it).
+#[test]
+fn delivery_runs_beside_rabbitmq_with_the_same_durability() {
+    let dir = tempfile::tempdir().expect("dir");
+    let json = dir.path().join("outcome.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
+        .args([
+            "--scenario",
+            "delivery",
+            "--clients",
+            "4",
+            "--duration",
+            "2",
+        ])
+        .args([
+            "--rabbitmq",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        output.status.success(),
+        "referral-exchange-bench --scenario delivery failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcomes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let (ours, peer) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(ours["scenario"], "delivery", "{outcomes}");
+    assert_eq!(peer["engine"], "rabbitmq", "{outcomes}");
+    for outcome in [ours, peer] {
+        assert!(outcome["operations"].as_u64().unwrap_or(0) > 0, "{outcome}");
+        assert_eq!(outcome["errors"], 0, "{outcome}");
+    }
+    let (rate, peer_rate) = (
+        ours["perSecond"].as_f64().unwrap_or(0.0),
+        peer["perSecond"].as_f64().unwrap_or(0.0),
+    );
+    let ratio = ours["ratioToPeer"].as_f64().unwrap_or(0.0);
+    assert!((ratio - rate / peer_rate).abs() < 1e-9, "{outcomes}");
+    // The peer's bodies are as large as our pulled messages.
+    assert!(ours["messageBytes"].as_u64().unwrap_or(0) > 100, "{ours}");
+}
+
 /// Refused before anything runs: without a PostgreSQL to run pgbench against, or for a scenario that
 /// has no baseline, a ten-second run would end in the error anyway.
 #[test]

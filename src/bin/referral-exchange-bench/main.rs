@@ -10,12 +10,15 @@
 //! - [`baseline`]: pgbench committing the same rows as a create or a lifecycle, for ours/pgbench.
 //! - [`datasize`]: pull and subject-audit-query latency with 10⁴…10⁶ referrals stored.
 //! - [`statistics`]: `GetReferralStatistics` over a year of 10⁴…10⁶ referrals, on either engine.
+//! - [`delivery`]: messages created, pulled and acknowledged per second, beside RabbitMQ doing the
+//!   same with the same durability.
 //! - [`auditlog`]: audit events and bytes of the audit tables per referral lifecycle and per hour of
 //!   an idle receiver long-polling.
 
 mod auditlog;
 mod baseline;
 mod datasize;
+mod delivery;
 mod footprint;
 mod rest;
 mod scenarios;
@@ -53,6 +56,9 @@ pub enum Scenario {
     Statistics,
     /// One organisation over its per-organisation limit beside a quiet one (src/limits.rs).
     Limits,
+    /// Half the clients create referrals, half pull and acknowledge their messages: messages
+    /// delivered per second; with `--rabbitmq`, beside RabbitMQ's durable publish and consume.
+    Delivery,
     /// Audit events and bytes of the audit tables per referral lifecycle (`--lifecycles`), and per
     /// hour of an idle receiver long-polling (`--clients` receivers, `--wait-seconds`, `--duration`).
     Auditlog,
@@ -126,6 +132,11 @@ pub struct BenchArgs {
     /// `datasize`: numbers of stored referrals to measure at.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<u64>,
+    /// `delivery`: also run the peer, a RabbitMQ already running at this AMQP URL (e.g.
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`; Debian's `rabbitmq-server`), at the same concurrency,
+    /// and print ours / RabbitMQ.
+    #[arg(long)]
+    rabbitmq: Option<String>,
     /// The server binary (default: `referral-exchange` beside this one, as `cargo build` leaves it).
     #[arg(long)]
     server_binary: Option<PathBuf>,
@@ -177,6 +188,11 @@ pub struct Outcome {
     pub footprint: Option<footprint::Footprint>,
     /// With `--baseline`: the same per pgbench script of the minimal rows.
     pub minimal_footprint: Option<footprint::Footprint>,
+    /// `delivery` with `--rabbitmq`: RabbitMQ's messages per second, and ours / it.
+    pub peer_per_second: Option<f64>,
+    pub ratio_to_peer: Option<f64>,
+    /// `delivery`: the mean encoded size of a pulled message (the peer's bodies are as large).
+    pub message_bytes: Option<usize>,
 }
 
 impl Outcome {
@@ -208,6 +224,9 @@ impl Outcome {
             audit_disk_bytes_per: None,
             footprint: None,
             minimal_footprint: None,
+            peer_per_second: None,
+            ratio_to_peer: None,
+            message_bytes: None,
         }
     }
 }
@@ -404,6 +423,27 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     server.stop()?;
                     outcomes
                 }
+                Scenario::Delivery => {
+                    let mut outcomes = with_server(&db, start("server")?, |s| async move {
+                        let delivered = delivery::exchange(s, clients, duration).await?;
+                        eprintln!(
+                            "delivery: a pulled message is {} bytes encoded",
+                            delivered.message_bytes
+                        );
+                        let mut outcome = delivered.outcome;
+                        outcome.message_bytes = Some(delivered.message_bytes);
+                        Ok(outcome)
+                    })
+                    .await?;
+                    if let Some(url) = &args.rabbitmq {
+                        let bytes = outcomes[0].message_bytes.unwrap_or(1024);
+                        let peer = delivery::rabbitmq(url, clients, duration, bytes).await?;
+                        outcomes[0].peer_per_second = Some(peer.per_second);
+                        outcomes[0].ratio_to_peer = Some(outcomes[0].per_second / peer.per_second);
+                        outcomes.push(peer);
+                    }
+                    outcomes
+                }
                 Scenario::Statistics => {
                     statistics::run(&db.url, db.is_postgres(), &args.sizes, |name| {
                         start_with(name, &statistics::SERVER_ARGS)
@@ -422,7 +462,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         db.drop_database().await?;
         for mut outcome in result? {
-            outcome.engine = engine;
+            // A peer's outcome names itself (`rabbitmq`).
+            if outcome.engine.is_empty() {
+                outcome.engine = engine;
+            }
             print_row(&outcome);
             outcomes.push(outcome);
         }
@@ -548,6 +591,12 @@ fn print_row(o: &Outcome) {
     }
     if let Some(f) = &o.minimal_footprint {
         line.push_str(&format!("  minimal per script: {}", footprint(f)));
+    }
+    if let Some(bytes) = o.message_bytes {
+        line.push_str(&format!("  {bytes} bytes per message"));
+    }
+    if let (Some(rate), Some(ratio)) = (o.peer_per_second, o.ratio_to_peer) {
+        line.push_str(&format!("  RabbitMQ {rate:.1}/s  ours/RabbitMQ {ratio:.2}"));
     }
     println!("{line}");
     for (name, f) in [("ours", &o.footprint), ("minimal", &o.minimal_footprint)] {
