@@ -14,9 +14,8 @@
 \set mid random(1, 9223372036854775807)
 \set req random(1, 9223372036854775807)
 BEGIN;
-INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
-  VALUES ('kela', md5(:req::text)::uuid::text, md5(:req::text) || md5(:rid::text), '', now())
-  ON CONFLICT (organization, request_id) DO NOTHING;
+-- The request id looked up (a retry would get the first response).
+SELECT fingerprint, response FROM idempotency_keys WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;
 -- A written consent is locked, not rewritten: its use is the event below.
 SELECT * FROM consents WHERE id = (SELECT id FROM bench_consents WHERE n = :c) FOR UPDATE;
 INSERT INTO consent_events (consent_id, event_type, time, organization, user_id, referral_id, consent_state)
@@ -36,8 +35,9 @@ INSERT INTO referrals (id, kind, subject_code, subject_pseudonym, subject_name, 
 -- The referrals triggers (migrations 0010, 0011) number the person and the recipient, as for the
 -- server; HOUSING | DEBT = 132.
 INSERT INTO referral_routes (referral_id, recipient, routed_at) VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid, 'hva-15', now());
-UPDATE idempotency_keys SET response = repeat('x', 1400)
-  WHERE organization = 'kela' AND request_id = md5(:req::text)::uuid::text;
+-- The request id recorded once, with the response, among the call's writes.
+INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
+  VALUES ('kela', md5(:req::text)::uuid::text, md5(:req::text) || md5(:rid::text), repeat('x', 1400), now());
 -- Unnumbered: the mailbox numbers its messages when it is read (migration 0004).
 INSERT INTO messages (id, mailbox, message_type, referral_id, consent_id, state_change, publish_time,
     deadline_kind, deadline_date, failed_message_id, failed_mailbox)
@@ -49,5 +49,6 @@ INSERT INTO audit_events (time, organization, user_id, method, resources, subjec
   VALUES (now(), 'kela', 'bench-client', '/referral_exchange.v1.ReferralService/CreateReferral',
     '["referrals/' || (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:rid::text), 13))::uuid || '","consents/x"]', '["' || md5(:c::text) || md5(:c::text) || '"]', 0, '', '[]')
 ;
--- The audit_events trigger writes the subject and resource index rows, as for the server.
+-- The audit event's subject and resource indexes are GIN indexes over its own columns
+-- (migration 0012), as for the server.
 COMMIT;

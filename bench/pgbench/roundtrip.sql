@@ -69,15 +69,16 @@ COMMIT;
 -- AcceptReferral, StartAssessment and CompleteReferral, each its own call: claim the request id, lock
 -- the referral, change it, store the response, tell Kela, audit.
 BEGIN;
-INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
-  VALUES ('hva-15', md5(:r1::text)::uuid::text, md5(:r1::text) || md5(:ref::text), '', now())
-  ON CONFLICT (organization, request_id) DO NOTHING;
+-- The request id looked up (a retry would get the first response).
+SELECT fingerprint, response FROM idempotency_keys WHERE organization = 'hva-15' AND request_id = md5(:r1::text)::uuid::text;
 SELECT * FROM referrals WHERE id = :ref::uuid FOR NO KEY UPDATE;
 UPDATE referrals SET state = 'ACCEPTED', state_reason = 'ACCEPTED', update_time = now(), version = version + 1,
     assessment_due_date = current_date + 7,
     history = left(history, -1) || ',{"state": "ACCEPTED","time": ' || to_json(now())::text || ',"organization": "hva-15","reason": "ACCEPTED","recipient": null}]'
   WHERE id = :ref::uuid;
-UPDATE idempotency_keys SET response = repeat('x', 1400) WHERE organization = 'hva-15' AND request_id = md5(:r1::text)::uuid::text;
+-- The request id recorded once, with the response, among the call's writes.
+INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
+  VALUES ('hva-15', md5(:r1::text)::uuid::text, md5(:r1::text) || md5(:ref::text), repeat('x', 1400), now());
 INSERT INTO messages (id, mailbox, message_type, referral_id, state_change, publish_time)
   VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:r1::text), 13))::uuid,
     'kela', 'REFERRAL_STATE_CHANGED', :ref::uuid,
@@ -89,15 +90,16 @@ INSERT INTO audit_events (time, organization, user_id, method, resources, subjec
 COMMIT;
 
 BEGIN;
-INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
-  VALUES ('hva-15', md5(:r2::text)::uuid::text, md5(:r2::text) || md5(:ref::text), '', now())
-  ON CONFLICT (organization, request_id) DO NOTHING;
+-- The request id looked up (a retry would get the first response).
+SELECT fingerprint, response FROM idempotency_keys WHERE organization = 'hva-15' AND request_id = md5(:r2::text)::uuid::text;
 SELECT * FROM referrals WHERE id = :ref::uuid FOR NO KEY UPDATE;
 UPDATE referrals SET state = 'IN_PROGRESS', state_reason = 'ASSESSMENT_STARTED', update_time = now(),
     version = version + 1,
     history = left(history, -1) || ',{"state": "IN_PROGRESS","time": ' || to_json(now())::text || ',"organization": "hva-15","reason": "ASSESSMENT_STARTED","recipient": null}]'
   WHERE id = :ref::uuid;
-UPDATE idempotency_keys SET response = repeat('x', 1400) WHERE organization = 'hva-15' AND request_id = md5(:r2::text)::uuid::text;
+-- The request id recorded once, with the response, among the call's writes.
+INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
+  VALUES ('hva-15', md5(:r2::text)::uuid::text, md5(:r2::text) || md5(:ref::text), repeat('x', 1400), now());
 INSERT INTO messages (id, mailbox, message_type, referral_id, state_change, publish_time)
   VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:r2::text), 13))::uuid,
     'kela', 'REFERRAL_STATE_CHANGED', :ref::uuid,
@@ -109,15 +111,16 @@ INSERT INTO audit_events (time, organization, user_id, method, resources, subjec
 COMMIT;
 
 BEGIN;
-INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
-  VALUES ('hva-15', md5(:r3::text)::uuid::text, md5(:r3::text) || md5(:ref::text), '', now())
-  ON CONFLICT (organization, request_id) DO NOTHING;
+-- The request id looked up (a retry would get the first response).
+SELECT fingerprint, response FROM idempotency_keys WHERE organization = 'hva-15' AND request_id = md5(:r3::text)::uuid::text;
 SELECT * FROM referrals WHERE id = :ref::uuid FOR NO KEY UPDATE;
 UPDATE referrals SET state = 'COMPLETED', state_reason = 'SERVICES_STARTED', outcome = 'SERVICES_STARTED',
     update_time = now(), version = version + 1,
     history = left(history, -1) || ',{"state": "COMPLETED","time": ' || to_json(now())::text || ',"organization": "hva-15","reason": "SERVICES_STARTED","recipient": null}]'
   WHERE id = :ref::uuid;
-UPDATE idempotency_keys SET response = repeat('x', 1400) WHERE organization = 'hva-15' AND request_id = md5(:r3::text)::uuid::text;
+-- The request id recorded once, with the response, among the call's writes.
+INSERT INTO idempotency_keys (organization, request_id, fingerprint, response, create_time)
+  VALUES ('hva-15', md5(:r3::text)::uuid::text, md5(:r3::text) || md5(:ref::text), repeat('x', 1400), now());
 INSERT INTO messages (id, mailbox, message_type, referral_id, state_change, publish_time)
   VALUES ((lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') || substr(md5(:r3::text), 13))::uuid,
     'kela', 'REFERRAL_STATE_CHANGED', :ref::uuid,
