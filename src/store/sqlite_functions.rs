@@ -108,16 +108,16 @@ fn key_bytes(bytes: &mut Vec<u8>, value: ValueRef<'_>) {
             bytes.push(2);
             bytes.extend_from_slice(&r.to_bits().to_le_bytes());
         }
-        ValueRef::Text(t) | ValueRef::Blob(t) => {
-            bytes.push(if matches!(value, ValueRef::Text(_)) {
-                3
-            } else {
-                4
-            });
-            bytes.extend_from_slice(&(t.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(t);
-        }
+        ValueRef::Text(t) => tagged(bytes, 3, t),
+        ValueRef::Blob(b) => tagged(bytes, 4, b),
     }
+}
+
+/// `tag`, the length of `value`, then `value`.
+fn tagged(bytes: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    bytes.push(tag);
+    bytes.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(value);
 }
 
 /// A key as JSON; `json_each` gives it back as the same SQL value (a blob is not a key here).

@@ -5,26 +5,31 @@ use std::process::Command;
 
 use crate::helpers::postgres_url;
 
-/// Runs `referral-exchange-bench --scenario <scenario> --baseline` for a second at two clients; returns
-/// its JSON line.
-fn bench_with_baseline(scenario: &str) -> serde_json::Value {
-    let url = postgres_url();
+/// Runs `referral-exchange-bench` with `args` and `--json`; the outcomes it wrote.
+fn bench(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("dir");
     let json = dir.path().join("outcome.json");
     let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
-        .args(["--scenario", scenario, "--clients", "2", "--duration", "1"])
-        .args(["--database-url", &url, "--baseline", "--json"])
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .output()
         .expect("run the benchmark");
     assert!(
         output.status.success(),
-        "referral-exchange-bench --scenario {scenario} --baseline failed: {}",
+        "referral-exchange-bench {} failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
-    let outcomes: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
-    outcomes[0].clone()
+    serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json")
+}
+
+/// Runs `referral-exchange-bench --scenario <scenario> --baseline` for a second at two clients; returns
+/// its outcome.
+fn bench_with_baseline(scenario: &str) -> serde_json::Value {
+    let url = postgres_url();
+    let args = ["--scenario", scenario, "--clients", "2", "--duration", "1"];
+    bench(&[&args[..], &["--database-url", &url, "--baseline"]].concat())[0].clone()
 }
 
 #[test]
@@ -73,32 +78,16 @@ fn the_create_and_lifecycle_baselines_commit_on_the_current_schema() {
 /// (127.0.0.1:5672, guest/guest; `.ci/run` starts it).
 #[test]
 fn delivery_runs_beside_rabbitmq_with_the_same_durability() {
-    let dir = tempfile::tempdir().expect("dir");
-    let json = dir.path().join("outcome.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
-        .args([
-            "--scenario",
-            "delivery",
-            "--clients",
-            "4",
-            "--duration",
-            "2",
-        ])
-        .args([
-            "--rabbitmq",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run the benchmark");
-    assert!(
-        output.status.success(),
-        "referral-exchange-bench --scenario delivery failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let outcomes: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let outcomes = bench(&[
+        "--scenario",
+        "delivery",
+        "--clients",
+        "4",
+        "--duration",
+        "2",
+        "--rabbitmq",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    ]);
     let (ours, peer) = (&outcomes[0], &outcomes[1]);
     assert_eq!(ours["scenario"], "delivery", "{outcomes}");
     assert_eq!(peer["engine"], "rabbitmq", "{outcomes}");
@@ -162,28 +151,18 @@ fn the_server_binary_has_no_bench_subcommand() {
 /// data), and none for a receiver that only long-polls an empty mailbox.
 #[test]
 fn the_audit_log_grows_with_referrals_not_with_polling() {
-    let dir = tempfile::tempdir().expect("dir");
-    let json = dir.path().join("outcome.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_referral-exchange-bench"))
-        .args([
-            "--scenario",
-            "auditlog",
-            "--lifecycles",
-            "2",
-            "--clients",
-            "2",
-        ])
-        .args(["--wait-seconds", "1", "--duration", "3", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run the benchmark");
-    assert!(
-        output.status.success(),
-        "referral-exchange-bench --scenario auditlog failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let outcomes: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let outcomes = bench(&[
+        "--scenario",
+        "auditlog",
+        "--lifecycles",
+        "2",
+        "--clients",
+        "2",
+        "--wait-seconds",
+        "1",
+        "--duration",
+        "3",
+    ]);
     let lifecycle = &outcomes[0];
     assert_eq!(lifecycle["per"], "lifecycle", "{outcomes}");
     assert_eq!(lifecycle["auditEventsPer"], 9.0, "{outcomes}");

@@ -12,6 +12,9 @@
 //!   mode and wait for each confirm, as a create waits for its answer; consumers with a prefetch of
 //!   10 acknowledge each delivery. The bodies are as large as the exchange's pulled messages were
 //!   (their encoded size). The queue is the run's own and deleted afterwards.
+//!
+//! Both start every client together once all are connected ([`measure`]), and count what was
+//! acknowledged when the time is up: no backlog made before the clock starts counts.
 
 use std::{
     collections::HashMap,
@@ -37,6 +40,7 @@ use referral_exchange::proto::v1::{
     self as pb, mailbox_service_client::MailboxServiceClient,
     referral_service_client::ReferralServiceClient,
 };
+use tokio::{sync::Barrier, task::JoinHandle};
 
 use super::{
     Outcome,
@@ -50,23 +54,18 @@ const DRAIN: Duration = Duration::from_secs(30);
 /// Messages a pull or a consumer takes at most at once.
 const BATCH: u16 = 10;
 
-/// What a delivery run found besides its rate.
-pub struct Delivered {
-    pub outcome: Outcome,
-    /// The mean encoded size of a pulled message, for the peer's bodies.
-    pub message_bytes: usize,
-}
-
 /// The exchange: `clients / 2` creators and as many pullers, for `duration`.
 pub async fn exchange(
     target: Target,
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<Delivered> {
+) -> anyhow::Result<Outcome> {
     let creators = (clients / 2).max(1);
     let pullers = (clients - creators).max(1);
+    let go = Arc::new(Barrier::new(creators + pullers + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let created = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
     // How often each message was acknowledged (exactly once is the rule).
     let taken: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let bytes = Arc::new(AtomicUsize::new(0));
@@ -76,9 +75,10 @@ pub async fn exchange(
         let consent = written_consent(&target, i as u64).await?;
         let mut kela =
             ReferralServiceClient::new(target.channel("kela", &format!("bench-{i}")).await?);
-        let (stop, created) = (stop.clone(), created.clone());
+        let (go, stop, created) = (go.clone(), stop.clone(), created.clone());
         let code = identity_code(i as u64);
         creating.push(tokio::spawn(async move {
+            go.wait().await;
             let mut errors = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 match kela
@@ -94,20 +94,19 @@ pub async fn exchange(
             errors
         }));
     }
-    let mut mailboxes = Vec::new();
-    for p in 0..pullers {
-        mailboxes.push(MailboxServiceClient::new(
-            target.channel("hva-15", &format!("worker-{p}")).await?,
-        ));
-    }
-    let started = Instant::now();
-    let deadline = started + duration;
-    let in_time = Arc::new(AtomicUsize::new(0));
     let mut pulling = Vec::new();
-    for mut mailbox in mailboxes {
-        let (stop, taken, bytes, in_time) =
-            (stop.clone(), taken.clone(), bytes.clone(), in_time.clone());
+    for p in 0..pullers {
+        let mut mailbox =
+            MailboxServiceClient::new(target.channel("hva-15", &format!("worker-{p}")).await?);
+        let (go, stop, taken, bytes, acked) = (
+            go.clone(),
+            stop.clone(),
+            taken.clone(),
+            bytes.clone(),
+            acked.clone(),
+        );
         pulling.push(tokio::spawn(async move {
+            go.wait().await;
             let mut errors = 0usize;
             let mut idle_since: Option<Instant> = None;
             loop {
@@ -146,9 +145,7 @@ pub async fn exchange(
                         for (name, result) in names.into_iter().zip(applied) {
                             if result.applied {
                                 *taken.entry(name).or_default() += 1;
-                                if Instant::now() < deadline {
-                                    in_time.fetch_add(1, Ordering::Relaxed);
-                                }
+                                acked.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
@@ -157,22 +154,16 @@ pub async fn exchange(
             }
         }));
     }
-    tokio::time::sleep_until(deadline.into()).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = 0;
-    for task in creating {
-        errors += task.await?;
-    }
-    let drained = tokio::time::timeout(DRAIN, async {
-        let mut errors = 0;
-        for task in pulling {
-            errors += task.await?;
-        }
-        anyhow::Ok(errors)
-    })
-    .await
-    .context("the pullers did not drain the mailbox in time")??;
-    errors += drained;
+    let (delivered, errors) = measure(
+        duration,
+        &go,
+        &stop,
+        &acked,
+        creating,
+        pulling,
+        "the pullers did not drain the mailbox",
+    )
+    .await?;
     let taken = taken.lock().unwrap_or_else(|p| p.into_inner());
     let created = created.load(Ordering::Relaxed);
     let twice = taken.values().filter(|n| **n > 1).count();
@@ -181,13 +172,42 @@ pub async fn exchange(
         "{} of {created} referrals' messages acknowledged, {twice} more than once",
         taken.len()
     );
-    let delivered = in_time.load(Ordering::Relaxed);
     let mut outcome = Outcome::new("delivery", clients, delivered, duration.as_secs_f64());
     outcome.errors = errors;
-    Ok(Delivered {
-        outcome,
-        message_bytes: bytes.load(Ordering::Relaxed) / taken.len().max(1),
+    outcome.message_bytes = Some(bytes.load(Ordering::Relaxed) / taken.len().max(1));
+    Ok(outcome)
+}
+
+/// Lets every client go at once, takes what `done` counts when `duration` is up, then stops the
+/// producers and waits (at most [`DRAIN`]) for the consumers to take what is still in flight.
+/// The count in time, and the errors of all.
+async fn measure(
+    duration: Duration,
+    go: &Barrier,
+    stop: &AtomicBool,
+    done: &AtomicUsize,
+    producers: Vec<JoinHandle<usize>>,
+    consumers: Vec<JoinHandle<usize>>,
+    late: &'static str,
+) -> anyhow::Result<(usize, usize)> {
+    go.wait().await;
+    tokio::time::sleep(duration).await;
+    let in_time = done.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = 0;
+    for task in producers {
+        errors += task.await?;
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        let mut errors = 0;
+        for task in consumers {
+            errors += task.await?;
+        }
+        anyhow::Ok(errors)
     })
+    .await
+    .context(late)??;
+    Ok((in_time, errors + drained))
 }
 
 /// One long-poll of up to [`BATCH`] messages.
@@ -231,10 +251,10 @@ pub async fn rabbitmq(
         )
         .await?;
 
+    let go = Arc::new(Barrier::new(publishers + consumers + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicUsize::new(0));
     let consumed = Arc::new(AtomicUsize::new(0));
-    let in_time = Arc::new(AtomicUsize::new(0));
     let body = Arc::new(vec![b'x'; body_bytes]);
     // Every client on its own connection, as every client of the exchange has its own.
     let mut connections = Vec::new();
@@ -246,9 +266,15 @@ pub async fn rabbitmq(
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         connections.push(connection);
-        let (stop, published, body, queue) =
-            (stop.clone(), published.clone(), body.clone(), queue.clone());
+        let (go, stop, published, body, queue) = (
+            go.clone(),
+            stop.clone(),
+            published.clone(),
+            body.clone(),
+            queue.clone(),
+        );
         publishing.push(tokio::spawn(async move {
+            go.wait().await;
             let mut errors = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let confirmed = async {
@@ -275,8 +301,6 @@ pub async fn rabbitmq(
             errors
         }));
     }
-    let started = Instant::now();
-    let deadline = started + duration;
     let mut consuming = Vec::new();
     for c in 0..consumers {
         let connection = Connection::connect(url, ConnectionProperties::default()).await?;
@@ -291,13 +315,14 @@ pub async fn rabbitmq(
             )
             .await?;
         connections.push(connection);
-        let (stop, published, consumed, in_time) = (
+        let (go, stop, published, consumed) = (
+            go.clone(),
             stop.clone(),
             published.clone(),
             consumed.clone(),
-            in_time.clone(),
         );
         consuming.push(tokio::spawn(async move {
+            go.wait().await;
             let mut errors = 0usize;
             loop {
                 let next =
@@ -307,9 +332,6 @@ pub async fn rabbitmq(
                         match delivery.ack(BasicAckOptions::default()).await {
                             Ok(_) => {
                                 consumed.fetch_add(1, Ordering::Relaxed);
-                                if Instant::now() < deadline {
-                                    in_time.fetch_add(1, Ordering::Relaxed);
-                                }
                             }
                             Err(_) => errors += 1,
                         }
@@ -328,22 +350,16 @@ pub async fn rabbitmq(
             }
         }));
     }
-    tokio::time::sleep_until(deadline.into()).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = 0;
-    for task in publishing {
-        errors += task.await?;
-    }
-    let drained = tokio::time::timeout(DRAIN, async {
-        let mut errors = 0;
-        for task in consuming {
-            errors += task.await?;
-        }
-        anyhow::Ok(errors)
-    })
-    .await
-    .context("the consumers did not drain the queue in time")??;
-    errors += drained;
+    let (in_time, errors) = measure(
+        duration,
+        &go,
+        &stop,
+        &consumed,
+        publishing,
+        consuming,
+        "the consumers did not drain the queue",
+    )
+    .await?;
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
@@ -358,12 +374,7 @@ pub async fn rabbitmq(
         consumed == published,
         "{consumed} of {published} confirmed messages were consumed"
     );
-    let mut outcome = Outcome::new(
-        "rabbitmq",
-        clients,
-        in_time.load(Ordering::Relaxed),
-        duration.as_secs_f64(),
-    );
+    let mut outcome = Outcome::new("rabbitmq", clients, in_time, duration.as_secs_f64());
     outcome.engine = "rabbitmq";
     outcome.errors = errors;
     Ok(outcome)

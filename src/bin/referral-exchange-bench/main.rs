@@ -27,6 +27,7 @@ mod statistics;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
@@ -424,19 +425,14 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     outcomes
                 }
                 Scenario::Delivery => {
-                    let mut outcomes = with_server(&db, start("server")?, |s| async move {
-                        let delivered = delivery::exchange(s, clients, duration).await?;
-                        eprintln!(
-                            "delivery: a pulled message is {} bytes encoded",
-                            delivered.message_bytes
-                        );
-                        let mut outcome = delivered.outcome;
-                        outcome.message_bytes = Some(delivered.message_bytes);
-                        Ok(outcome)
+                    let mut outcomes = with_server(&db, start("server")?, |s| {
+                        delivery::exchange(s, clients, duration)
                     })
                     .await?;
                     if let Some(url) = &args.rabbitmq {
-                        let bytes = outcomes[0].message_bytes.unwrap_or(1024);
+                        let bytes = outcomes[0]
+                            .message_bytes
+                            .context("delivery measures its messages' size")?;
                         let peer = delivery::rabbitmq(url, clients, duration, bytes).await?;
                         outcomes[0].peer_per_second = Some(peer.per_second);
                         outcomes[0].ratio_to_peer = Some(outcomes[0].per_second / peer.per_second);
