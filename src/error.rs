@@ -241,6 +241,25 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl Error {
+    /// An error in opening a connection and its transaction, before any of the call's statements
+    /// went: the database could not be had, whatever sqlx calls it. sqlx's pool retries only a
+    /// refused connection; a server stopping or starting mid-handshake can also answer bytes that
+    /// are no answer at all (a `Protocol` error, "unexpected response from SSLRequest"), and that
+    /// is as passing as a refusal. Errors the server sends (wrong password, no such database) keep
+    /// their usual mapping.
+    pub fn connecting(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Protocol(_) => Error::Unavailable {
+                reason: Reason::DatabaseUnavailable,
+                retry_after: DATABASE_RETRY_DELAY,
+                source: Box::new(e),
+            },
+            e => e.into(),
+        }
+    }
+}
+
 /// Whether `e` is the unique key of `idempotency_keys` refusing a second record of one request id:
 /// two first tries of one request ran at once, and the other recorded it first (`store::idempotency`).
 fn request_recorded_meanwhile(e: &sqlx::Error) -> bool {
@@ -459,6 +478,29 @@ pub fn status_json(status: &Status) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn garbled_bytes_while_connecting_are_unavailable_and_elsewhere_internal() {
+        // What a PostgreSQL going down or coming up answered a connection's SSLRequest with.
+        let garbled = || sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        let connecting = Error::connecting(garbled());
+        assert_eq!(connecting.code(), Code::Unavailable);
+        assert_eq!(connecting.reason(), Reason::DatabaseUnavailable);
+        let status = Status::from(connecting);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            !status.message().contains("SSLRequest"),
+            "the cause is logged, not sent: {}",
+            status.message()
+        );
+        // Mid-call, the same error is no passing condition the server can vouch for.
+        assert_eq!(Error::from(garbled()).code(), Code::Internal);
+        // An error that is no connection's stays what it was.
+        assert_eq!(
+            Error::connecting(sqlx::Error::RowNotFound).code(),
+            Code::Internal
+        );
+    }
 
     /// The details of an answer to `violations`: how many listed, the omitted count, and the
     /// answer's metadata in bytes.

@@ -14,7 +14,11 @@ use sqlx::{
 };
 
 use super::{Engine, Leadership, Schema, Store, Tx, sql::SqlTx};
-use crate::{error::Result, mailbox::MailboxSignals, sealing::DataKeys};
+use crate::{
+    error::{Error, Result},
+    mailbox::MailboxSignals,
+    sealing::DataKeys,
+};
 
 /// Connections kept for the background tasks ([`Store::begin_background`]) and readiness, beside
 /// the [`CALL_CONNECTIONS`] the calls share. Six tasks run in rounds, each one transaction at a
@@ -86,7 +90,7 @@ impl PostgresStore {
             db.system.name = "postgresql"
         );
         Ok(Box::new(SqlTx::<Postgres>::new(
-            pool.begin().await?,
+            pool.begin().await.map_err(Error::connecting)?,
             span,
             self.keys.clone(),
         )))
@@ -108,7 +112,10 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.background).await?;
+        sqlx::query("SELECT 1")
+            .execute(&self.background)
+            .await
+            .map_err(Error::connecting)?;
         Ok(())
     }
 
@@ -120,7 +127,12 @@ impl Store for PostgresStore {
     /// releases it the moment that session ends, including when the process holding it is killed,
     /// so another replica can take over.
     async fn try_lead(&self, lock: &str) -> Result<Option<Box<dyn Leadership>>> {
-        let mut conn = self.pool.acquire().await?.detach();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(Error::connecting)?
+            .detach();
         let acquired: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
                 .bind(lock)
